@@ -1,0 +1,77 @@
+"""Segmentation networks for bloodseg, and a registry to build them by name.
+
+Every network maps ``(B, in_channels, H, W)`` images (``in_channels`` 1 = gray, 3 = RGB) to
+``(B, classes, H, W)`` logits (no activation) for any H, W: inputs are padded to the network's
+``size_divisor`` and the output cropped back (:class:`~bloodseg.models.common.SegmentationNet`).
+
+=========  ==============================================  ====================================
+name       class                                           own parameters
+=========  ==============================================  ====================================
+unet       :class:`~bloodseg.models.unet.UNet`             ``base_channels=64``
+resunet    :class:`~bloodseg.models.resunet.ResUNet`       ``base_channels=64, depth=3``
+vgg11unet  :class:`~bloodseg.models.vggunet.VGG11UNet`     ``pretrained=False``
+vgg16unet  :class:`~bloodseg.models.vggunet.VGG16UNet`     ``pretrained=False``
+attunet    :class:`~bloodseg.models.attunet.AttentionUNet` ``base_channels=64``
+smp        :class:`~bloodseg.models.smp.SMPModel`          ``arch, encoder, pretrained, **smp``
+=========  ==============================================  ====================================
+
+Usage::
+
+    import torch
+    from bloodseg.models import build_model
+
+    net = build_model("unet", in_channels=1, base_channels=32)
+    logits = net(torch.randn(2, 1, 250, 320))           # -> (2, 1, 250, 320)
+    fpn = build_model("smp", arch="FPN", encoder="resnet18", in_channels=3)
+
+With Hydra (``conf/model/<name>.yaml``)::
+
+    net = hydra.utils.instantiate(cfg.model)            # in_channels: ${data.in_channels}
+
+``python -m bloodseg.models`` prints the parameter counts.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from bloodseg.models.attunet import AttentionUNet
+from bloodseg.models.common import SegmentationNet, UnknownNameError, unknown_name
+from bloodseg.models.resunet import ResUNet
+from bloodseg.models.smp import SMPModel
+from bloodseg.models.unet import UNet
+from bloodseg.models.vggunet import VGG11UNet, VGG16UNet
+
+MODELS: dict[str, type[SegmentationNet]] = {
+    "unet": UNet,
+    "resunet": ResUNet,
+    "vgg11unet": VGG11UNet,
+    "vgg16unet": VGG16UNet,
+    "attunet": AttentionUNet,
+    "smp": SMPModel,
+}
+
+
+def build_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build the network registered as ``name``; ``kwargs`` go to its constructor."""
+    try:
+        cls = MODELS[name]
+    except KeyError:
+        raise unknown_name("model", name, list(MODELS)) from None
+    return cls(**kwargs)
+
+
+__all__ = [
+    "MODELS",
+    "AttentionUNet",
+    "ResUNet",
+    "SMPModel",
+    "SegmentationNet",
+    "UNet",
+    "UnknownNameError",
+    "VGG11UNet",
+    "VGG16UNet",
+    "build_model",
+]

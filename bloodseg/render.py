@@ -1,0 +1,64 @@
+"""Pictures of instance labels: contour overlays with numbers, and colour label maps.
+
+Shared by the watershed callback (W&B images), ``bloodseg-predict`` (overlay PNGs) and
+``bloodseg-report`` (test panels), so all three show cells the same way.
+
+    >>> rgb = overlay(image, labels)            # contours + cell numbers, RGB uint8
+    >>> rgb = colorize(labels)                  # one random colour per instance
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+
+
+def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
+    """Any HxW / HxWx1 / HxWx3 image (uint8 or float, any range) as RGB uint8 for display."""
+    img = np.asarray(image)
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if img.dtype != np.uint8:
+        img = img.astype(np.float32)
+        lo, hi = float(img.min()), float(img.max())
+        img = ((img - lo) / (hi - lo if hi > lo else 1.0) * 255).round().astype(np.uint8)
+    return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB) if img.ndim == 2 else img.copy()
+
+
+def colorize(labels: np.ndarray, seed: int = 0) -> np.ndarray:
+    """Random-but-fixed colour per label, black background."""
+    n = int(labels.max()) if labels.size else 0
+    palette = np.random.default_rng(seed).integers(60, 256, (n + 1, 3), dtype=np.uint8)
+    palette[0] = 0
+    return palette[labels]
+
+
+def overlay(image: np.ndarray, labels: np.ndarray, numbers: bool = True,
+            color: tuple[int, int, int] = (255, 230, 0)) -> np.ndarray:
+    """Instance contours (and their numbers at the centroids) drawn over ``image``."""
+    out = to_rgb_uint8(image)
+    if labels.shape != out.shape[:2]:
+        raise ValueError(f"labels {labels.shape} and image {out.shape[:2]} differ in size")
+    lab = labels.astype(np.int32)
+    f, k = lab.astype(np.float32), np.ones((3, 3), np.uint8)
+    # a cell pixel is on a contour where its 3x3 neighbourhood holds another label
+    edge = ((cv2.dilate(f, k) != f) | (cv2.erode(f, k) != f)) & (lab > 0)
+    thick = max(1, round(min(lab.shape) / 400))
+    if thick > 1:
+        edge = cv2.dilate(edge.astype(np.uint8), np.ones((thick, thick), np.uint8)) > 0
+    out[edge] = color
+    if numbers and lab.max() > 0:
+        n = int(lab.max())
+        ys, xs = np.nonzero(lab)
+        ids = lab[ys, xs]
+        counts = np.bincount(ids, minlength=n + 1)
+        cx = np.bincount(ids, weights=xs, minlength=n + 1)
+        cy = np.bincount(ids, weights=ys, minlength=n + 1)
+        scale = max(0.3, min(lab.shape) / 800)
+        for i in np.flatnonzero(counts[1:]) + 1:
+            org = (int(cx[i] / counts[i]) - int(6 * scale), int(cy[i] / counts[i]) + int(5 * scale))
+            cv2.putText(out, str(i), org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255),
+                        max(1, int(2 * scale)) + 1, cv2.LINE_AA)
+            cv2.putText(out, str(i), org, cv2.FONT_HERSHEY_SIMPLEX, scale, (200, 0, 0),
+                        max(1, int(2 * scale)), cv2.LINE_AA)
+    return out

@@ -1,0 +1,167 @@
+"""``bloodseg-train`` / ``python train.py``: train (and test) one configured experiment.
+
+    python train.py model=attunet data=synthetic trainer.max_epochs=5
+    python train.py experiment=resunet_grayscale_scheduler
+    python train.py -m model=unet,resunet,vgg11unet,vgg16unet,attunet          # sweep
+    python train.py -m model=unet,attunet hydra/launcher=joblib trainer=gpu    # 1 job/GPU
+
+Each run writes into its Hydra output folder: ``metrics.csv`` (CSV logger),
+``checkpoints/{best,last}.ckpt``, ``test_metrics.json``, ``per_image.csv`` and
+``samples/`` (watershed callback) and ``meta.json`` (what ran, for the report).
+:func:`train` is importable so tests run it on a composed config.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from pathlib import Path
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+import bloodseg  # noqa: F401  (registers the config resolvers)
+from bloodseg import ddp
+from bloodseg.config import CONF_DIR
+from bloodseg.data.io import write_text_atomic
+from bloodseg.module import SegmentationModule
+
+log = logging.getLogger(__name__)
+
+
+def build_module(cfg: DictConfig) -> SegmentationModule:
+    module = SegmentationModule(
+        model=cfg.model,
+        loss=cfg.loss,
+        optimizer=cfg.optimizer,
+        scheduler=cfg.get("scheduler") or None,
+        channels_last=cfg.get("channels_last", False),
+    )
+    if cfg.get("compile"):
+        module.net = torch.compile(module.net)
+    return module
+
+
+def instantiate_group(group: DictConfig | None) -> list:
+    """Instantiate every non-null entry of a callbacks/logger group."""
+    return [instantiate(c) for c in (group or {}).values() if c and "_target_" in c]
+
+
+def is_ddp_worker() -> bool:
+    return int(os.environ.get("LOCAL_RANK", "0")) > 0
+
+
+def train(cfg: DictConfig) -> dict:
+    """Fit, test the best checkpoint, and write run metadata; returns the test metrics."""
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if HydraConfig.initialized() and not is_ddp_worker():
+        # DDP workers rebuild this exact job from the resolved config (see bloodseg.ddp).
+        write_text_atomic(out / ".hydra" / f"{ddp.RESOLVED_CONFIG}.yaml",
+                          OmegaConf.to_yaml(cfg, resolve=True))
+    ddp.install()
+    ddp_env = ddp.snapshot_env()
+    pl.seed_everything(cfg.seed, workers=True)
+
+    datamodule = instantiate(cfg.data)
+    module = build_module(cfg)
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    loggers = instantiate_group(cfg.get("logger"))
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    for lg in loggers:
+        lg.log_hyperparams(resolved)  # W&B and CSV carry the full experiment config
+
+    try:
+        return fit_and_test(cfg, out, trainer, module, datamodule)
+    finally:
+        finish_wandb(loggers)
+        if not is_ddp_worker():
+            ddp.reset(ddp_env)
+
+
+def finish_wandb(loggers: list) -> None:
+    """Close the W&B run: the next job of a sweep (same process) must get a run of its own."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    if any(isinstance(lg, WandbLogger) for lg in loggers):
+        import wandb
+
+        wandb.finish()
+
+
+def fit_and_test(cfg: DictConfig, out: Path, trainer: pl.Trainer, module, datamodule) -> dict:
+    started = time.time()
+    if cfg.get("train", True):
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    train_time = time.time() - started
+
+    test_metrics: dict = {}
+    if cfg.get("test", True):
+        ckpt = None
+        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+        if cfg.get("train", True) and best and Path(best).is_file():
+            ckpt = best
+        elif not cfg.get("train", True):
+            ckpt = cfg.get("ckpt_path")
+        results = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt)
+        test_metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
+
+    if trainer.is_global_zero:
+        write_run_files(cfg, out, trainer, module, datamodule, test_metrics, train_time)
+    return test_metrics
+
+
+def write_run_files(cfg, out: Path, trainer: pl.Trainer, module, datamodule,
+                    test_metrics: dict, train_time: float) -> None:
+    stopper = trainer.early_stopping_callback
+    ckpt_cb = trainer.checkpoint_callback
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    meta = {
+        "name": cfg.name,
+        "model": choices.get("model", cfg.model.get("_target_", "")),
+        "experiment": choices.get("experiment"),
+        "params": sum(p.numel() for p in module.parameters()),
+        "epochs_run": trainer.current_epoch,
+        "stopped_epoch": (stopper.stopped_epoch or None) if stopper else None,
+        "best_ckpt": ckpt_cb.best_model_path if ckpt_cb else "",
+        "best_val_loss": float(ckpt_cb.best_model_score) if ckpt_cb and
+        ckpt_cb.best_model_score is not None else None,
+        "train_time_s": round(train_time, 2),
+        "loss": cfg.loss,
+        "optimizer": OmegaConf.to_container(cfg.optimizer, resolve=True),
+        "scheduler": OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.get("scheduler")
+        else None,
+        "max_epochs": cfg.trainer.get("max_epochs"),
+        "batch_size": datamodule.batch_size,
+        **datamodule.describe(),
+    }
+    write_text_atomic(out / "meta.json", json.dumps(meta, indent=2, default=str))
+    if test_metrics:
+        write_test_metrics(out, test_metrics, meta["best_ckpt"], False, datamodule)
+    log.info("run files written to %s", out)
+
+
+def write_test_metrics(out: Path, metrics: dict, ckpt_path: str, tta: bool,
+                       datamodule) -> Path:
+    """``test_metrics.json``: the metrics plus what produced them (shared with evaluate)."""
+    payload = {"ckpt_path": str(ckpt_path), "tta": tta, **datamodule.describe(),
+               "metrics": metrics}
+    return write_text_atomic(out / "test_metrics.json", json.dumps(payload, indent=2))
+
+
+@hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
+def main(cfg: DictConfig) -> float | None:
+    metrics = train(cfg)
+    # a scalar for Hydra sweepers (e.g. Optuna): lower is better
+    return metrics.get("test/loss")
+
+
+if __name__ == "__main__":
+    main()

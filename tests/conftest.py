@@ -1,0 +1,70 @@
+"""Shared fixtures: synthetic data in tmp folders, real-data paths, composed Hydra configs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+import bloodseg  # noqa: F401  (resolvers)
+
+REPO = Path(__file__).resolve().parents[1]
+CONF = REPO / "conf"
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+# Tests never talk to W&B servers; the code itself must not prompt either (see test_train).
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+def pytest_collection_modifyitems(config, items):
+    import torch
+
+    for item in items:
+        if "real" in item.keywords and not SHARED_DATA.is_dir():
+            item.add_marker(pytest.mark.skip(reason=f"real data not found at {SHARED_DATA}"))
+        if "gpu" in item.keywords and not torch.cuda.is_available():
+            item.add_marker(pytest.mark.skip(reason="needs CUDA"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data not found at {SHARED_DATA}")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory) -> Path:
+    """A small synthetic dataset in the Kaggle layout (+ instances), made once per session."""
+    from bloodseg.data.synthetic import write_dataset
+
+    root = tmp_path_factory.mktemp("synthetic") / "data"
+    return write_dataset(root, n_train=12, n_test=4, size=(96, 96), seed=0)
+
+
+def compose_cfg(tmp_path: Path, overrides: list[str] | None = None,
+                config_name: str = "train") -> DictConfig:
+    """Compose the real config the way the CLI does, shrunk for CPU tests in ``tmp_path``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose(config_name=config_name, return_hydra_config=True,
+                      overrides=overrides or [])
+    with open_dict(cfg):
+        cfg.paths.root_dir = str(REPO)
+        cfg.paths.data_dir = str(tmp_path / "data")
+        cfg.paths.output_dir = str(tmp_path / "run")
+        cfg.hydra.runtime.output_dir = str(tmp_path / "run")
+        cfg.hydra.job.num = 0
+    HydraConfig.instance().set_config(cfg)
+    return cfg
+
+
+@pytest.fixture
+def hydra_cfg():
+    yield compose_cfg
+    GlobalHydra.instance().clear()

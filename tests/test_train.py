@@ -1,0 +1,194 @@
+"""Training framework: composed configs, every experiment file, sweeps, DDP, W&B offline."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from omegaconf import open_dict
+
+from bloodseg.config import job_gpu, wandb_offline
+from bloodseg.ddp import hydra_ddp_command
+from bloodseg.module import SegmentationModule, build_loss
+from bloodseg.train import train
+from tests.conftest import CONF, REPO
+
+EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+TINY_DATA = [
+    "data=synthetic",
+    "data.synthetic.n_train=8",
+    "data.synthetic.n_test=2",
+    "data.synthetic.size=[64,64]",
+    "data.image_size=64",
+    "data.num_workers=0",
+    "data.batch_size=2",
+    "logger=csv",
+    "trainer=cpu",
+    "callbacks.progress_bar=null",
+]
+
+
+def shrink_models(cfg) -> None:
+    """Narrow the from-scratch networks so CPU tests take seconds (architecture unchanged)."""
+    with open_dict(cfg):
+        if "base_channels" in cfg.model:
+            cfg.model.base_channels = 8
+
+
+def read_metrics_csv(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def test_experiment_files_exist_for_the_study():
+    assert set(EXPERIMENTS) >= {
+        "unet_grayscale", "unet_rgb", "resunet_grayscale", "resunet_grayscale_scheduler",
+        "vgg11unet", "vgg16unet", "attunet",
+    }
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_every_experiment_runs_fast_dev_run(hydra_cfg, tmp_path, experiment):
+    cfg = hydra_cfg(tmp_path, [f"experiment={experiment}", *TINY_DATA, "trainer.fast_dev_run=true"])
+    shrink_models(cfg)
+    metrics = train(cfg)
+    out = Path(cfg.paths.output_dir)
+    assert "test/dice" in metrics and "test/count_mae" in metrics
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["name"] == cfg.name and meta["data_kind"] == "synthetic"
+    # fast_dev_run suppresses loggers (no metrics.csv); the run still writes its own metrics
+    assert (out / "test_metrics.json").is_file() and (out / "per_image.csv").is_file()
+
+
+def test_study_hyperparameters_compose(hydra_cfg, tmp_path):
+    cfg = hydra_cfg(tmp_path, ["experiment=resunet_grayscale_scheduler"])
+    assert cfg.model._target_.endswith("ResUNet") and cfg.data.color == "gray"
+    assert cfg.optimizer.lr == 1e-4 and cfg.data.batch_size == 4 and cfg.trainer.max_epochs == 100
+    assert cfg.scheduler._target_.endswith("StepLR") and cfg.scheduler.gamma == 0.95
+    assert cfg.callbacks.early_stopping.patience == 10
+    cfg = hydra_cfg(tmp_path, ["experiment=vgg16unet"])
+    assert cfg.scheduler._target_.endswith("ReduceLROnPlateau")
+    assert (cfg.scheduler.factor, cfg.scheduler.patience, cfg.scheduler.min_lr) == (0.5, 5, 1e-6)
+    cfg = hydra_cfg(tmp_path, ["experiment=unet_grayscale"])
+    assert cfg.callbacks.early_stopping is None and cfg.name == "Unet_grayscale"
+    assert cfg.model.in_channels == 1
+    cfg = hydra_cfg(tmp_path, ["experiment=unet_rgb"])
+    assert cfg.model.in_channels == 3
+
+
+def test_short_training_learns_and_checkpoint_round_trips(hydra_cfg, tmp_path):
+    cfg = hydra_cfg(tmp_path, [*TINY_DATA, "model=unet", "model.base_channels=8",
+                               "trainer.max_epochs=6", "data.synthetic.n_train=16",
+                               "optimizer.lr=3e-3", "scheduler=plateau"])
+    metrics = train(cfg)
+    out = Path(cfg.paths.output_dir)
+    rows = read_metrics_csv(out / "metrics.csv")
+    val = [r for r in rows if r.get("val/dice")]
+    assert len(val) == 6
+    # learning: validation loss falls and Dice climbs well above chance
+    assert float(val[-1]["val/loss"]) < float(val[0]["val/loss"])
+    assert metrics["test/dice"] > 0.6
+    for key in ("val/count_mae", "val/inst_f1", "train/loss_epoch", "lr-Adam"):
+        assert any(r.get(key) for r in rows), key
+    best = out / "checkpoints" / "best.ckpt"
+    assert best.is_file() and (out / "checkpoints" / "last.ckpt").is_file()
+    module = SegmentationModule.from_checkpoint(best)
+    assert module.hparams.data_info["color"] == "gray"
+    assert module.hparams.data_info["image_size"] == [64, 64]
+    x = torch.zeros(1, 1, 64, 64)
+    assert module(x).shape == (1, 1, 64, 64)
+
+
+@pytest.mark.parametrize("name", ["bce", "dice", "bce_dice"])
+def test_losses(name):
+    loss = build_loss(name)
+    target = torch.zeros(2, 1, 8, 8)
+    target[:, :, 2:6, 2:6] = 1
+    good, bad = loss(target * 20 - 10, target), loss(10 - target * 20, target)
+    assert good < bad
+
+
+def test_unknown_loss_lists_choices():
+    with pytest.raises(KeyError, match="bce, dice, bce_dice"):
+        build_loss("focal")
+
+
+def test_wandb_offline_unless_logged_in(monkeypatch, tmp_path):
+    monkeypatch.delenv("WANDB_MODE", raising=False)
+    monkeypatch.delenv("WANDB_API_KEY", raising=False)
+    monkeypatch.setenv("NETRC", str(tmp_path / "netrc"))
+    assert wandb_offline() is True
+    (tmp_path / "netrc").write_text("machine api.wandb.ai\n  login user\n  password abc\n")
+    assert wandb_offline() is False
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    assert wandb_offline() is True
+
+
+def test_job_gpu_without_cuda_is_one_device():
+    if torch.cuda.is_available():
+        pytest.skip("CPU-only expectation")
+    assert job_gpu() == 1
+
+
+def test_ddp_worker_command_replays_the_job_not_the_sweep(hydra_cfg, tmp_path, monkeypatch):
+    cfg = hydra_cfg(tmp_path, ["model=resunet"])
+    monkeypatch.setattr(sys, "argv", ["train.py", "-m", "model=unet,resunet"])
+    command, cwd = hydra_ddp_command(local_rank=1)
+    assert command[1:3] == ["-m", "bloodseg.train"]  # python -m: the module, not a sweep
+    assert "-m" not in command[3:] and "model=unet,resunet" not in command
+    assert command[command.index("--config-path") + 1] == str(tmp_path / "run" / ".hydra")
+    assert f'hydra.run.dir="{tmp_path / "run"}"' in command
+    assert cwd == cfg.hydra.runtime.cwd  # workers start where the user started the sweep
+
+
+def run_cli(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
+    return subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=cwd, env=env,
+                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                          timeout=timeout)
+
+
+@pytest.mark.slow
+def test_sweep_of_models_cli_with_wandb_offline(tmp_path):
+    """The user's command, as typed: one job per model, own output dir, W&B offline."""
+    sweep = tmp_path / "sweep"
+    proc = run_cli(["-m", "model=unet,attunet", "model.base_channels=8",
+                    *[a for a in TINY_DATA if a != "logger=csv"],
+                    "trainer.max_epochs=1", "trainer.limit_train_batches=2",
+                    f"paths.data_dir={tmp_path / 'data'}",
+                    f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
+    assert jobs == ["0_unet_gray", "1_attunet_gray"]
+    for job in jobs:
+        d = sweep / job
+        assert (d / "metrics.csv").is_file() and (d / "test_metrics.json").is_file()
+        assert list((d / "wandb").glob("offline-run-*")), "W&B must run offline, no prompt"
+        cfg = (d / ".hydra" / "resolved.yaml").read_text()
+        assert "group: sweep" in cfg  # jobs of one sweep share a W&B group
+
+
+@pytest.mark.slow
+def test_ddp_inside_multirun_on_cpu(tmp_path):
+    """trainer=ddp in a -m sweep: each job's 2 workers train that job, in that job's dir."""
+    sweep = tmp_path / "sweep"
+    proc = run_cli(["-m", "model=unet,resunet", "model.base_channels=8", *TINY_DATA,
+                    "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
+                    "trainer.precision=32-true", "trainer.sync_batchnorm=false",
+                    "trainer.fast_dev_run=true",
+                    f"paths.data_dir={tmp_path / 'data'}", f"hydra.sweep.dir={sweep}"],
+                   cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
+    assert jobs == ["0_unet_gray", "1_resunet_gray"]  # no nested sweeps from the workers
+    for job in jobs:
+        d = sweep / job
+        assert (d / "train_ddp_process_1.log").is_file()  # the worker ran in this job's dir
+        assert (d / "test_metrics.json").is_file()
+    assert not (tmp_path / "experiments").exists() and not (tmp_path / "outputs").exists()
