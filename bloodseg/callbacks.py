@@ -174,8 +174,12 @@ class WatershedCallback(pl.Callback):
     def write_outputs(self, stats: InstanceStats) -> None:
         out = self.output_dir
         stats.to_csv(out / "per_image.csv")
-        counts, edges = stats.area_histogram(self.hist_bins)
-        true_counts, _ = np.histogram(np.concatenate(stats.true_areas or [np.zeros(0)]), edges)
+        pred_areas = np.concatenate(stats.areas or [np.zeros(0)])
+        true_areas = np.concatenate(stats.true_areas or [np.zeros(0)])
+        # common bins over both, so every true and predicted cell falls in one
+        edges = np.histogram_bin_edges(np.concatenate([pred_areas, true_areas]), self.hist_bins)
+        counts, _ = np.histogram(pred_areas, edges)
+        true_counts, _ = np.histogram(true_areas, edges)
         lines = ["bin_start,bin_end,pred_cells,true_cells"]
         lines += [f"{a:.1f},{b:.1f},{c},{t}"
                   for a, b, c, t in zip(edges[:-1], edges[1:], counts, true_counts)]

@@ -107,6 +107,10 @@ class Predictor:
         return int(self.module.hparams.model.get("in_channels", 3))
 
     def _normalize(self, img: np.ndarray) -> np.ndarray:
+        if self.color == "gray" and img.ndim == 3:
+            img = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+        elif self.color == "rgb" and img.ndim == 2:
+            img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
         img = img[:, :, None] if img.ndim == 2 else img
         return ((img.astype(np.float32) / 255.0 - self.mean) / self.std).transpose(2, 0, 1)
 
@@ -116,7 +120,7 @@ class Predictor:
         return self.module.predict_probs(x)[:, 0].float().cpu().numpy()
 
     def probabilities(self, image: np.ndarray) -> np.ndarray:
-        """HxW foreground probability for an RGB/gray uint8 image at its own size."""
+        """HxW foreground probability for an RGB or gray uint8 image at its own size."""
         h, w = image.shape[:2]
         if self.mode == "resize":
             th, tw = self.tile_hw

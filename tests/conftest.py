@@ -68,3 +68,21 @@ def compose_cfg(tmp_path: Path, overrides: list[str] | None = None,
 def hydra_cfg():
     yield compose_cfg
     GlobalHydra.instance().clear()
+
+
+@pytest.fixture(scope="session")
+def trained_run(tmp_path_factory) -> Path:
+    """A briefly trained U-Net (narrow, CPU) and its run folder, shared by pipeline tests."""
+    from bloodseg.train import train
+
+    tmp = tmp_path_factory.mktemp("trained")
+    cfg = compose_cfg(tmp, [
+        "data=synthetic", "data.synthetic.n_train=12", "data.synthetic.n_test=3",
+        "data.synthetic.size=[128,128]", "data.image_size=128", "data.num_workers=0",
+        "data.batch_size=4", "logger=csv", "trainer=cpu", "trainer.max_epochs=3",
+        "callbacks.progress_bar=null", "model=unet", "model.base_channels=8",
+        "optimizer.lr=3e-3",
+    ])
+    train(cfg)
+    GlobalHydra.instance().clear()
+    return Path(cfg.paths.output_dir)

@@ -1,0 +1,136 @@
+"""Evaluate and predict commands on a briefly trained checkpoint, real and synthetic images."""
+
+from __future__ import annotations
+
+import csv
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from bloodseg.module import SegmentationModule
+from bloodseg.predict import Predictor, blend_window, list_inputs, tile_starts
+from tests.conftest import REPO
+
+
+def read_csv(path: Path) -> list[dict]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def run_entry(module: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True,
+                          text=True, stdin=subprocess.DEVNULL, timeout=600)
+
+
+def test_run_folder_has_callback_outputs(trained_run):
+    rows = read_csv(trained_run / "metrics.csv")
+    assert any(r.get("val/count_mae") for r in rows) and any(r.get("val/inst_f1") for r in rows)
+    per_image = read_csv(trained_run / "per_image.csv")
+    assert len(per_image) == 3 and all(int(r["true_count"]) > 0 for r in per_image)
+    index = json.loads((trained_run / "samples" / "index.json").read_text())
+    assert len(index) == 3
+    inst = cv2.imread(str(trained_run / "samples" / f"{index[0]['name']}_instances.png"),
+                      cv2.IMREAD_UNCHANGED)
+    assert inst.dtype == np.uint16 and inst.max() == index[0]["pred_count"]
+    hist = read_csv(trained_run / "size_hist.csv")
+    assert sum(int(r["true_cells"]) for r in hist) == sum(int(r["true_count"]) for r in per_image)
+
+
+def test_tile_starts_cover_with_overlap():
+    assert tile_starts(100, 256, 0.25) == [0]
+    starts = tile_starts(600, 256, 0.25)
+    assert starts[0] == 0 and starts[-1] == 600 - 256
+    assert all(b - a <= 192 for a, b in zip(starts, starts[1:]))
+    w = blend_window(8, 8)
+    assert w[4, 4] > w[0, 0] > 0
+
+
+def test_predictor_tile_and_resize_agree_on_training_sized_input(trained_run):
+    module = SegmentationModule.from_checkpoint(trained_run / "checkpoints" / "best.ckpt")
+    image = cv2.imread(str(next((trained_run / "samples").glob("*_image.png"))))[:, :, ::-1]
+    tile = Predictor(module, mode="tile").probabilities(image)
+    resize = Predictor(module, mode="resize").probabilities(image)
+    assert tile.shape == resize.shape == image.shape[:2]
+    assert np.allclose(tile, resize, atol=1e-4)  # one tile == the whole image here
+    tta = Predictor(module, mode="tile", tta=True).probabilities(image)
+    assert 0 <= tta.min() and tta.max() <= 1 and not np.allclose(tta, tile)
+
+
+def test_predictor_tiles_large_images_at_training_scale(trained_run):
+    module = SegmentationModule.from_checkpoint(trained_run / "checkpoints" / "best.ckpt")
+    pred = Predictor(module, mode="tile", scale=1.0, batch_size=3)
+    big = np.full((300, 410, 3), 200, np.uint8)
+    prob = pred.probabilities(big)
+    assert prob.shape == (300, 410) and np.isfinite(prob).all()
+
+
+def test_evaluate_writes_metrics(trained_run, tmp_path):
+    data_dir = trained_run.parent / "data"
+    out = tmp_path / "eval"
+    proc = run_entry("bloodseg.evaluate", [
+        f"ckpt_path={trained_run / 'checkpoints' / 'best.ckpt'}", "data=synthetic",
+        "data.synthetic.n_train=12", "data.synthetic.n_test=3", "data.synthetic.size=[128,128]",
+        f"paths.data_dir={data_dir}", "data.num_workers=0", "trainer=cpu",
+        f"hydra.run.dir={out}", "tta=true"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((out / "test_metrics.json").read_text())
+    assert result["tta"] is True and result["data_kind"] == "synthetic"
+    for key in ("test/dice", "test/iou", "test/count_mae", "test/inst_f1", "test/inst_ap"):
+        assert key in result["metrics"]
+    assert len(read_csv(out / "per_image.csv")) == 3
+    assert (out / "metrics.csv").is_file()
+
+
+@pytest.mark.real
+def test_predict_on_mixed_folder_lists_unreadable_and_exits_nonzero(trained_run, tmp_path,
+                                                                    shared_data):
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    shutil.copy(shared_data / "bbbc041seg-sample" / "original.png", inputs / "full.png")
+    bccd = sorted((shared_data / "bccd-boxes" / "JPEGImages").glob("*.jpg"))[0]
+    shutil.copy(bccd, inputs / "bccd.jpg")
+    gray16 = (np.linspace(0, 65535, 200 * 150).reshape(150, 200)).astype(np.uint16)
+    cv2.imwrite(str(inputs / "gray16.tif"), gray16)
+    cv2.imwrite(str(inputs / "rgba.png"), np.full((90, 120, 4), 180, np.uint8))
+    (inputs / "broken.png").write_bytes(b"\x89PNG not really")
+    out = tmp_path / "pred"
+    proc = run_entry("bloodseg.predict", [
+        f"ckpt_path={trained_run / 'checkpoints' / 'best.ckpt'}", f"input={inputs}",
+        f"output={out}", f"hydra.run.dir={tmp_path / 'hydra'}"], cwd=tmp_path)
+    assert proc.returncode == 1
+    assert "broken.png" in proc.stderr and "1 file(s) could not be read" in proc.stderr
+    rows = {r["file"]: r for r in read_csv(out / "counts.csv")}
+    assert set(rows) == {"full.png", "bccd.jpg", "gray16.tif", "rgba.png"}
+    assert (rows["full.png"]["width"], rows["full.png"]["height"]) == ("1600", "1200")
+    for stem, (h, w) in {"full": (1200, 1600), "bccd": (480, 640), "gray16": (150, 200)}.items():
+        mask = cv2.imread(str(out / "masks" / f"{stem}.png"), cv2.IMREAD_UNCHANGED)
+        inst = cv2.imread(str(out / "instances" / f"{stem}.png"), cv2.IMREAD_UNCHANGED)
+        ov = cv2.imread(str(out / "overlays" / f"{stem}.png"))
+        assert mask.shape == (h, w) and set(np.unique(mask)) <= {0, 255}
+        assert inst.dtype == np.uint16 and inst.shape == (h, w)
+        assert ov.shape == (h, w, 3)
+    assert int(rows["full.png"]["cell_count"]) == int(
+        cv2.imread(str(out / "instances" / "full.png"), cv2.IMREAD_UNCHANGED).max())
+
+
+def test_list_inputs_errors(tmp_path):
+    with pytest.raises(ValueError, match="no such file or folder"):
+        list_inputs(tmp_path / "nope")
+    with pytest.raises(ValueError, match="no images"):
+        list_inputs(tmp_path)
+
+
+def test_checkpoint_rebuilds_without_downloading(trained_run):
+    module = SegmentationModule.from_checkpoint(trained_run / "checkpoints" / "best.ckpt")
+    assert not module.training
+    with torch.no_grad():
+        assert module(torch.zeros(1, 1, 50, 70)).shape == (1, 1, 50, 70)
+    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+        SegmentationModule.from_checkpoint(REPO / "missing.ckpt")
