@@ -17,7 +17,7 @@ from bloodseg.data.datamodule import (
     SegmentationDataset,
     gt_instances,
     load_cache,
-    touching_gaps,
+    load_sample,
 )
 from bloodseg.data.io import DataError, read_image, read_mask
 
@@ -147,15 +147,21 @@ def test_empty_split_is_a_problem(tmp_path):
 # --- ground truth instances and gaps --------------------------------------------------
 
 
-def test_touching_gaps_separate_instances():
-    inst = np.zeros((20, 30), np.int32)
-    inst[5:15, 2:15] = 1
-    inst[5:15, 15:28] = 2  # touches 1 along a vertical line
-    gaps = touching_gaps(inst)
-    assert gaps[5:15, 14].all() and gaps.sum() == 10
-    separated = (inst > 0) & ~gaps
-    n, _ = cv2.connectedComponents(separated.astype(np.uint8), connectivity=8)
-    assert n - 1 == 2
+def test_resized_masks_get_their_gaps_back(tmp_path):
+    """Two cells 1 px apart at full size touch after a 4x downscale; the cache re-separates."""
+    root = tmp_path / "d"
+    image = np.full((80, 160, 3), 200, np.uint8)
+    mask = np.zeros((80, 160), np.uint8)
+    mask[20:60, 20:81] = 255
+    mask[20:60, 82:140] = 255  # column 81 is the gap; nearest-neighbour resizing skips it
+    write_pair(root, "train", "pair", image, mask)
+    write_pair(root, "test", "pair", image, mask)
+    sample = list_split(root, "train")[0]
+    for separate, expected in ((False, 1), (True, 2)):
+        item = load_sample(sample, "rgb", (20, 40), separate_touching=separate)
+        n, _ = cv2.connectedComponents(item["mask"], connectivity=8)
+        assert n - 1 == expected
+        assert item["instances"].max() == 2  # truth is taken before resizing
 
 
 @pytest.mark.real
@@ -205,7 +211,7 @@ def test_flips_move_image_mask_and_instances_together():
     mask = (image[:, :, 0] > 0).astype(np.uint8)
     inst = mask.astype(np.int32)
     ds = SegmentationDataset([{"name": "a", "image": image, "mask": mask, "instances": inst}],
-                             color="gray", augment=True, separate_touching=False)
+                             color="gray", augment=True)
     seen = set()
     torch.manual_seed(0)
     for _ in range(40):

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from bloodseg.data.bbbc041seg import KAGGLE_COUNTS, Sample, check_pair, list_split
 from bloodseg.data.io import DataError, read_image, read_instances, read_mask
+from bloodseg.data.synthetic import mask_from_instances
 
 log = logging.getLogger(__name__)
 
@@ -52,17 +53,6 @@ def _size_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
     return h, w
 
 
-def touching_gaps(instances: np.ndarray) -> np.ndarray:
-    """Pixels where one instance touches another: the BBBC041Seg gap convention.
-
-    Only the pixel with the smaller label of each touching pair is marked, so gaps are one
-    pixel wide at any resolution.
-    """
-    lab = instances.astype(np.float32)  # cv2 morphology has no int32 path
-    neighbour_max = cv2.dilate(lab, np.ones((3, 3), np.uint8))
-    return (lab > 0) & (neighbour_max != lab)
-
-
 def gt_instances(mask: np.ndarray) -> np.ndarray:
     """True instances of a gap-separated mask: 8-connected components of > 15 px."""
     n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
@@ -73,8 +63,14 @@ def gt_instances(mask: np.ndarray) -> np.ndarray:
     return keep[lab]
 
 
-def load_sample(sample: Sample, color: str, size_hw: tuple[int, int]) -> dict:
-    """Decode one pair, derive its instances, resize to ``size_hw``; all uint8/int32."""
+def load_sample(sample: Sample, color: str, size_hw: tuple[int, int],
+                separate_touching: bool = True) -> dict:
+    """Decode one pair, derive its instances, resize to ``size_hw``; all uint8/int32.
+
+    ``separate_touching`` redraws one-pixel gaps between touching cells after resizing:
+    shrinking a 1600x1200 mask to 256x256 erases its thin gaps, and a network that never
+    sees gaps cannot learn to separate cells.
+    """
     check_pair(sample, color)
     image = read_image(sample.image, color=color)
     mask = read_mask(sample.mask)
@@ -87,6 +83,8 @@ def load_sample(sample: Sample, color: str, size_hw: tuple[int, int]) -> dict:
         mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
         inst = cv2.resize(inst.astype(np.float32), (w, h), interpolation=cv2.INTER_NEAREST)
         inst = inst.astype(np.int32)
+    if separate_touching:
+        mask = mask * (mask_from_instances(inst, gap_px=1) > 0)
     if image.ndim == 2:
         image = image[:, :, None]
     return {
@@ -99,26 +97,20 @@ def load_sample(sample: Sample, color: str, size_hw: tuple[int, int]) -> dict:
 
 
 def load_cache(
-    samples: Sequence[Sample], color: str, size_hw: tuple[int, int], threads: int = 4
+    samples: Sequence[Sample], color: str, size_hw: tuple[int, int], threads: int = 4,
+    separate_touching: bool = True,
 ) -> list[dict]:
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        return list(pool.map(lambda s: load_sample(s, color, size_hw), samples))
+        return list(pool.map(lambda s: load_sample(s, color, size_hw, separate_touching),
+                             samples))
 
 
 class SegmentationDataset(Dataset):
-    """Cached samples -> tensors. Flips (train only) move image, mask and instances together.
+    """Cached samples -> tensors. Flips (train only) move image, mask and instances together."""
 
-    ``separate_touching`` redraws the one-pixel gaps between touching cells at the training
-    resolution: resizing a 1600x1200 mask to 256x256 erases its thin gaps, and a network
-    that never sees gaps cannot learn to separate cells.
-    """
-
-    def __init__(
-        self, cache: list[dict], color: str, augment: bool = False, separate_touching: bool = True
-    ) -> None:
+    def __init__(self, cache: list[dict], color: str, augment: bool = False) -> None:
         self.cache = cache
         self.augment = augment
-        self.separate_touching = separate_touching
         self.mean = torch.tensor(MEAN[color]).view(-1, 1, 1)
         self.std = torch.tensor(STD[color]).view(-1, 1, 1)
 
@@ -128,8 +120,6 @@ class SegmentationDataset(Dataset):
     def __getitem__(self, idx: int) -> dict:
         item = self.cache[idx]
         image, mask, inst = item["image"], item["mask"], item["instances"]
-        if self.separate_touching:
-            mask = mask * ~touching_gaps(inst)
         if self.augment:
             flip_h, flip_v = (torch.rand(2) < 0.5).tolist()
             if flip_h:
@@ -234,8 +224,9 @@ class BloodCellDataModule(pl.LightningDataModule):
             log.warning(msg)
 
     def _dataset(self, samples: list[Sample], augment: bool) -> SegmentationDataset:
-        cache = load_cache(samples, self.color, self.size_hw, self.decode_threads)
-        return SegmentationDataset(cache, self.color, augment, self.separate_touching)
+        cache = load_cache(samples, self.color, self.size_hw, self.decode_threads,
+                           self.separate_touching)
+        return SegmentationDataset(cache, self.color, augment)
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit", "validate") and "train" not in self.datasets:
