@@ -8,7 +8,23 @@ PY := $(BIN)/python
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
 
 .DEFAULT_GOAL := help
-.PHONY: help install test test-fast lint clean
+# make demo: the main job on built-in synthetic data (CPU, minutes)
+DEMO_DIR ?= experiments/demo
+MODELS ?= unet,resunet,vgg11unet,vgg16unet,attunet
+DEMO_ARGS ?=
+# make reproduce: the study's experiments on the real dataset (GPU recommended)
+DATA_DIR ?= data/BCCD Dataset with mask
+EXPERIMENTS ?= unet_grayscale,unet_rgb,resunet_grayscale,resunet_grayscale_scheduler,vgg11unet,vgg16unet,attunet
+EPOCHS ?= 100
+TRAINER ?= default
+LAUNCHER ?= basic
+PROFILE ?= null
+RUNS_DIR ?= experiments/runs/reproduce
+FIGURES_DIR ?= experiments/figures
+README ?= README.md
+ARGS ?=
+
+.PHONY: help install test test-fast lint demo reproduce clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -31,6 +47,25 @@ test-fast: install ## tests without the slow pipeline ones
 
 lint: install ## ruff
 	$(BIN)/ruff check bloodseg tests benchmarks train.py
+
+demo: install ## the main job offline: synthetic smears -> 5 networks -> watershed counts -> figures (CPU, <15 min)
+	rm -rf $(DEMO_DIR)/runs
+	$(PY) train.py -m model=$(MODELS) profile=demo hydra.sweep.dir=$(DEMO_DIR)/runs $(DEMO_ARGS)
+	$(BIN)/bloodseg-report $(DEMO_DIR)/runs --out $(DEMO_DIR)/figures --readme $(README) --section demo
+
+reproduce: install ## the study's experiments on real BBBC041Seg (DATA_DIR, EPOCHS, TRAINER, LAUNCHER), figures + README
+	@if [ ! -d "$(DATA_DIR)/train" ]; then \
+	  echo "error: no dataset at '$(DATA_DIR)' (expected train/ and test/ inside)." >&2; \
+	  echo "Get it with:  $(BIN)/bloodseg-data download --out data/" >&2; \
+	  echo "  (offline: download the zip from https://www.kaggle.com/datasets/jeetblahiri/bccd-dataset-with-mask" >&2; \
+	  echo "   and run  $(BIN)/bloodseg-data download --zip archive.zip --out data/)" >&2; \
+	  echo "or point DATA_DIR at it:  make reproduce DATA_DIR=/path/to/BCCD\ Dataset\ with\ mask" >&2; \
+	  exit 2; fi
+	rm -rf $(RUNS_DIR)
+	$(PY) train.py -m experiment=$(EXPERIMENTS) data=bbbc041seg "data.root='$$(cd "$(DATA_DIR)" && pwd)'" \
+	  trainer=$(TRAINER) hydra/launcher=$(LAUNCHER) trainer.max_epochs=$(EPOCHS) profile=$(PROFILE) \
+	  hydra.sweep.dir=$(RUNS_DIR) $(ARGS)
+	$(BIN)/bloodseg-report $(RUNS_DIR) --out $(FIGURES_DIR) --readme $(README) --section results
 
 clean: ## remove the venv, caches and run outputs (not data/)
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info experiments/runs outputs multirun wandb

@@ -24,10 +24,13 @@ from bloodseg.models.smp import SMPModel
 class _VGGUNet(SMPModel):
     encoder_name: ClassVar[str]
 
-    def __init__(self, in_channels: int = 3, classes: int = 1, pretrained: bool = False) -> None:
+    def __init__(self, in_channels: int = 3, classes: int = 1, pretrained: bool = False,
+                 batch_norm: bool = False) -> None:
+        # TernausNet's encoder has no BatchNorm (it starts from ImageNet weights); from random
+        # weights the *_bn variant trains far more reliably, hence the option.
         super().__init__(
             arch="Unet",
-            encoder=self.encoder_name,
+            encoder=self.encoder_name + ("_bn" if batch_norm else ""),
             pretrained=pretrained,
             in_channels=in_channels,
             classes=classes,
