@@ -180,7 +180,7 @@ def predict(cfg: DictConfig) -> tuple[list[dict], list[str]]:
         prob = predictor.probabilities(image)
         labels = watershed(prob)
         write_png_atomic(out / "masks" / f"{path.stem}.png",
-                         ((prob >= watershed.threshold) * 255).astype(np.uint8))
+                         ((prob > watershed.threshold) * 255).astype(np.uint8))
         write_png_atomic(out / "instances" / f"{path.stem}.png", labels.astype(np.uint16))
         write_png_atomic(out / "overlays" / f"{path.stem}.png", overlay(image, labels))
         rows.append(count_row(path, labels))

@@ -11,11 +11,10 @@ import pytest
 import torch
 
 from bloodseg.data import cli
-from bloodseg.data.bbbc041seg import list_split, verify
+from bloodseg.data.bbbc041seg import Sample, list_split, verify
 from bloodseg.data.datamodule import (
     BloodCellDataModule,
     SegmentationDataset,
-    gt_instances,
     load_cache,
     load_sample,
 )
@@ -165,9 +164,11 @@ def test_resized_masks_get_their_gaps_back(tmp_path):
 
 
 @pytest.mark.real
-def test_gt_instances_on_real_sample(shared_data):
-    mask = read_mask(shared_data / "bbbc041seg-sample" / "mask.png")
-    assert gt_instances(mask).max() == 45
+def test_real_sample_truth_has_45_cells(shared_data):
+    root = shared_data / "bbbc041seg-sample"
+    sample = Sample("sample", root / "original.png", root / "mask.png")
+    item = load_sample(sample, "rgb", (1200, 1600), separate_touching=False)
+    assert item["instances"].max() == 45
 
 
 # --- DataModule -----------------------------------------------------------------------

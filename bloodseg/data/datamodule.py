@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 from bloodseg.data.bbbc041seg import KAGGLE_COUNTS, Sample, check_pair, list_split
 from bloodseg.data.io import DataError, read_image, read_instances, read_mask
 from bloodseg.data.synthetic import mask_from_instances
+from bloodseg.postprocess import instances_from_mask
 
 log = logging.getLogger(__name__)
 
@@ -53,16 +54,6 @@ def _size_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
     return h, w
 
 
-def gt_instances(mask: np.ndarray) -> np.ndarray:
-    """True instances of a gap-separated mask: 8-connected components of > 15 px."""
-    n, lab, stats, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    keep = np.zeros(n, np.int32)
-    big = np.flatnonzero(stats[:, cv2.CC_STAT_AREA] > GT_MIN_AREA)
-    big = big[big > 0]
-    keep[big] = np.arange(1, big.size + 1, dtype=np.int32)
-    return keep[lab]
-
-
 def load_sample(sample: Sample, color: str, size_hw: tuple[int, int],
                 separate_touching: bool = True) -> dict:
     """Decode one pair, derive its instances, resize to ``size_hw``; all uint8/int32.
@@ -74,7 +65,8 @@ def load_sample(sample: Sample, color: str, size_hw: tuple[int, int],
     check_pair(sample, color)
     image = read_image(sample.image, color=color)
     mask = read_mask(sample.mask)
-    inst = read_instances(sample.instances) if sample.instances else gt_instances(mask)
+    inst = (read_instances(sample.instances) if sample.instances
+            else instances_from_mask(mask, min_area=GT_MIN_AREA))
     h, w = size_hw
     orig_hw = image.shape[:2]
     if image.shape[:2] != (h, w):

@@ -1,0 +1,485 @@
+"""Turn foreground masks / probability maps into counted cell instances.
+
+A segmentation network (or Otsu) gives a foreground map in which touching cells
+often merge. Counting needs instances, so this module splits merged blobs of roughly
+round cells with a distance-transform watershed, without cutting single irregular or
+elongated cells in two. Pure numpy/OpenCV/scipy (no torch), fast on 1600x1200.
+
+Example::
+
+    from bloodseg.postprocess import Watershed, instances_from_mask, otsu_foreground
+
+    ws = Watershed()                           # sizes adapt to the image scale
+    labels = ws(prob)                          # HxW float in [0, 1] -> int32 0..N
+    n_cells = int(labels.max())
+    truth = instances_from_mask(mask)          # gap-separated GT mask -> instances
+    baseline = ws(otsu_foreground(image_rgb))  # the classical baseline
+
+Hydra: ``conf/postprocess/watershed.yaml`` (``_target_: bloodseg.postprocess.Watershed``).
+Speed and accuracy against the scikit-image recipe: ``benchmarks/postprocess.py``; the Otsu
+baseline on real data: ``benchmarks/otsu_baseline.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "Watershed",
+    "instances_from_mask",
+    "instance_areas",
+    "fill_holes",
+    "otsu_foreground",
+    "relabel_sequential",
+]
+
+
+def _foreground(prob: np.ndarray, threshold: float) -> np.ndarray:
+    """Binary uint8 {0,1} foreground from a probability map or an already binary mask."""
+    prob = np.asarray(prob)
+    if prob.ndim != 2:
+        raise ValueError(f"expected an HxW map, got shape {prob.shape}")
+    if prob.dtype == bool or np.issubdtype(prob.dtype, np.integer):
+        # Integer input is a mask ({0,1} or {0,255}); the float threshold does not apply.
+        return (prob > 0).astype(np.uint8)
+    return (prob > threshold).astype(np.uint8)
+
+
+def relabel_sequential(labels: np.ndarray) -> np.ndarray:
+    """Map the ids present in ``labels`` (0 = background) to 1..N as int32."""
+    labels = np.asarray(labels)
+    if labels.size == 0 or labels.max() <= 0:
+        return np.zeros(labels.shape, np.int32)
+    present = np.bincount(labels.ravel()) > 0
+    present[0] = False
+    n = int(present.sum())
+    if n == present.size - 1:  # already 1..N
+        return labels.astype(np.int32, copy=False)
+    lut = np.zeros(present.size, np.int32)
+    lut[present] = np.arange(1, n + 1, dtype=np.int32)
+    return lut[labels]
+
+
+def instance_areas(labels: np.ndarray) -> np.ndarray:
+    """Pixel areas of instances 1..N (index 0 of the result is instance 1)."""
+    labels = np.asarray(labels)
+    if labels.size == 0 or labels.max() <= 0:
+        return np.zeros(0, np.int64)
+    return np.bincount(labels.ravel(), minlength=int(labels.max()) + 1)[1:]
+
+
+def _components(fg: np.ndarray, min_area: int) -> tuple[int, np.ndarray, np.ndarray, int]:
+    """8-connected components with area > min_area: (n kept, int32 labels 0..n, their
+    stats rows, n before dropping)."""
+    # Grana's algorithm: same labels, about half the time of the default on 1600x1200.
+    n, lab, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(
+        fg, 8, cv2.CV_32S, cv2.CCL_GRANA
+    )
+    keep = np.zeros(n, bool)
+    keep[1:] = stats[1:, cv2.CC_STAT_AREA] > min_area
+    if keep[1:].all():
+        return n - 1, lab, stats[1:], n - 1
+    lut = np.zeros(n, np.int32)
+    lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+    return int(keep.sum()), lut[lab], stats[keep], n - 1
+
+
+def instances_from_mask(mask: np.ndarray, min_area: int = 15) -> np.ndarray:
+    """Ground-truth instances of a gap-separated binary mask: 8-connected components.
+
+    BBBC041Seg masks separate touching cells by thin background gaps, so components
+    with area > ``min_area`` are the cells. ``mask`` may be HxW or HxWx3 (any nonzero
+    = cell). Returns int32 labels 0..N.
+    """
+    mask = np.asarray(mask)
+    if mask.ndim == 3:
+        mask = mask.max(axis=2)
+    _, lab, _, _ = _components((mask > 0).astype(np.uint8), min_area)
+    return lab
+
+
+class _UnionFind:
+    def __init__(self, n: int) -> None:
+        self.parent = list(range(n))
+
+    def find(self, i: int) -> int:
+        while self.parent[i] != i:
+            self.parent[i] = self.parent[self.parent[i]]
+            i = self.parent[i]
+        return i
+
+    def union(self, i: int, j: int) -> None:
+        ri, rj = self.find(i), self.find(j)
+        if ri != rj:
+            self.parent[max(ri, rj)] = min(ri, rj)
+
+
+@dataclass
+class Watershed:
+    """Split merged cells: distance transform -> neck-checked peaks -> ``cv2.watershed``.
+
+    1. Foreground = ``prob > threshold``; 8-connected components of area > ``min_area``.
+    2. ``cv2.distanceTransform``; the typical cell radius ``r`` is the median over
+       components of their largest distance-to-background (a merged pair has the same
+       inscribed radius as one cell, so merges do not bias it), ignoring specks and
+       stain clouds (see ``_typical_radius``). All other sizes are
+       fractions of ``r``, so one config works at 256x256 and at 1600x1200.
+    3. Peaks = local maxima of the (lightly smoothed) distance map in a square window.
+       Peaks are found on a copy downsampled to r ~ 12 px: same peaks, far fewer pixels.
+    4. Two peaks of one component are one cell unless the distance map dips below
+       ``split_ratio`` times the lower peak on the segment between them (a neck). One
+       round, elongated or crenated cell has no such dip, so it is not over-split; two
+       overlapping discs of radius r with centres d apart have a neck of half-width
+       ``sqrt(r^2 - d^2/4)``, below 0.85 r once d > 1.05 r.
+    5. Components with one group of peaks are one cell as they are; the others are
+       split by ``cv2.watershed`` on their bounding box, seeded with discs of
+       ``marker_frac`` times each peak's height.
+
+    Parameters
+    ----------
+    threshold: probability above which a pixel is foreground (bool/int masks: nonzero).
+    min_distance: half-size in px of the peak window; ``None`` = ``min_distance_frac * r``.
+    split_ratio: see step 4; higher splits more. 0.85 was the best compromise on the 40
+        real BBBC041Seg masks (gaps kept, closed 3x3 or 5x5), Otsu masks and synthetic
+        smears; 0.8 under-splits merged clusters, 0.9 cuts irregular single cells (and
+        the overlapping pairs that BBBC041Seg annotators drew as one object).
+    min_peak_frac: peaks lower than this fraction of ``r`` (lobes, debris) seed nothing;
+        every component still gets one marker at its maximum.
+    min_area: drop components / instances of at most this many px (absolute floor).
+    min_area_frac: also drop instances of at most this fraction of ``pi r^2`` (debris,
+        slivers); 0 disables. Annotated BBBC041Seg cells are >= 0.3 pi r^2 (1st
+        percentile); a few annotated platelet-sized blobs (~0.07) are lost at 0.1, but
+        Otsu/network debris of that size is far more common.
+    smooth_sigma_frac: blur of the distance map (sigma = frac * r) so that crenated
+        outlines do not make extra peaks; 0 disables.
+    marker_frac: seed disc radius / peak height; big seeds put the split near the neck.
+    flood_on: ``"prob"``: flood on the probability map, so that dips of a float map
+        between cells steer the split line (same as ``"flat"`` for binary input);
+        ``"flat"``: geodesic split (nearest seed inside the component).
+    core_threshold: if set and ``prob`` is float, peaks come from the distance map of
+        ``prob > core_threshold`` (cells joined only by a low-confidence bridge then
+        separate). Hurts when confidence varies a lot between cells, so off by default.
+    open_iterations: 3x3 openings of the foreground first (speckled prob maps).
+    remove_border: drop instances that touch the image border.
+    """
+
+    threshold: float = 0.5
+    min_distance: int | None = None
+    min_distance_frac: float = 0.4
+    split_ratio: float = 0.85
+    min_peak_frac: float = 0.3
+    min_area: int = 16
+    min_area_frac: float = 0.1
+    smooth_sigma_frac: float = 0.05
+    marker_frac: float = 0.7
+    flood_on: str = "prob"
+    core_threshold: float | None = None
+    open_iterations: int = 0
+    remove_border: bool = False
+
+    # Peak finding runs on a map downsampled so that r is about this many px.
+    _PEAK_SCALE_RADIUS = 12.0
+
+    def __post_init__(self) -> None:
+        if self.flood_on not in ("prob", "flat"):
+            raise ValueError(f"flood_on must be 'prob' or 'flat', got {self.flood_on!r}")
+
+    def __call__(self, prob: np.ndarray) -> np.ndarray:
+        prob = np.asarray(prob)
+        fg = _foreground(prob, self.threshold)
+        if self.open_iterations > 0:
+            fg = cv2.morphologyEx(
+                fg, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8), iterations=self.open_iterations
+            )
+        n_cc, cc, stats, n_all = _components(fg, self.min_area)
+        if n_cc == 0:
+            return np.zeros(fg.shape, np.int32)
+        if n_cc < n_all:  # small components were dropped from cc
+            fg = (cc > 0).astype(np.uint8)
+        elif n_cc == 1 and stats[0, cv2.CC_STAT_AREA] == fg.size:
+            return cc  # no background at all: distances are undefined, nothing to split
+        # The 5x5 chamfer mask is within ~2% of the exact EDT at a third of the cost.
+        dist = cv2.distanceTransform(fg, cv2.DIST_L2, 5)
+        boxes = [_box(stats[i]) for i in range(n_cc)]
+        comp_max = np.array(
+            [dist[b][cc[b] == i + 1].max() for i, b in enumerate(boxes)], np.float32
+        )
+        radius = _typical_radius(comp_max)
+        peak_map = dist
+        if self.core_threshold is not None and np.issubdtype(prob.dtype, np.floating):
+            core = (prob > self.core_threshold).view(np.uint8) & fg
+            peak_map = cv2.distanceTransform(core, cv2.DIST_L2, 5)
+        groups = self._peak_groups(peak_map, dist, cc, boxes, radius)
+        min_area = max(self.min_area, int(self.min_area_frac * np.pi * radius**2))
+        return self._label(prob, cc, stats, boxes, groups, min_area)
+
+    def batch(self, probs: np.ndarray) -> list[np.ndarray]:
+        """Apply to a (B, H, W) stack; returns one int32 label map per item."""
+        return [self(p) for p in np.asarray(probs)]
+
+    # -- steps -------------------------------------------------------------------------
+
+    def _peak_groups(
+        self,
+        peak_map: np.ndarray,
+        dist: np.ndarray,
+        cc: np.ndarray,
+        boxes: list[tuple[slice, slice]],
+        radius: float,
+    ) -> list[list[np.ndarray]]:
+        """Per component, its cells: each an (m, 3) array of peaks (y, x, height) in px."""
+        h, w = peak_map.shape
+        scale = max(1, int(radius // self._PEAK_SCALE_RADIUS))
+        if scale > 1:
+            size = (max(1, round(w / scale)), max(1, round(h / scale)))
+            small = cv2.resize(peak_map, size, interpolation=cv2.INTER_AREA)
+        else:
+            small = peak_map
+        fy, fx = h / small.shape[0], w / small.shape[1]
+        if self.min_distance is not None:
+            k = max(1, int(round(self.min_distance / fx)))
+        else:
+            k = max(1, int(round(self.min_distance_frac * radius / fx)))
+        ds = _smooth(small, self.smooth_sigma_frac * radius / fx)
+        # A square window is separable in OpenCV (fast); a disc is ~15x slower.
+        dil = cv2.dilate(ds, np.ones((2 * k + 1, 2 * k + 1), np.uint8))
+        is_peak = ((ds >= dil) & (ds > self.min_peak_frac * radius)).view(np.uint8)
+        found = cv2.findNonZero(is_peak)  # ~5x faster than np.nonzero on a full frame
+        found = np.zeros((0, 2), np.intp) if found is None else found.reshape(-1, 2)
+        sy, sx = _one_per_plateau(
+            found[:, 1].astype(np.intp), found[:, 0].astype(np.intp), ds.shape[1]
+        )
+        ys = np.clip(((sy + 0.5) * fy).astype(np.intp), 0, h - 1)
+        xs = np.clip(((sx + 0.5) * fx).astype(np.intp), 0, w - 1)
+        comp = cc[ys, xs] - 1
+        inside = comp >= 0  # smoothing can lift a background pixel next to a cell
+        sy, sx, comp = sy[inside], sx[inside], comp[inside]
+        order = np.argsort(comp, kind="stable")
+        sy, sx, comp = sy[order], sx[order], comp[order]
+        heights = ds[sy, sx]
+        bounds = np.searchsorted(comp, np.arange(len(boxes) + 1))
+
+        groups: list[list[np.ndarray]] = []
+        for c, box in enumerate(boxes):
+            lo, hi = bounds[c], bounds[c + 1]
+            if hi - lo <= 1:
+                if hi - lo == 1:
+                    y, x = (sy[lo] + 0.5) * fy, (sx[lo] + 0.5) * fx
+                    pts = np.array([[y, x, heights[lo]]], np.float32)
+                else:
+                    # Every component is a cell even if its peak was suppressed (too low,
+                    # or shadowed by a bigger neighbour in the window): seed its maximum.
+                    sub = np.where(cc[box] == c + 1, dist[box], -1.0)
+                    y, x = np.unravel_index(int(np.argmax(sub)), sub.shape)
+                    pts = np.array([[y + box[0].start, x + box[1].start, sub[y, x]]], np.float32)
+                groups.append([pts])
+                continue
+            pts = np.stack([sy[lo:hi], sx[lo:hi], heights[lo:hi]], axis=1).astype(np.float32)
+            cells = self._merge_peaks(ds, pts, fx)
+            for cell in cells:  # small-map -> full-resolution pixel coordinates
+                cell[:, 0] = (cell[:, 0] + 0.5) * fy
+                cell[:, 1] = (cell[:, 1] + 0.5) * fx
+            groups.append(cells)
+        return groups
+
+    def _merge_peaks(self, ds: np.ndarray, pts: np.ndarray, px: float) -> list[np.ndarray]:
+        """Union peaks (y, x in ``ds`` pixels of ``px`` image pixels; height in image
+        pixels) that are not separated by a neck (see ``split_ratio``)."""
+        m = len(pts)
+        i, j = np.triu_indices(m, 1)
+        d = np.hypot(pts[i, 0] - pts[j, 0], pts[i, 1] - pts[j, 1])
+        # Only peaks that could lie in one cell are tested; the rest stay separate.
+        near = d * px <= 2.0 * (pts[i, 2] + pts[j, 2])
+        i, j, d = i[near], j[near], d[near]
+        uf = _UnionFind(m)
+        if i.size:
+            n = np.ceil(d).astype(np.int64) + 1
+            pair = np.repeat(np.arange(i.size), n)
+            start = np.cumsum(n) - n
+            t = (np.arange(int(n.sum())) - start[pair]) / np.maximum(n[pair] - 1, 1)
+            yy = np.rint(pts[i, 0][pair] * (1 - t) + pts[j, 0][pair] * t).astype(np.intp)
+            xx = np.rint(pts[i, 1][pair] * (1 - t) + pts[j, 1][pair] * t).astype(np.intp)
+            saddle = np.minimum.reduceat(ds[yy, xx], start)
+            same = saddle >= self.split_ratio * np.minimum(pts[i, 2], pts[j, 2])
+            for a, b in zip(i[same], j[same], strict=True):
+                uf.union(int(a), int(b))
+        roots = np.array([uf.find(a) for a in range(m)])
+        return [pts[roots == r] for r in np.unique(roots)]
+
+    def _label(
+        self,
+        prob: np.ndarray,
+        cc: np.ndarray,
+        stats: np.ndarray,
+        boxes: list[tuple[slice, slice]],
+        groups: list[list[np.ndarray]],
+        min_area: int,
+    ) -> np.ndarray:
+        """Final int32 labels 1..N: one-cell components as they are, others flooded."""
+        n_cc = len(groups)
+        lut = np.zeros(n_cc + 1, np.int32)
+        pieces: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        next_id = 1
+        for c in range(n_cc):
+            if len(groups[c]) == 1:
+                if stats[c, cv2.CC_STAT_AREA] > min_area:
+                    lut[c + 1] = next_id
+                    next_id += 1
+                continue
+            inside, got = self._split(prob, cc, boxes[c], c + 1, groups[c])
+            areas = np.bincount(got, minlength=len(groups[c]) + 1)
+            new = np.zeros(areas.size, np.int32)
+            big = np.flatnonzero(areas[1:] > min_area) + 1
+            new[big] = np.arange(next_id, next_id + big.size, dtype=np.int32)
+            next_id += big.size
+            pieces[c] = (inside, new[got])
+        labels = lut[cc]
+        for c, (inside, ids) in pieces.items():
+            labels[boxes[c]][inside] = ids
+        if self.remove_border and next_id > 1:
+            edge = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
+            keep = np.ones(next_id, bool)
+            keep[np.unique(edge)] = False
+            keep[0] = False
+            if not keep[1:].all():
+                relut = np.zeros(next_id, np.int32)
+                relut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+                labels = relut[labels]
+        return labels
+
+    def _split(
+        self,
+        prob: np.ndarray,
+        cc: np.ndarray,
+        box: tuple[slice, slice],
+        cid: int,
+        cells: list[np.ndarray],
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """Watershed one component: (its pixels in the box, cell index 1..G or 0 per pixel)."""
+        comp = np.pad(cc[box] == cid, 1)
+        markers = np.zeros(comp.shape, np.int32)
+        y0, x0 = box[0].start - 1, box[1].start - 1
+        # Big seeds first so that a small neighbour's seed is drawn over them, not hidden.
+        order = sorted(range(len(cells)), key=lambda g: -float(cells[g][:, 2].max()))
+        for g in order:
+            for y, x, h in cells[g]:
+                radius = max(1, int(self.marker_frac * h))
+                cv2.circle(markers, (int(x) - x0, int(y) - y0), radius, g + 1, -1)
+        # Background beyond a 1-px ring is pre-labelled so the flood never visits it; the
+        # ring stays open so that cell rims do not become -1 (boundary) pixels.
+        ring = cv2.dilate(comp.view(np.uint8), np.ones((3, 3), np.uint8)).view(bool)
+        markers[~comp] = 0
+        markers[~ring] = len(cells) + 1
+        # cv2.watershed floods in order of the colour difference between neighbours:
+        # background (255) next to cells (<= 200) is entered only after every cell pixel
+        # was reached from inside the component.
+        img = np.full(comp.shape, 255, np.uint8)
+        if self.flood_on == "prob" and np.issubdtype(prob.dtype, np.floating):
+            val = np.pad(np.clip((1.0 - prob[box]) * 200.0, 0, 200).astype(np.uint8), 1)
+            img[comp] = val[comp]
+        else:
+            img[comp] = 0
+        cv2.watershed(cv2.merge([img, img, img]), markers)
+        inside = comp[1:-1, 1:-1]
+        got = markers[1:-1, 1:-1][inside]
+        got[(got < 0) | (got > len(cells))] = 0  # -1 = split line: a thin gap, as in GT
+        return inside, got
+
+
+def _typical_radius(comp_max: np.ndarray) -> float:
+    """Median inscribed radius of the components, leaving out specks at most 3 px thick.
+
+    The median ignores a few stain clouds or a dark image corner (huge, but few); the
+    3 px floor keeps a sprinkle of debris from setting the scale (a 5x5 speck is 3 px
+    thick; cells are >= 4 px thick even at 128x128). An area-weighted median would be
+    dragged up by a large cloud or by merged clusters.
+    """
+    thick = comp_max[comp_max > 3.0]
+    return max(float(np.median(thick if thick.size else comp_max)), 1.0)
+
+
+def _box(stat: np.ndarray) -> tuple[slice, slice]:
+    x, y, w, h = (int(v) for v in stat[:4])
+    return slice(y, y + h), slice(x, x + w)
+
+
+def _smooth(dist: np.ndarray, sigma: float) -> np.ndarray:
+    """Approximately Gaussian blur (two box passes: 4x cheaper than cv2.GaussianBlur)."""
+    if sigma < 0.5:
+        return dist
+    # Two box filters of width w have variance 2 (w^2 - 1) / 12 = sigma^2.
+    w = max(3, int(round(np.sqrt(6.0 * sigma**2 + 1.0))) | 1)
+    return cv2.blur(cv2.blur(dist, (w, w)), (w, w))
+
+
+def _one_per_plateau(ys: np.ndarray, xs: np.ndarray, width: int) -> tuple[np.ndarray, np.ndarray]:
+    """(ys, xs) keeping one pixel per 8-connected run of peak pixels (a plateau)."""
+    if ys.size < 2:
+        return ys, xs
+    idx = ys.astype(np.int64) * width + xs
+    order = np.argsort(idx)
+    idx, ys, xs = idx[order], ys[order], xs[order]
+    uf = _UnionFind(idx.size)
+    # Forward neighbours only (right, and the three below): each pair is seen once.
+    for off in (1, width - 1, width, width + 1):
+        pos = np.minimum(np.searchsorted(idx, idx + off), idx.size - 1)
+        for a in np.flatnonzero(idx[pos] == idx + off):
+            uf.union(int(a), int(pos[a]))
+    roots = np.array([uf.find(a) for a in range(idx.size)])
+    keep = roots == np.arange(idx.size)
+    return ys[keep], xs[keep]
+
+
+def otsu_foreground(
+    image: np.ndarray,
+    blur_frac: float = 0.0015,
+    open_frac: float = 0.004,
+    max_hole_frac: float = 0.01,
+) -> np.ndarray:
+    """Classical baseline foreground: gray -> Gaussian blur -> Otsu -> open -> fill holes.
+
+    Red cells are darker than the background in gray in both BBBC041 (blue-gray cells on
+    a near-white field) and BCCD (pink cells, gray ~168 vs background ~205), so the
+    darker Otsu class is foreground. Sizes scale with the image: ``blur_frac`` and
+    ``open_frac`` are fractions of min(H, W) (sigma 1.8 px and a 5 px disc at
+    1600x1200). Holes smaller than ``max_hole_frac`` of the image (the pale centres of
+    red cells) are filled; larger enclosed background stays background.
+
+    ``image``: HxWx3 RGB uint8 (or HxW gray). Returns HxW uint8 {0, 1}.
+    """
+    image = np.asarray(image)
+    if image.ndim == 3:
+        gray = cv2.cvtColor(image[:, :, :3], cv2.COLOR_RGB2GRAY)
+    else:
+        gray = image
+    if gray.dtype != np.uint8:
+        gray = cv2.normalize(gray, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    side = min(gray.shape)
+    sigma = max(0.5, blur_frac * side)
+    gray = cv2.GaussianBlur(gray, (0, 0), sigma)
+    _, fg = cv2.threshold(gray, 0, 1, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
+    k = max(3, int(round(open_frac * side)) | 1)
+    fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
+    return fill_holes(fg, int(max_hole_frac * gray.size))
+
+
+def fill_holes(mask: np.ndarray, max_area: int | None = None) -> np.ndarray:
+    """Fill background regions not connected to the image border (optionally only
+    those of at most ``max_area`` px). uint8 {0,1} in and out."""
+    mask = (np.asarray(mask) > 0).astype(np.uint8)
+    # Holes = 4-connected background components that do not touch the border.
+    n, lab, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(
+        1 - mask, 4, cv2.CV_32S, cv2.CCL_GRANA
+    )
+    if n <= 1:
+        return mask
+    x, y, w, h, area = (stats[:, i] for i in range(5))
+    hole = (x > 0) & (y > 0) & (x + w < mask.shape[1]) & (y + h < mask.shape[0])
+    if max_area is not None:
+        hole &= area <= max_area
+    hole[0] = False
+    lut = hole.astype(np.uint8)
+    return mask | lut[lab]
