@@ -132,7 +132,7 @@ def make_gallery(
             [(_read_rgb(m)[..., 0], f"real BBBC041Seg mask {m.stem[:8]}") for _, m in real_pairs],
         ),
     ]
-    fig = Figure(figsize=(4.2 * n, 3.4 * len(rows)), dpi=110)
+    fig = Figure(figsize=(4.2 * n, 3.4 * len(rows)), dpi=80)
     FigureCanvasAgg(fig)
     axes = fig.subplots(len(rows), n, squeeze=False)
     for r, (_, panels) in enumerate(rows):
