@@ -173,7 +173,8 @@ def predict(cfg: DictConfig) -> tuple[list[dict], list[str]]:
     for path in track(files, description=f"predicting {len(files)} image(s)",
                       disable=len(files) < 2):
         try:
-            image = read_image(path, color=predictor.color, strict=False)
+            # RGB for the overlay; the predictor converts to what the network was trained on
+            image = read_image(path, color="rgb", strict=False)
         except DataError as err:
             failed.append(str(err))
             continue
