@@ -366,6 +366,7 @@ def _curve_figure(run: Run, metric: str, ylabel: str) -> Figure:
     fig = Figure(figsize=(7.0, 4.6), layout="constrained")
     ax = fig.add_subplot()
     drawn = False
+    values = []
     for split, label, color in (("train", "train", TRAIN), ("val", "validation", VAL)):
         col = f"{split}/{metric}"
         series = hist[col].dropna() if col in hist else pd.Series(dtype=float)
@@ -373,7 +374,13 @@ def _curve_figure(run: Run, metric: str, ylabel: str) -> Figure:
             continue
         ax.plot(series.index, series.to_numpy(), color=color, lw=1.8, label=label,
                 marker="o" if len(series) <= 30 else None, ms=3.5)
+        values.append(series.to_numpy())
         drawn = True
+    if metric == "loss" and values:
+        v = np.concatenate(values)
+        if v.min() > 0 and v.max() / v.min() > 50:
+            # one huge early loss (e.g. BatchNorm statistics in epoch 0) would flatten the rest
+            ax.set_yscale("log")
     if not drawn:
         ax.text(0.5, 0.5, f"no {ylabel} logged in metrics.csv", ha="center", va="center",
                 transform=ax.transAxes, color="0.4")

@@ -346,3 +346,23 @@ def test_run_without_metrics_is_skipped_with_warning(report, sweep):
 def test_report_does_not_import_torch():
     code = "import sys, bloodseg.report; sys.exit('torch' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
+
+
+def test_loss_axis_turns_logarithmic_for_a_huge_first_epoch(tmp_path):
+    """BN-VGG from scratch logs val loss ~140 in epoch 0; linear axes would flatten the rest."""
+    from bloodseg.report import _curve_figure
+
+    folder = tmp_path / "vgg"
+    folder.mkdir()
+    (folder / "meta.json").write_text(json.dumps({"name": "vgg"}))
+    rows = ["epoch,step,val/loss,train/loss_epoch", "0,9,140.0,", "0,9,,0.6", "1,19,0.3,",
+            "1,19,,0.35", "2,29,0.2,", "2,29,,0.3"]
+    (folder / "metrics.csv").write_text("\n".join(rows) + "\n")
+    run = load_run(folder)
+    assert _curve_figure(run, "loss", "BCE loss").axes[0].get_yscale() == "log"
+    assert _curve_figure(run, "iou", "IoU").axes[0].get_yscale() == "linear"
+    calm = tmp_path / "calm"
+    calm.mkdir()
+    (calm / "meta.json").write_text(json.dumps({"name": "calm"}))
+    (calm / "metrics.csv").write_text("\n".join(rows).replace("140.0", "0.5") + "\n")
+    assert _curve_figure(load_run(calm), "loss", "x").axes[0].get_yscale() == "linear"
