@@ -15,7 +15,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bloodseg.data.io import IMAGE_SUFFIXES, DataError, decode, read_image, read_mask
+import numpy as np
+
+from bloodseg.data.io import IMAGE_SUFFIXES, DataError, read_image, read_instances, read_mask
 
 SPLITS = ("train", "test")
 KAGGLE_COUNTS = {"train": 1169, "test": 159}
@@ -105,8 +107,12 @@ def list_split(root: str | Path, split: str) -> list[Sample]:
     return samples
 
 
-def check_pair(sample: Sample, color: str = "rgb") -> tuple[int, int]:
-    """Decode one pair fully and check it; returns the (width, height). Raises DataError."""
+def read_pair(sample: Sample, color: str = "rgb"
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Decode one pair (and its instances, if any) once and check that the sizes agree.
+
+    Returns ``(image, mask {0,1}, instances int32 or None)``; raises DataError.
+    """
     img = read_image(sample.image, color=color)
     mask = read_mask(sample.mask)
     if img.shape[:2] != mask.shape:
@@ -114,10 +120,17 @@ def check_pair(sample: Sample, color: str = "rgb") -> tuple[int, int]:
             f"{sample.image}: image is {img.shape[1]}x{img.shape[0]} but its mask "
             f"{sample.mask} is {mask.shape[1]}x{mask.shape[0]}; they must be the same size"
         )
+    inst = None
     if sample.instances is not None:
-        inst = decode(sample.instances)
-        if inst.shape[:2] != mask.shape:
+        inst = read_instances(sample.instances)
+        if inst.shape != mask.shape:
             raise DataError(f"{sample.instances}: instance labels differ in size from the mask")
+    return img, mask, inst
+
+
+def check_pair(sample: Sample, color: str = "rgb") -> tuple[int, int]:
+    """Decode one pair fully and check it; returns the (width, height). Raises DataError."""
+    img, _, _ = read_pair(sample, color)
     return img.shape[1], img.shape[0]
 
 

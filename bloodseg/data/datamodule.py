@@ -27,8 +27,8 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from bloodseg.data.bbbc041seg import KAGGLE_COUNTS, Sample, check_pair, list_split
-from bloodseg.data.io import DataError, read_image, read_instances, read_mask
+from bloodseg.data.bbbc041seg import KAGGLE_COUNTS, Sample, list_split, read_pair
+from bloodseg.data.io import DataError
 from bloodseg.data.synthetic import mask_from_instances
 from bloodseg.postprocess import instances_from_mask
 
@@ -62,11 +62,9 @@ def load_sample(sample: Sample, color: str, size_hw: tuple[int, int],
     shrinking a 1600x1200 mask to 256x256 erases its thin gaps, and a network that never
     sees gaps cannot learn to separate cells.
     """
-    check_pair(sample, color)
-    image = read_image(sample.image, color=color)
-    mask = read_mask(sample.mask)
-    inst = (read_instances(sample.instances) if sample.instances
-            else instances_from_mask(mask, min_area=GT_MIN_AREA))
+    image, mask, inst = read_pair(sample, color)  # one decode per file, sizes checked
+    if inst is None:
+        inst = instances_from_mask(mask, min_area=GT_MIN_AREA)
     h, w = size_hw
     orig_hw = image.shape[:2]
     if image.shape[:2] != (h, w):
