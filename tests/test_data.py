@@ -332,3 +332,30 @@ def test_download_failure_midway_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(OSError, match="disk full"):
         cli.install_dataset(src, out)
     assert list(out.iterdir()) == []  # the staged copy went with the temp dir
+
+
+def test_parallel_jobs_share_one_synthetic_dataset(tmp_path, monkeypatch):
+    """Two sweep jobs generating the same data: the second keeps the first one's files."""
+    from bloodseg.data import synthetic
+
+    root = tmp_path / "syn"
+    real_render = synthetic.render_smear
+    other_job = {"started": False}
+
+    def other_job_finishes_first(*args, **kwargs):
+        if not other_job["started"]:
+            other_job["started"] = True
+            monkeypatch.setattr(synthetic, "render_smear", real_render)
+            synthetic.write_dataset(root, n_train=2, n_test=1, size=(48, 48), seed=5)
+            other_job["inode"] = (root / "train").stat().st_ino
+            monkeypatch.setattr(synthetic, "render_smear", other_job_finishes_first)
+        return real_render(*args, **kwargs)
+
+    monkeypatch.setattr(synthetic, "render_smear", other_job_finishes_first)
+    dm = BloodCellDataModule(str(root), image_size=48,
+                             synthetic={"n_train": 2, "n_test": 1, "size": (48, 48), "seed": 5})
+    dm.prepare_data()
+    assert other_job["started"] and len(list_split(root, "train")) == 2
+    # the first job's files stay in place (it may be reading them), not swapped under it
+    assert (root / "train").stat().st_ino == other_job["inode"]
+    assert sorted(p.name for p in root.parent.iterdir()) == ["syn"]  # no temp dirs left

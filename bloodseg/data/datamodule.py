@@ -191,7 +191,13 @@ class BloodCellDataModule(pl.LightningDataModule):
             from bloodseg.data.synthetic import write_dataset
 
             log.info("generating synthetic dataset at %s", self.root)
-            write_dataset(self.root, **self.synthetic)
+            try:
+                write_dataset(self.root, **self.synthetic)
+            except FileExistsError:
+                # parallel jobs of a sweep generate the same (deterministic) data; the first
+                # rename wins and the others use it
+                if not (self.root / "train").is_dir():
+                    raise
 
     def split_train_val(self, samples: list[Sample]) -> tuple[list[Sample], list[Sample]]:
         """Seeded, disjoint train/val split of the official train samples."""

@@ -942,6 +942,9 @@ def write_dataset(
         if out.exists():
             if out.is_dir() and not any(out.iterdir()):
                 out.rmdir()
+            elif not overwrite:
+                # another writer (e.g. a parallel sweep job) finished first: keep its data
+                raise FileExistsError(f"{out} was written by another process meanwhile")
             else:
                 old = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".old", dir=out.parent))
                 os.replace(out, old / out.name)
