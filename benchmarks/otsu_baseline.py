@@ -28,11 +28,11 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bloodseg.labels import MIN_CELL_AREA, instances_from_mask  # noqa: E402
 from bloodseg.metrics import InstanceStats  # noqa: E402
-from bloodseg.postprocess import Watershed, instances_from_mask, otsu_foreground  # noqa: E402
+from bloodseg.postprocess import Watershed, otsu_foreground  # noqa: E402
 
 REAL = ROOT.parent / "shared" / "data" / "bbbc041seg-mini"
-GT_MIN_AREA = 15
 
 
 def pairs(root: Path, split: str) -> list[tuple[str, Path, Path]]:
@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     for name, img_path, mask_path in items:
         image = cv2.cvtColor(cv2.imread(str(img_path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
         mask = (cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE) > 0).astype(np.uint8)
-        truth = instances_from_mask(mask, GT_MIN_AREA)
+        truth = instances_from_mask(mask, MIN_CELL_AREA)
         t0 = time.perf_counter()
         fg = otsu_foreground(image)
         t1 = time.perf_counter()
@@ -77,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
         i, s = int((fg & mask).sum()), int(fg.sum() + mask.sum())
         dices.append(2 * i / s if s else 1.0)
         inter, total = inter + i, total + s
-        row_cc = stats["otsu+cc"].update(name, truth, instances_from_mask(fg, GT_MIN_AREA))
+        row_cc = stats["otsu+cc"].update(name, truth, instances_from_mask(fg, MIN_CELL_AREA))
         row_ws = stats["otsu+watershed"].update(name, truth, labels)
         if args.per_image:
             print(

@@ -41,11 +41,11 @@ from scipy import ndimage as ndi
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bloodseg.labels import MIN_CELL_AREA, instances_from_mask  # noqa: E402
 from bloodseg.metrics import InstanceStats  # noqa: E402
-from bloodseg.postprocess import Watershed, instances_from_mask  # noqa: E402
+from bloodseg.postprocess import Watershed  # noqa: E402
 
 REAL = ROOT.parent / "shared" / "data" / "bbbc041seg-mini"
-GT_MIN_AREA = 15  # BBBC041Seg instances: 8-connected components of more than 15 px
 
 
 Item = tuple[str, np.ndarray, np.ndarray]  # name, true instances, merged input mask
@@ -58,7 +58,7 @@ def real_items(root: Path, close: int, limit: int | None) -> Iterator[Item]:
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (close, close)) if close else None
     for f in files[:limit]:
         mask = (cv2.imread(str(f), cv2.IMREAD_GRAYSCALE) > 0).astype(np.uint8)
-        truth = instances_from_mask(mask, GT_MIN_AREA)
+        truth = instances_from_mask(mask, MIN_CELL_AREA)
         merged = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel) if close else mask
         yield f.stem, truth, merged
 

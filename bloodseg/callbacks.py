@@ -1,6 +1,6 @@
 """``WatershedCallback``: cells, counts and instance quality from every evaluated batch.
 
-On validation, test and predict batches it turns the module's probabilities into
+On validation and test batches it turns the module's probabilities into
 instances (:class:`bloodseg.postprocess.Watershed`) and compares them with the true
 instances the batch carries (exact labels for synthetic data, connected components of the
 gap-separated masks for BBBC041Seg). Per epoch it logs, under ``val/`` or ``test/``:
@@ -14,7 +14,6 @@ sends a size histogram and overlays to W&B when a W&B logger is attached.
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any
@@ -24,11 +23,11 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 
-from bloodseg.data.datamodule import MEAN, STD
-from bloodseg.data.io import write_png_atomic, write_text_atomic
+from bloodseg import rundir
 from bloodseg.metrics import InstanceStats
 from bloodseg.postprocess import Watershed
-from bloodseg.render import overlay, to_rgb_uint8
+from bloodseg.render import overlay
+from bloodseg.transforms import denormalize
 
 log = logging.getLogger(__name__)
 
@@ -43,15 +42,6 @@ LOGGED = {
     "pred_count_mean": "pred_count",
     "true_count_mean": "true_count",
 }
-
-
-def denormalize(image: torch.Tensor) -> np.ndarray:
-    """A normalized CxHxW input tensor back to the HxWxC uint8 image the loader read."""
-    color = "gray" if image.shape[0] == 1 else "rgb"
-    mean = torch.tensor(MEAN[color]).view(-1, 1, 1)
-    std = torch.tensor(STD[color]).view(-1, 1, 1)
-    x = (image.detach().float().cpu() * std + mean).clamp(0, 1) * 255
-    return to_rgb_uint8(x.round().byte().permute(1, 2, 0).numpy())
 
 
 def build_postprocess(postprocess: Any) -> Watershed:
@@ -77,7 +67,7 @@ def gather_stats(stats: InstanceStats, trainer: pl.Trainer) -> InstanceStats:
 
 
 class WatershedCallback(pl.Callback):
-    """Watershed instances + count/instance metrics for val, test and predict.
+    """Watershed instances + count/instance metrics for val and test.
 
     Args:
         postprocess: a :class:`Watershed` or its Hydra config (``cfg.postprocess``).
@@ -97,7 +87,6 @@ class WatershedCallback(pl.Callback):
         self.hist_bins = hist_bins
         self.stats = {"val": InstanceStats(), "test": InstanceStats()}
         self.samples: list[dict] = []
-        self.predictions: list[dict] = []
 
     # -- per batch -----------------------------------------------------------------------
 
@@ -130,11 +119,6 @@ class WatershedCallback(pl.Callback):
                 "true_count": int(len(np.unique(batch["instances"][i].cpu().numpy())) - 1),
             })
 
-    def on_predict_batch_end(self, trainer, pl_module, outputs, batch, batch_idx,
-                             dataloader_idx=0) -> None:
-        for name, pred in zip(batch["name"], self._process("predict", outputs, batch)):
-            self.predictions.append({"name": name, "instances": pred})
-
     # -- per epoch -----------------------------------------------------------------------
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
@@ -143,9 +127,6 @@ class WatershedCallback(pl.Callback):
     def on_test_epoch_start(self, trainer, pl_module) -> None:
         self.stats["test"].reset()
         self.samples = []
-
-    def on_predict_epoch_start(self, trainer, pl_module) -> None:
-        self.predictions = []
 
     def _log(self, stage: str, trainer, pl_module) -> InstanceStats:
         stats = gather_stats(self.stats[stage], trainer)
@@ -172,29 +153,10 @@ class WatershedCallback(pl.Callback):
     # -- outputs -------------------------------------------------------------------------
 
     def write_outputs(self, stats: InstanceStats) -> None:
-        out = self.output_dir
-        stats.to_csv(out / "per_image.csv")
-        pred_areas = np.concatenate(stats.areas or [np.zeros(0)])
-        true_areas = np.concatenate(stats.true_areas or [np.zeros(0)])
-        # common bins over both, so every true and predicted cell falls in one
-        edges = np.histogram_bin_edges(np.concatenate([pred_areas, true_areas]), self.hist_bins)
-        counts, _ = np.histogram(pred_areas, edges)
-        true_counts, _ = np.histogram(true_areas, edges)
-        lines = ["bin_start,bin_end,pred_cells,true_cells"]
-        lines += [f"{a:.1f},{b:.1f},{c},{t}"
-                  for a, b, c, t in zip(edges[:-1], edges[1:], counts, true_counts)]
-        write_text_atomic(out / "size_hist.csv", "\n".join(lines) + "\n")
-        index = []
-        for s in self.samples[: self.n_samples]:
-            base = out / "samples" / s["name"]
-            write_png_atomic(f"{base}_image.png", s["image"])
-            write_png_atomic(f"{base}_mask.png", s["mask"] * 255)
-            write_png_atomic(f"{base}_prob.png", (s["prob"] * 255).round().astype(np.uint8))
-            write_png_atomic(f"{base}_instances.png", s["instances"].astype(np.uint16))
-            index.append({"name": s["name"], "true_count": s["true_count"],
-                          "pred_count": int(s["instances"].max())})
-        if index:
-            write_text_atomic(out / "samples" / "index.json", json.dumps(index, indent=2))
+        rundir.write_per_image(self.output_dir, stats.rows)
+        rundir.write_size_hist(self.output_dir, np.concatenate(stats.areas or [np.zeros(0)]),
+                               np.concatenate(stats.true_areas or [np.zeros(0)]), self.hist_bins)
+        rundir.write_samples(self.output_dir, self.samples[: self.n_samples])
 
     def log_wandb(self, trainer, stats: InstanceStats) -> None:
         from pytorch_lightning.loggers import WandbLogger

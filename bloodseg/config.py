@@ -1,5 +1,7 @@
 """OmegaConf resolvers used by the configs in ``conf/`` (registered on import of bloodseg).
 
+Also the config groups as registries: :func:`group_names`, :func:`group_config`.
+
 - ``${channels:${data.color}}``: 1 for gray, 3 for rgb, so models follow the data.
 - ``${job_gpu:}``: ``[k mod N]`` for sweep job k on a machine with N GPUs, so a joblib
   sweep puts one job on each GPU (lightning-hydra-template issues #415, #514).
@@ -23,9 +25,43 @@ CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
 
 
 def _channels(color: str) -> int:
-    from bloodseg.data.datamodule import channels
+    from bloodseg.transforms import channels
 
     return channels(color)
+
+
+class UnknownNameError(KeyError):
+    """``KeyError`` for an unknown name, whose message lists the valid ones."""
+
+    def __str__(self) -> str:
+        # KeyError.__str__ would repr() the message, quoting it and escaping its newlines
+        return str(self.args[0]) if self.args else ""
+
+
+def unknown_name(kind: str, name: str, valid: list[str]) -> UnknownNameError:
+    return UnknownNameError(f"unknown {kind} {name!r}; valid: {', '.join(valid)}")
+
+
+def group_names(group: str) -> list[str]:
+    """The options of a config group (``conf/<group>/*.yaml``): the group's registry."""
+    return sorted(p.stem for p in (Path(CONF_DIR) / group).glob("*.yaml"))
+
+
+def group_config(group: str, name: str, **overrides) -> dict:
+    """``conf/<group>/<name>.yaml`` as a plain dict, with ``overrides`` merged in.
+
+    Values that interpolate other groups (e.g. ``in_channels: ${data.in_channels}``) and are
+    not overridden are dropped, so the class default applies.
+    """
+    path = Path(CONF_DIR) / group / f"{name}.yaml"
+    if not path.is_file():
+        raise unknown_name(group, name, group_names(group))
+    cfg = OmegaConf.load(path)
+    for key in list(cfg.keys()):
+        if key in overrides or OmegaConf.is_interpolation(cfg, key):
+            del cfg[key]
+    cfg.pop("defaults", None)
+    return {**OmegaConf.to_container(cfg, resolve=True), **overrides}
 
 
 def _hydra_cfg():
@@ -74,6 +110,13 @@ def wandb_group() -> str | None:
     if hc is None or hc.mode != RunMode.MULTIRUN:
         return None
     return Path(hc.sweep.dir).name
+
+
+def instantiate_group(group) -> list:
+    """Instantiate every non-null entry of a callbacks/logger group."""
+    from hydra.utils import instantiate
+
+    return [instantiate(c) for c in (group or {}).values() if c and "_target_" in c]
 
 
 def register_resolvers() -> None:

@@ -3,9 +3,9 @@
     bloodseg-evaluate ckpt_path=experiments/runs/Unet_gray/<time>/checkpoints/best.ckpt
     bloodseg-evaluate ckpt_path=... data=synthetic tta=true
 
-Writes ``test_metrics.json`` (``test/dice``, ``test/iou``, ..., ``test/count_mae``,
-``test/inst_f1``, ``test/inst_ap``), ``per_image.csv``, ``size_hist.csv`` and ``samples/``
-into the Hydra output folder (``experiments/runs/evaluate/<time>`` unless overridden).
+Writes the test files of a run folder (:mod:`bloodseg.rundir`: ``test_metrics.json``,
+``per_image.csv``, ``size_hist.csv``, ``samples/``) into the Hydra output folder
+(``experiments/runs/evaluate/<time>`` unless overridden).
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, open_dict
 
 import bloodseg  # noqa: F401  (resolvers)
+from bloodseg import rundir
 from bloodseg.callbacks import WatershedCallback
-from bloodseg.config import CONF_DIR
-from bloodseg.data.datamodule import channels
+from bloodseg.config import CONF_DIR, instantiate_group
 from bloodseg.module import SegmentationModule
-from bloodseg.train import instantiate_group, write_test_metrics
+from bloodseg.transforms import channels
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +42,7 @@ def follow_checkpoint(cfg: DictConfig, module: SegmentationModule) -> None:
 def evaluate(cfg: DictConfig) -> dict:
     out = Path(cfg.paths.output_dir)
     pl.seed_everything(cfg.seed, workers=True)
-    module = SegmentationModule.from_checkpoint(cfg.ckpt_path)
-    module.tta = bool(cfg.tta)
+    module = SegmentationModule.from_checkpoint(cfg.ckpt_path, tta=bool(cfg.tta))
     follow_checkpoint(cfg, module)
     datamodule = instantiate(cfg.data)
     callback = WatershedCallback(cfg.postprocess, output_dir=str(out), n_samples=cfg.n_samples)
@@ -51,7 +50,7 @@ def evaluate(cfg: DictConfig) -> dict:
                                       logger=instantiate_group(cfg.get("logger")) or False)
     results = trainer.test(module, datamodule=datamodule)
     metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
-    write_test_metrics(out, metrics, cfg.ckpt_path, bool(cfg.tta), datamodule)
+    rundir.write_test_metrics(out, metrics, cfg.ckpt_path, bool(cfg.tta), datamodule.describe())
     log.info("wrote %s", out / "test_metrics.json")
     return metrics
 

@@ -14,7 +14,6 @@ Example::
     for name, true_labels, pred_labels in items:
         stats.update(name, true_labels, pred_labels)
     print(stats.aggregate()["count_mae"])
-    stats.to_csv("per_image.csv")
 
 Why not a library: skimage.metrics has a contingency table and ARI/VI but no instance
 matching; torchmetrics' PanopticQuality matches only at IoU > 0.5, needs torch tensors and
@@ -24,16 +23,13 @@ TensorFlow. Pure numpy/scipy here; no torch.
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import asdict, dataclass, field
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from bloodseg.data.io import write_text_atomic
+from bloodseg.labels import instance_areas, relabel_sequential
 
 __all__ = [
     "InstanceMatch",
@@ -48,24 +44,6 @@ def _ratio(num: float, den: float, empty: float) -> float:
     return float(num) / float(den) if den > 0 else empty
 
 
-def _relabel(labels: np.ndarray) -> tuple[np.ndarray, int]:
-    """Flat contiguous ids 0..N (0 = background) and N; any non-negative ids accepted
-    (e.g. 16-bit label PNGs with holes in the numbering)."""
-    flat = np.asarray(labels).ravel()
-    if flat.size == 0:
-        return flat.astype(np.int64), 0
-    if not np.issubdtype(flat.dtype, np.integer):
-        raise TypeError(f"label images must be integer, got {flat.dtype}")
-    if flat.min() < 0:
-        raise ValueError("label images must be non-negative (0 = background)")
-    present = np.bincount(flat) > 0
-    present[0] = False
-    lut = np.zeros(present.size, np.int64)
-    n = int(present.sum())
-    lut[present] = np.arange(1, n + 1)
-    return lut[flat], n
-
-
 def iou_matrix(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
     """IoU of every true instance (rows) with every predicted one (columns).
 
@@ -77,8 +55,8 @@ def iou_matrix(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
     pred = np.asarray(pred)
     if true.shape != pred.shape:
         raise ValueError(f"shape mismatch: true {true.shape} vs pred {pred.shape}")
-    t, nt = _relabel(true)
-    p, npred = _relabel(pred)
+    t, nt = _flat_labels(true)
+    p, npred = _flat_labels(pred)
     joint = np.bincount(t * (npred + 1) + p, minlength=(nt + 1) * (npred + 1))
     joint = joint.reshape(nt + 1, npred + 1)
     inter = joint[1:, 1:].astype(np.float64)
@@ -153,21 +131,8 @@ def count_error(n_true: int, n_pred: int) -> int:
     return int(n_pred) - int(n_true)
 
 
-_COLUMNS = [
-    "file",
-    "true_count",
-    "pred_count",
-    "count_error",
-    "abs_count_error",
-    "tp",
-    "fp",
-    "fn",
-    "precision",
-    "recall",
-    "f1",
-    "ap",
-    "mean_matched_iou",
-]
+_NUMERIC = ["true_count", "pred_count", "count_error", "abs_count_error", "tp", "fp", "fn",
+            "precision", "recall", "f1", "ap", "mean_matched_iou"]
 
 
 @dataclass
@@ -204,15 +169,15 @@ class InstanceStats:
             "mean_matched_iou": m.mean_matched_iou,
         }
         self.rows.append(row)
-        self.areas.append(_areas(pred_labels))
-        self.true_areas.append(_areas(true_labels))
+        self.areas.append(instance_areas(pred_labels))
+        self.true_areas.append(instance_areas(true_labels))
         return row
 
     def aggregate(self) -> dict[str, float]:
         n = len(self.rows)
         if n == 0:
             return {"n_images": 0}
-        col = {k: np.array([r[k] for r in self.rows], dtype=np.float64) for k in _COLUMNS[1:]}
+        col = {k: np.array([r[k] for r in self.rows], dtype=np.float64) for k in _NUMERIC}
         tp, fp, fn = col["tp"].sum(), col["fp"].sum(), col["fn"].sum()
         n_true, n_pred = col["true_count"].sum(), col["pred_count"].sum()
         true_pos = col["true_count"] > 0
@@ -247,21 +212,13 @@ class InstanceStats:
         values = np.concatenate(data) if data else np.zeros(0, np.int64)
         return np.histogram(values, bins=bins)
 
-    def to_csv(self, path: str | Path) -> Path:
-        """Write one row per image (columns in a fixed order) atomically."""
-        path = Path(path)
-        buf = io.StringIO()
-        writer = csv.DictWriter(buf, fieldnames=_COLUMNS, lineterminator="\n")
-        writer.writeheader()
-        writer.writerows(self.rows)
-        return write_text_atomic(path, buf.getvalue())
-
     def reset(self) -> None:
         self.rows.clear()
         self.areas.clear()
         self.true_areas.clear()
 
 
-def _areas(labels: np.ndarray) -> np.ndarray:
-    flat, n = _relabel(labels)
-    return np.bincount(flat, minlength=n + 1)[1:]
+def _flat_labels(labels: np.ndarray) -> tuple[np.ndarray, int]:
+    """Flat contiguous ids 0..N (0 = background) and N."""
+    flat = relabel_sequential(labels).ravel()
+    return flat, int(flat.max()) if flat.size else 0

@@ -4,10 +4,11 @@ The network, optimizer and scheduler arrive as Hydra configs (optimizer/schedule
 ``_partial_: true``) and are instantiated here, so a checkpoint alone rebuilds the
 model (:meth:`SegmentationModule.from_checkpoint`). Pixel metrics come from
 torchmetrics and are logged per epoch as ``train/...``, ``val/...``, ``test/...``;
-losses come from ``segmentation_models_pytorch.losses``.
+the loss is a ``conf/loss`` config (:mod:`bloodseg.losses`).
 
     >>> module = SegmentationModule(model={"_target_": "bloodseg.models.unet.UNet",
     ...                                    "in_channels": 1}, loss="bce")
+    >>> module = SegmentationModule.from_checkpoint("run/checkpoints/best.ckpt", tta=True)
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
-from segmentation_models_pytorch.losses import DiceLoss, SoftBCEWithLogitsLoss
 from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import (
@@ -30,34 +30,14 @@ from torchmetrics.classification import (
     BinaryRecall,
 )
 
-LOSSES = ("bce", "dice", "bce_dice")
+from bloodseg.checkpoint import load_checkpoint
+from bloodseg.losses import build_loss
+
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-4}
 
 
 def _plain(cfg: Any) -> Any:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
-
-
-class BCEDiceLoss(nn.Module):
-    """BCE + soft Dice: BCE for per-pixel calibration, Dice against the class imbalance."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.bce = SoftBCEWithLogitsLoss()
-        self.dice = DiceLoss(mode="binary", from_logits=True)
-
-    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        return self.bce(logits, target) + self.dice(logits, target)
-
-
-def build_loss(name: str) -> nn.Module:
-    if name == "bce":
-        return SoftBCEWithLogitsLoss()
-    if name == "dice":
-        return DiceLoss(mode="binary", from_logits=True)
-    if name == "bce_dice":
-        return BCEDiceLoss()
-    raise KeyError(f"unknown loss {name!r}; choose one of {', '.join(LOSSES)}")
 
 
 def pixel_metrics(prefix: str, threshold: float = 0.5) -> MetricCollection:
@@ -79,7 +59,8 @@ class SegmentationModule(pl.LightningModule):
 
     Args:
         model: Hydra config of the network (``_target_`` + kwargs), e.g. ``cfg.model``.
-        loss: ``bce`` (the study's), ``dice`` or ``bce_dice``.
+        loss: Hydra config of the loss (``cfg.loss``) or a ``conf/loss`` name (``bce``, the
+            study's; ``dice``; ``bce_dice``).
         optimizer: Hydra partial of a ``torch.optim`` class; called with ``params=``.
         scheduler: Hydra partial of an LR scheduler (or None). ``ReduceLROnPlateau``
             monitors ``scheduler_monitor``.
@@ -87,24 +68,27 @@ class SegmentationModule(pl.LightningModule):
         channels_last: use the channels-last memory format (faster convs on GPUs).
         data_info: what the network was trained on (color, image size, source image
             size); filled in at fit start so evaluate/predict can read it back.
+        tta: at validation/test, average the predictions over the four flips (an evaluation
+            choice, not saved with the model).
     """
 
     def __init__(
         self,
         model: dict | DictConfig,
-        loss: str = "bce",
+        loss: str | dict | DictConfig = "bce",
         optimizer: dict | DictConfig | None = None,
         scheduler: dict | DictConfig | None = None,
         scheduler_monitor: str = "val/loss",
         threshold: float = 0.5,
         channels_last: bool = False,
         data_info: dict | None = None,
+        tta: bool = False,
     ) -> None:
         super().__init__()
         self.save_hyperparameters(
-            {
+            {  # tta is left out: how to evaluate is not part of the model
                 "model": _plain(model),
-                "loss": loss,
+                "loss": _plain(loss),
                 "optimizer": _plain(optimizer) or dict(DEFAULT_OPTIMIZER),
                 "scheduler": _plain(scheduler),
                 "scheduler_monitor": scheduler_monitor,
@@ -114,9 +98,9 @@ class SegmentationModule(pl.LightningModule):
             }
         )
         self.net: nn.Module = instantiate(self.hparams.model)
-        self.criterion = build_loss(loss)
+        self.criterion = build_loss(self.hparams.loss)
         self.threshold = threshold
-        self.tta = False  # flip averaging at val/test/predict; set by evaluate/predict
+        self.tta = tta
         self.train_metrics = pixel_metrics("train/", threshold)
         self.val_metrics = pixel_metrics("val/", threshold)
         self.test_metrics = pixel_metrics("test/", threshold)
@@ -124,19 +108,17 @@ class SegmentationModule(pl.LightningModule):
             self.net = self.net.to(memory_format=torch.channels_last)
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu"):
-        """Rebuild from a checkpoint without downloading weights (it holds them all)."""
-        path = Path(path)
-        if not path.is_file():
-            raise FileNotFoundError(
-                f"{path}: checkpoint not found; pass ckpt_path=<run>/checkpoints/best.ckpt")
-        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu",
+                        tta: bool = False) -> SegmentationModule:
+        """Rebuild from a checkpoint alone (no weight download); safe on untrusted files."""
+        ckpt = load_checkpoint(path, map_location)
         hp = dict(ckpt.get("hyper_parameters") or {})
-        if "model" not in hp:
-            raise ValueError(f"{path}: not a bloodseg checkpoint (no model config in it)")
+        if "model" not in hp or "state_dict" not in ckpt:
+            raise ValueError(f"{path}: not a bloodseg checkpoint (no model config or weights "
+                             "in it); pass ckpt_path=<run>/checkpoints/best.ckpt")
         if "pretrained" in hp["model"]:
             hp["model"] = {**hp["model"], "pretrained": False}
-        module = cls(**hp)
+        module = cls(**hp, tta=tta)
         module.load_state_dict(ckpt["state_dict"])
         return module.eval()
 
@@ -150,23 +132,25 @@ class SegmentationModule(pl.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
+    def _logits_and_probs(self, x: torch.Tensor, tta: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits of ``x`` and foreground probabilities (with ``tta``, averaged over the four
+        flips; the identity flip's logits are the ones returned): four passes, not five."""
+        logits = self(x)
+        probs = torch.sigmoid(logits.detach().float())
+        if tta:
+            flipped = [torch.sigmoid(self(x.flip(d)).float()).flip(d)
+                       for d in ((-1,), (-2,), (-2, -1))]
+            probs = torch.stack([probs, *flipped]).mean(0)
+        return logits, probs
+
     def predict_probs(self, x: torch.Tensor, tta: bool | None = None) -> torch.Tensor:
         """Foreground probabilities; with ``tta`` the mean over the four flips of ``x``."""
-        if not (self.tta if tta is None else tta):
-            return torch.sigmoid(self(x).float())
-        flips = [(), (-1,), (-2,), (-2, -1)]
-        return torch.stack(
-            [torch.sigmoid(self(x.flip(d)).float()).flip(d) if d else torch.sigmoid(self(x).float())
-             for d in flips]).mean(0)
+        return self._logits_and_probs(x, self.tta if tta is None else tta)[1]
 
     def _step(self, batch: dict, metrics: MetricCollection, stage: str) -> dict:
-        logits = self(batch["image"])
+        logits, probs = self._logits_and_probs(batch["image"], self.tta and stage != "train")
         target = batch["mask"]
         loss = self.criterion(logits, target)
-        if self.tta and stage != "train":
-            probs = self.predict_probs(batch["image"])
-        else:
-            probs = torch.sigmoid(logits.detach().float())
         metrics.update(probs, target.int())
         bs = target.shape[0]
         self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True,
@@ -183,9 +167,6 @@ class SegmentationModule(pl.LightningModule):
 
     def test_step(self, batch: dict, batch_idx: int) -> dict:
         return self._step(batch, self.test_metrics, "test")
-
-    def predict_step(self, batch: dict, batch_idx: int) -> dict:
-        return {"probs": self.predict_probs(batch["image"])}
 
     def configure_optimizers(self) -> Any:
         optimizer = instantiate(self.hparams.optimizer)(params=self.parameters())

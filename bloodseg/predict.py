@@ -32,17 +32,17 @@ from omegaconf import DictConfig
 
 import bloodseg  # noqa: F401  (resolvers)
 from bloodseg.config import CONF_DIR
-from bloodseg.data.datamodule import MEAN, STD
-from bloodseg.data.io import (
+from bloodseg.io import (
     IMAGE_SUFFIXES,
     DataError,
     read_image,
     write_png_atomic,
     write_text_atomic,
 )
+from bloodseg.labels import instance_areas
 from bloodseg.module import SegmentationModule
-from bloodseg.postprocess import instance_areas
 from bloodseg.render import overlay
+from bloodseg.transforms import normalize, to_color
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class Predictor:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
         self.module = module.to(self.device).eval()
-        self.module.tta = tta
+        self.tta = tta
         info = module.hparams.get("data_info") or {}
         self.color = info.get("color") or ("gray" if self._in_channels() == 1 else "rgb")
         self.tile_hw = tuple(info.get("image_size") or (256, 256))
@@ -100,24 +100,17 @@ class Predictor:
         else:
             self.scale = tuple(float(s) for s in scale)
         self.mode, self.overlap, self.batch_size = mode, overlap, batch_size
-        self.mean = np.asarray(MEAN[self.color], np.float32)
-        self.std = np.asarray(STD[self.color], np.float32)
 
     def _in_channels(self) -> int:
         return int(self.module.hparams.model.get("in_channels", 3))
 
     def _normalize(self, img: np.ndarray) -> np.ndarray:
-        if self.color == "gray" and img.ndim == 3:
-            img = cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
-        elif self.color == "rgb" and img.ndim == 2:
-            img = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
-        img = img[:, :, None] if img.ndim == 2 else img
-        return ((img.astype(np.float32) / 255.0 - self.mean) / self.std).transpose(2, 0, 1)
+        return normalize(to_color(img, self.color), self.color)
 
     @torch.inference_mode()
     def _run(self, chunks: list[np.ndarray]) -> np.ndarray:
         x = torch.from_numpy(np.stack(chunks)).to(self.device)
-        return self.module.predict_probs(x)[:, 0].float().cpu().numpy()
+        return self.module.predict_probs(x, tta=self.tta)[:, 0].float().cpu().numpy()
 
     def probabilities(self, image: np.ndarray) -> np.ndarray:
         """HxW foreground probability for an RGB or gray uint8 image at its own size."""

@@ -12,6 +12,8 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from bloodseg.labels import centroids
+
 
 def to_rgb_uint8(image: np.ndarray) -> np.ndarray:
     """Any HxW / HxWx1 / HxWx3 image (uint8 or float, any range) as RGB uint8 for display."""
@@ -48,15 +50,9 @@ def overlay(image: np.ndarray, labels: np.ndarray, numbers: bool = True,
         edge = cv2.dilate(edge.astype(np.uint8), np.ones((thick, thick), np.uint8)) > 0
     out[edge] = color
     if numbers and lab.max() > 0:
-        n = int(lab.max())
-        ys, xs = np.nonzero(lab)
-        ids = lab[ys, xs]
-        counts = np.bincount(ids, minlength=n + 1)
-        cx = np.bincount(ids, weights=xs, minlength=n + 1)
-        cy = np.bincount(ids, weights=ys, minlength=n + 1)
         scale = max(0.3, min(lab.shape) / 800)
-        for i in np.flatnonzero(counts[1:]) + 1:
-            org = (int(cx[i] / counts[i]) - int(6 * scale), int(cy[i] / counts[i]) + int(5 * scale))
+        for i, y, x in zip(*centroids(lab)):
+            org = (int(x) - int(6 * scale), int(y) + int(5 * scale))
             cv2.putText(out, str(i), org, cv2.FONT_HERSHEY_SIMPLEX, scale, (255, 255, 255),
                         max(1, int(2 * scale)) + 1, cv2.LINE_AA)
             cv2.putText(out, str(i), org, cv2.FONT_HERSHEY_SIMPLEX, scale, (200, 0, 0),

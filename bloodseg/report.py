@@ -51,7 +51,7 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 from matplotlib.transforms import offset_copy
 
-from bloodseg.data.io import (
+from bloodseg.io import (
     DataError,
     decode,
     read_image,

@@ -5,15 +5,12 @@
     python train.py -m model=unet,resunet,vgg11unet,vgg16unet,attunet          # sweep
     python train.py -m model=unet,attunet hydra/launcher=joblib trainer=gpu    # 1 job/GPU
 
-Each run writes into its Hydra output folder: ``metrics.csv`` (CSV logger),
-``checkpoints/{best,last}.ckpt``, ``test_metrics.json``, ``per_image.csv`` and
-``samples/`` (watershed callback) and ``meta.json`` (what ran, for the report).
-:func:`train` is importable so tests run it on a composed config.
+Each run writes a run folder (its files: :mod:`bloodseg.rundir`). :func:`train` is
+importable so tests run it on a composed config.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import time
@@ -27,9 +24,9 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import bloodseg  # noqa: F401  (registers the config resolvers)
-from bloodseg import ddp
-from bloodseg.config import CONF_DIR
-from bloodseg.data.io import write_text_atomic
+from bloodseg import ddp, rundir
+from bloodseg.config import CONF_DIR, instantiate_group
+from bloodseg.io import write_text_atomic
 from bloodseg.module import SegmentationModule
 
 log = logging.getLogger(__name__)
@@ -46,11 +43,6 @@ def build_module(cfg: DictConfig) -> SegmentationModule:
     if cfg.get("compile"):
         module.net = torch.compile(module.net)
     return module
-
-
-def instantiate_group(group: DictConfig | None) -> list:
-    """Instantiate every non-null entry of a callbacks/logger group."""
-    return [instantiate(c) for c in (group or {}).values() if c and "_target_" in c]
 
 
 def is_ddp_worker() -> bool:
@@ -134,7 +126,7 @@ def write_run_files(cfg, out: Path, trainer: pl.Trainer, module, datamodule,
         "best_val_loss": float(ckpt_cb.best_model_score) if ckpt_cb and
         ckpt_cb.best_model_score is not None else None,
         "train_time_s": round(train_time, 2),
-        "loss": cfg.loss,
+        "loss": choices.get("loss") or cfg.loss.get("_target_"),
         "optimizer": OmegaConf.to_container(cfg.optimizer, resolve=True),
         "scheduler": OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.get("scheduler")
         else None,
@@ -142,18 +134,11 @@ def write_run_files(cfg, out: Path, trainer: pl.Trainer, module, datamodule,
         "batch_size": datamodule.batch_size,
         **datamodule.describe(),
     }
-    write_text_atomic(out / "meta.json", json.dumps(meta, indent=2, default=str))
+    rundir.write_meta(out, meta)
     if test_metrics:
-        write_test_metrics(out, test_metrics, meta["best_ckpt"], False, datamodule)
+        rundir.write_test_metrics(out, test_metrics, meta["best_ckpt"], False,
+                                  datamodule.describe())
     log.info("run files written to %s", out)
-
-
-def write_test_metrics(out: Path, metrics: dict, ckpt_path: str, tta: bool,
-                       datamodule) -> Path:
-    """``test_metrics.json``: the metrics plus what produced them (shared with evaluate)."""
-    payload = {"ckpt_path": str(ckpt_path), "tta": tta, **datamodule.describe(),
-               "metrics": metrics}
-    return write_text_atomic(out / "test_metrics.json", json.dumps(payload, indent=2))
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")

@@ -18,7 +18,7 @@ from bloodseg.data.datamodule import (
     load_cache,
     load_sample,
 )
-from bloodseg.data.io import DataError, read_image, read_mask
+from bloodseg.io import DataError, read_image, read_mask
 
 
 def write_pair(root: Path, split: str, name: str, image: np.ndarray, mask: np.ndarray,

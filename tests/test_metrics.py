@@ -8,6 +8,7 @@ import math
 import numpy as np
 import pytest
 
+from bloodseg import rundir
 from bloodseg.metrics import InstanceStats, count_error, iou_matrix, match_instances
 
 
@@ -179,9 +180,9 @@ def test_instance_stats_count_errors():
     assert stats.rows == [] and stats.aggregate() == {"n_images": 0}
 
 
-def test_to_csv_round_trip(tmp_path):
+def test_per_image_csv_round_trip(tmp_path):
     stats = _two_image_stats()
-    path = stats.to_csv(tmp_path / "sub" / "per_image.csv")
+    path = rundir.write_per_image(tmp_path / "sub", stats.rows)
     assert [p.name for p in path.parent.iterdir()] == ["per_image.csv"]  # no temp left
     with path.open(newline="") as f:
         rows = list(csv.DictReader(f))

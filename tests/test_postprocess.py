@@ -10,14 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from bloodseg.postprocess import (
-    Watershed,
-    fill_holes,
-    instance_areas,
-    instances_from_mask,
-    otsu_foreground,
-    relabel_sequential,
-)
+from bloodseg.labels import instance_areas, instances_from_mask, relabel_sequential
+from bloodseg.postprocess import Watershed, fill_holes, otsu_foreground
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SAMPLE = SHARED / "bbbc041seg-sample"

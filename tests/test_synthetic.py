@@ -14,7 +14,8 @@ import pytest
 from scipy import ndimage as ndi
 
 from bloodseg.data import synthetic
-from bloodseg.data.synthetic import STYLES, mask_from_instances, render_smear, write_dataset
+from bloodseg.data.synthetic import STYLES, render_smear, write_dataset
+from bloodseg.labels import mask_from_instances
 
 SIZE = 256
 

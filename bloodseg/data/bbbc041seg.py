@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bloodseg.data.io import IMAGE_SUFFIXES, DataError, read_image, read_instances, read_mask
+from bloodseg.io import IMAGE_SUFFIXES, DataError, read_image, read_instances, read_mask
 
 SPLITS = ("train", "test")
 KAGGLE_COUNTS = {"train": 1169, "test": 159}

@@ -16,7 +16,7 @@ import zipfile
 from pathlib import Path
 
 from bloodseg.data.bbbc041seg import KAGGLE_FOLDER, resolve_root, verify
-from bloodseg.data.io import DataError
+from bloodseg.io import DataError
 
 KAGGLE_HANDLE = "jeetblahiri/bccd-dataset-with-mask"
 KAGGLE_URL = f"https://www.kaggle.com/datasets/{KAGGLE_HANDLE}"

@@ -28,23 +28,11 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from bloodseg.data.bbbc041seg import KAGGLE_COUNTS, Sample, list_split, read_pair
-from bloodseg.data.io import DataError
-from bloodseg.data.synthetic import mask_from_instances
-from bloodseg.postprocess import instances_from_mask
+from bloodseg.io import DataError
+from bloodseg.labels import instances_from_mask, mask_from_instances
+from bloodseg.transforms import channels, flip, normalize, random_flips
 
 log = logging.getLogger(__name__)
-
-# ImageNet statistics (the VGG encoders' pre-training); gray uses their luminance mean.
-MEAN = {"rgb": (0.485, 0.456, 0.406), "gray": (0.449,)}
-STD = {"rgb": (0.229, 0.224, 0.225), "gray": (0.226,)}
-GT_MIN_AREA = 15  # px at native size: BBBC041Seg instances are 8-connected components > 15 px
-
-
-def channels(color: str) -> int:
-    """Number of input channels for ``color`` (used by the configs' ``${channels:...}``)."""
-    if color not in MEAN:
-        raise ValueError(f"data.color must be 'gray' or 'rgb', got {color!r}")
-    return len(MEAN[color])
 
 
 def _size_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
@@ -64,7 +52,7 @@ def load_sample(sample: Sample, color: str, size_hw: tuple[int, int],
     """
     image, mask, inst = read_pair(sample, color)  # one decode per file, sizes checked
     if inst is None:
-        inst = instances_from_mask(mask, min_area=GT_MIN_AREA)
+        inst = instances_from_mask(mask)
     h, w = size_hw
     orig_hw = image.shape[:2]
     if image.shape[:2] != (h, w):
@@ -100,9 +88,8 @@ class SegmentationDataset(Dataset):
 
     def __init__(self, cache: list[dict], color: str, augment: bool = False) -> None:
         self.cache = cache
+        self.color = color
         self.augment = augment
-        self.mean = torch.tensor(MEAN[color]).view(-1, 1, 1)
-        self.std = torch.tensor(STD[color]).view(-1, 1, 1)
 
     def __len__(self) -> int:
         return len(self.cache)
@@ -111,14 +98,10 @@ class SegmentationDataset(Dataset):
         item = self.cache[idx]
         image, mask, inst = item["image"], item["mask"], item["instances"]
         if self.augment:
-            flip_h, flip_v = (torch.rand(2) < 0.5).tolist()
-            if flip_h:
-                image, mask, inst = image[:, ::-1], mask[:, ::-1], inst[:, ::-1]
-            if flip_v:
-                image, mask, inst = image[::-1], mask[::-1], inst[::-1]
-        x = torch.from_numpy(np.ascontiguousarray(image.transpose(2, 0, 1))).float() / 255.0
+            h, v = random_flips()
+            image, mask, inst = (flip(a, h, v) for a in (image, mask, inst))
         return {
-            "image": (x - self.mean) / self.std,
+            "image": torch.from_numpy(np.ascontiguousarray(normalize(image, self.color))),
             "mask": torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None],
             "instances": torch.from_numpy(np.ascontiguousarray(inst, dtype=np.int32)),
             "name": item["name"],

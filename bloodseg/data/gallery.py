@@ -30,7 +30,8 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-from bloodseg.data.synthetic import mask_from_instances, render_smear
+from bloodseg.data.synthetic import render_smear
+from bloodseg.labels import mask_from_instances
 
 __all__ = ["make_gallery"]
 

@@ -48,11 +48,11 @@ import cv2
 import numpy as np
 from scipy import ndimage as ndi
 
+from bloodseg.labels import GAP_FRAC, MIN_CELL_AREA, mask_from_instances
+
 __all__ = [
     "DEFAULT_CELL_DIAMETER_FRAC",
-    "GAP_FRAC",
     "STYLES",
-    "mask_from_instances",
     "render_smear",
     "write_dataset",
 ]
@@ -63,9 +63,6 @@ STYLES = ("bbbc041", "bccd")
 # masks is 0.064 (p5 0.051, p95 0.081; ~102 px at 1600 px). BCCD red-cell boxes (640 px wide)
 # give 0.16. Both are at the dataset's native magnification; resizing a whole image keeps them.
 DEFAULT_CELL_DIAMETER_FRAC = {"bbbc041": 0.064, "bccd": 0.16}
-
-# Real BBBC041Seg gaps between touching cells are 2-3 px at ~100 px cell diameter.
-GAP_FRAC = 0.025
 
 # A visible remnant smaller than this fraction of the drawn cell is not annotatable as a cell;
 # it is merged into the cell lying on top of it.
@@ -687,7 +684,7 @@ def _fix_geometry(inst: np.ndarray, min_area: np.ndarray) -> bool:
 
 
 def _fix_gaps(inst: np.ndarray, gap: int, final: bool) -> bool:
-    """One pass: make each instance one mask component of more than 15 px after gapping.
+    """One pass: make each instance one mask component of more than MIN_CELL_AREA px after gapping.
 
     A cell that the gap cuts keeps its largest piece (plus the gap pixels attached to it); the
     rest goes to the neighbour. With ``final`` a failing cell is simply removed, which can only
@@ -704,10 +701,10 @@ def _fix_gaps(inst: np.ndarray, gap: int, final: bool) -> bool:
             (region & mask[sl]).astype(np.uint8), connectivity=8
         )
         areas = stats[1:, cv2.CC_STAT_AREA]
-        if n == 2 and areas[0] > 15:
+        if n == 2 and areas[0] > MIN_CELL_AREA:
             continue
         changed = True
-        if final or n < 2 or areas.max() <= 15:
+        if final or n < 2 or areas.max() <= MIN_CELL_AREA:
             _merge_fragment(inst, sl, region, i)
             continue
         main = lab == 1 + int(np.argmax(areas))
@@ -822,40 +819,6 @@ def render_smear(
     img += rng.standard_normal(img.shape, dtype=np.float32) * noise_sd
     image = np.clip(img + 0.5, 0, 255).astype(np.uint8)
     return image, inst
-
-
-def mask_from_instances(instances: np.ndarray, gap_px: int | None = None) -> np.ndarray:
-    """BBBC041Seg-style mask: 255 on cells, 0 elsewhere, a background gap between touching cells.
-
-    Of two touching instances, the one with the smaller id (drawn earlier, i.e. underneath)
-    loses the pixels within ``gap_px`` of the other. Hence no two remaining foreground pixels
-    of different instances are 8-neighbours, and connected components of the mask
-    (8-connectivity) are the instances, as long as each instance's remaining part is connected
-    (which :func:`render_smear` guarantees for its own output).
-
-    Args:
-        instances: ``HxW`` integer labels, 0 = background.
-        gap_px: gap width in pixels; ``None`` derives it from the median instance size
-            (``GAP_FRAC`` x equivalent diameter, at least 1 px; 2-3 px for ~100 px cells as in
-            the real masks, 1 px at 256 px image width).
-    """
-    if instances.ndim != 2:
-        raise ValueError(f"instances must be HxW, got shape {instances.shape}")
-    inst = instances.astype(np.uint16, copy=False)
-    if gap_px is None:
-        areas = np.bincount(inst.ravel())[1:]
-        areas = areas[areas > 0]
-        d_eq = 2 * math.sqrt(float(np.median(areas)) / math.pi) if areas.size else 0.0
-        gap_px = max(1, int(round(GAP_FRAC * d_eq)))
-    if gap_px < 1:
-        raise ValueError(f"gap_px must be >= 1, got {gap_px}")
-    size = 2 * gap_px + 1
-    # A 3x3 ellipse is a cross, which would leave diagonal contacts: use a square then.
-    shape = cv2.MORPH_RECT if gap_px == 1 else cv2.MORPH_ELLIPSE
-    kernel = cv2.getStructuringElement(shape, (size, size))
-    higher = cv2.dilate(inst, kernel) > inst
-    fg = inst > 0
-    return np.where(fg & ~higher, np.uint8(255), np.uint8(0))
 
 
 def _image_rng(seed: int, split: int, index: int) -> np.random.Generator:

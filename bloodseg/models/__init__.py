@@ -1,8 +1,10 @@
 """Segmentation networks for bloodseg, and a registry to build them by name.
 
-Every network maps ``(B, in_channels, H, W)`` images (``in_channels`` 1 = gray, 3 = RGB) to
-``(B, classes, H, W)`` logits (no activation) for any H, W: inputs are padded to the network's
-``size_divisor`` and the output cropped back (:class:`~bloodseg.models.common.SegmentationNet`).
+The registry is ``conf/model/``: one YAML per network (its ``_target_`` and defaults), used
+by Hydra runs and by :func:`build_model` alike. Every network maps ``(B, in_channels, H, W)``
+images (``in_channels`` 1 = gray, 3 = RGB) to ``(B, classes, H, W)`` logits (no activation)
+for any H, W: inputs are padded to the network's ``size_divisor`` and the output cropped back
+(:class:`~bloodseg.models.common.SegmentationNet`).
 
 =========  ==============================================  ====================================
 name       class                                           own parameters
@@ -35,36 +37,33 @@ from __future__ import annotations
 
 from typing import Any
 
+from hydra.utils import get_class, instantiate
 from torch import nn
 
+from bloodseg.config import UnknownNameError, group_config, group_names
 from bloodseg.models.attunet import AttentionUNet
-from bloodseg.models.common import SegmentationNet, UnknownNameError, unknown_name
+from bloodseg.models.common import SegmentationNet
 from bloodseg.models.resunet import ResUNet
 from bloodseg.models.smp import SMPModel
 from bloodseg.models.unet import UNet
 from bloodseg.models.vggunet import VGG11UNet, VGG16UNet
 
-MODELS: dict[str, type[SegmentationNet]] = {
-    "unet": UNet,
-    "resunet": ResUNet,
-    "vgg11unet": VGG11UNet,
-    "vgg16unet": VGG16UNet,
-    "attunet": AttentionUNet,
-    "smp": SMPModel,
-}
+
+def model_names() -> list[str]:
+    """The registered networks: one per ``conf/model/<name>.yaml`` (the only registry)."""
+    return group_names("model")
+
+
+def model_class(name: str) -> type[SegmentationNet]:
+    return get_class(group_config("model", name)["_target_"])
 
 
 def build_model(name: str, **kwargs: Any) -> nn.Module:
-    """Build the network registered as ``name``; ``kwargs`` go to its constructor."""
-    try:
-        cls = MODELS[name]
-    except KeyError:
-        raise unknown_name("model", name, list(MODELS)) from None
-    return cls(**kwargs)
+    """Build the network of ``conf/model/<name>.yaml``; ``kwargs`` override its values."""
+    return instantiate(group_config("model", name, **kwargs))
 
 
 __all__ = [
-    "MODELS",
     "AttentionUNet",
     "ResUNet",
     "SMPModel",
@@ -74,4 +73,6 @@ __all__ = [
     "VGG11UNet",
     "VGG16UNet",
     "build_model",
+    "model_class",
+    "model_names",
 ]

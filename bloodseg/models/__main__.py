@@ -1,6 +1,6 @@
 """Print the parameter counts of the registered networks: ``python -m bloodseg.models``.
 
-Default constructor arguments (the ``conf/model`` defaults), randomly initialised, for gray
+The ``conf/model`` defaults, randomly initialised, for gray
 (``in_channels=1``) and RGB (``in_channels=3``) input.
 """
 
@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import argparse
 
-from bloodseg.models import MODELS, build_model
+from bloodseg.models import build_model, model_class, model_names
 
 
 def parameter_counts(names: list[str]) -> dict[str, tuple[int, int]]:
@@ -22,13 +22,13 @@ def parameter_counts(names: list[str]) -> dict[str, tuple[int, int]]:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="*", default=list(MODELS), help="models (default: all)")
+    parser.add_argument("names", nargs="*", default=model_names(), help="models (default: all)")
     args = parser.parse_args(argv)
     header = f"{'model':<10} {'class':<14} {'gray (1 ch)':>14} {'rgb (3 ch)':>14} {'rgb (M)':>8}"
     print(header)
     print("-" * len(header))
     for name, (gray, rgb) in parameter_counts(args.names).items():
-        cls = MODELS[name].__name__
+        cls = model_class(name).__name__
         print(f"{name:<10} {cls:<14} {gray:>14,} {rgb:>14,} {rgb / 1e6:>8.2f}")
 
 

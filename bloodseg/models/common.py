@@ -9,7 +9,6 @@
 * :class:`ConvBNReLU` / :class:`DoubleConv` -- the 3x3 conv blocks shared by the hand-written
   U-Net and Attention U-Net.
 * :func:`init_weights` -- He initialisation for the hand-written networks.
-* :class:`UnknownNameError` -- the ``KeyError`` raised for unknown model/arch/encoder names.
 """
 
 from __future__ import annotations
@@ -19,18 +18,6 @@ import torch.nn.functional as F
 from torch import nn
 
 Padding = tuple[int, int, int, int]  # (left, right, top, bottom), the order F.pad expects
-
-
-class UnknownNameError(KeyError):
-    """``KeyError`` for an unknown name, whose message lists the valid ones."""
-
-    def __str__(self) -> str:
-        # KeyError.__str__ would repr() the message, quoting it and escaping its newlines
-        return str(self.args[0]) if self.args else ""
-
-
-def unknown_name(kind: str, name: str, valid: list[str]) -> UnknownNameError:
-    return UnknownNameError(f"unknown {kind} {name!r}; valid: {', '.join(valid)}")
 
 
 def pad_to_multiple(

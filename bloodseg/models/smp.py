@@ -20,7 +20,8 @@ import torch
 from segmentation_models_pytorch.base import SegmentationModel as _SMPBase
 from torch import nn
 
-from bloodseg.models.common import SegmentationNet, unknown_name
+from bloodseg.config import unknown_name
+from bloodseg.models.common import SegmentationNet
 
 OFFLINE_HINT = (
     "Train from scratch with `model.pretrained=false`, or make the weights available first: "

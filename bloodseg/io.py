@@ -10,15 +10,13 @@ mask with stray values fails the same way everywhere (dataset, verify, predict).
 
 from __future__ import annotations
 
+import functools
 import os
 import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
-
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
@@ -111,12 +109,6 @@ def read_instances(path: str | Path) -> np.ndarray:
     return lab.astype(np.int32)
 
 
-def image_size(path: str | Path) -> tuple[int, int]:
-    """(width, height) of an image file."""
-    img = decode(path)
-    return img.shape[1], img.shape[0]
-
-
 def write_png_atomic(path: str | Path, array: np.ndarray) -> Path:
     """Write ``array`` (RGB if 3 channels) as PNG via a temp file + rename."""
     path = Path(path)
@@ -130,6 +122,14 @@ def write_png_atomic(path: str | Path, array: np.ndarray) -> Path:
     return path
 
 
+@functools.cache
+def _umask() -> int:
+    """The process umask, read once at the first write (not at import: no side effect)."""
+    current = os.umask(0o022)
+    os.umask(current)
+    return current
+
+
 def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     """Write bytes to ``path`` through a temp file in the same folder and ``os.replace``."""
     path = Path(path)
@@ -138,7 +138,7 @@ def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
-        os.chmod(tmp, 0o666 & ~_UMASK)  # mkstemp makes 0600; give the usual file mode
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

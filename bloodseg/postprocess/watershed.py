@@ -1,23 +1,14 @@
-"""Turn foreground masks / probability maps into counted cell instances.
+"""The distance-transform watershed that splits merged cells in a foreground map.
 
-A segmentation network (or Otsu) gives a foreground map in which touching cells
-often merge. Counting needs instances, so this module splits merged blobs of roughly
-round cells with a distance-transform watershed, without cutting single irregular or
-elongated cells in two. Pure numpy/OpenCV/scipy (no torch), fast on 1600x1200.
+A segmentation network (or Otsu) gives a foreground in which touching cells often merge;
+this splits blobs of roughly round cells without cutting single irregular or elongated
+cells in two. Pure numpy/OpenCV/scipy (no torch), ~30 ms on 1600x1200.
 
-Example::
+    >>> ws = Watershed()                       # sizes adapt to the image scale
+    >>> labels = ws(prob)                      # HxW float in [0, 1] -> int32 0..N
 
-    from bloodseg.postprocess import Watershed, instances_from_mask, otsu_foreground
-
-    ws = Watershed()                           # sizes adapt to the image scale
-    labels = ws(prob)                          # HxW float in [0, 1] -> int32 0..N
-    n_cells = int(labels.max())
-    truth = instances_from_mask(mask)          # gap-separated GT mask -> instances
-    baseline = ws(otsu_foreground(image_rgb))  # the classical baseline
-
-Hydra: ``conf/postprocess/watershed.yaml`` (``_target_: bloodseg.postprocess.Watershed``).
-Speed and accuracy against the scikit-image recipe: ``benchmarks/postprocess.py``; the Otsu
-baseline on real data: ``benchmarks/otsu_baseline.py``.
+Speed and accuracy against scikit-image: ``benchmarks/postprocess.py`` (numbers and tuning
+history in ``benchmarks/README.md``).
 """
 
 from __future__ import annotations
@@ -26,15 +17,12 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 
-__all__ = [
-    "Watershed",
-    "instances_from_mask",
-    "instance_areas",
-    "fill_holes",
-    "otsu_foreground",
-    "relabel_sequential",
-]
+from bloodseg.labels import components
+
+__all__ = ["Watershed"]
 
 
 def _foreground(prob: np.ndarray, threshold: float) -> np.ndarray:
@@ -46,75 +34,6 @@ def _foreground(prob: np.ndarray, threshold: float) -> np.ndarray:
         # Integer input is a mask ({0,1} or {0,255}); the float threshold does not apply.
         return (prob > 0).astype(np.uint8)
     return (prob > threshold).astype(np.uint8)
-
-
-def relabel_sequential(labels: np.ndarray) -> np.ndarray:
-    """Map the ids present in ``labels`` (0 = background) to 1..N as int32."""
-    labels = np.asarray(labels)
-    if labels.size == 0 or labels.max() <= 0:
-        return np.zeros(labels.shape, np.int32)
-    present = np.bincount(labels.ravel()) > 0
-    present[0] = False
-    n = int(present.sum())
-    if n == present.size - 1:  # already 1..N
-        return labels.astype(np.int32, copy=False)
-    lut = np.zeros(present.size, np.int32)
-    lut[present] = np.arange(1, n + 1, dtype=np.int32)
-    return lut[labels]
-
-
-def instance_areas(labels: np.ndarray) -> np.ndarray:
-    """Pixel areas of instances 1..N (index 0 of the result is instance 1)."""
-    labels = np.asarray(labels)
-    if labels.size == 0 or labels.max() <= 0:
-        return np.zeros(0, np.int64)
-    return np.bincount(labels.ravel(), minlength=int(labels.max()) + 1)[1:]
-
-
-def _components(fg: np.ndarray, min_area: int) -> tuple[int, np.ndarray, np.ndarray, int]:
-    """8-connected components with area > min_area: (n kept, int32 labels 0..n, their
-    stats rows, n before dropping)."""
-    # Grana's algorithm: same labels, about half the time of the default on 1600x1200.
-    n, lab, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(
-        fg, 8, cv2.CV_32S, cv2.CCL_GRANA
-    )
-    keep = np.zeros(n, bool)
-    keep[1:] = stats[1:, cv2.CC_STAT_AREA] > min_area
-    if keep[1:].all():
-        return n - 1, lab, stats[1:], n - 1
-    lut = np.zeros(n, np.int32)
-    lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-    return int(keep.sum()), lut[lab], stats[keep], n - 1
-
-
-def instances_from_mask(mask: np.ndarray, min_area: int = 15) -> np.ndarray:
-    """Ground-truth instances of a gap-separated binary mask: 8-connected components.
-
-    BBBC041Seg masks separate touching cells by thin background gaps, so components
-    with area > ``min_area`` are the cells. ``mask`` may be HxW or HxWx3 (any nonzero
-    = cell). Returns int32 labels 0..N.
-    """
-    mask = np.asarray(mask)
-    if mask.ndim == 3:
-        mask = mask.max(axis=2)
-    _, lab, _, _ = _components((mask > 0).astype(np.uint8), min_area)
-    return lab
-
-
-class _UnionFind:
-    def __init__(self, n: int) -> None:
-        self.parent = list(range(n))
-
-    def find(self, i: int) -> int:
-        while self.parent[i] != i:
-            self.parent[i] = self.parent[self.parent[i]]
-            i = self.parent[i]
-        return i
-
-    def union(self, i: int, j: int) -> None:
-        ri, rj = self.find(i), self.find(j)
-        if ri != rj:
-            self.parent[max(ri, rj)] = min(ri, rj)
 
 
 @dataclass
@@ -194,7 +113,7 @@ class Watershed:
             fg = cv2.morphologyEx(
                 fg, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8), iterations=self.open_iterations
             )
-        n_cc, cc, stats, n_all = _components(fg, self.min_area)
+        n_cc, cc, stats, n_all = components(fg, self.min_area)
         if n_cc == 0:
             return np.zeros(fg.shape, np.int32)
         if n_cc < n_all:  # small components were dropped from cc
@@ -294,7 +213,7 @@ class Watershed:
         # Only peaks that could lie in one cell are tested; the rest stay separate.
         near = d * px <= 2.0 * (pts[i, 2] + pts[j, 2])
         i, j, d = i[near], j[near], d[near]
-        uf = _UnionFind(m)
+        same = np.zeros(i.size, bool)
         if i.size:
             n = np.ceil(d).astype(np.int64) + 1
             pair = np.repeat(np.arange(i.size), n)
@@ -304,10 +223,8 @@ class Watershed:
             xx = np.rint(pts[i, 1][pair] * (1 - t) + pts[j, 1][pair] * t).astype(np.intp)
             saddle = np.minimum.reduceat(ds[yy, xx], start)
             same = saddle >= self.split_ratio * np.minimum(pts[i, 2], pts[j, 2])
-            for a, b in zip(i[same], j[same], strict=True):
-                uf.union(int(a), int(b))
-        roots = np.array([uf.find(a) for a in range(m)])
-        return [pts[roots == r] for r in np.unique(roots)]
+        group = _groups(m, i[same], j[same])
+        return [pts[group == g] for g in range(int(group.max()) + 1)]
 
     def _label(
         self,
@@ -422,64 +339,21 @@ def _one_per_plateau(ys: np.ndarray, xs: np.ndarray, width: int) -> tuple[np.nda
     idx = ys.astype(np.int64) * width + xs
     order = np.argsort(idx)
     idx, ys, xs = idx[order], ys[order], xs[order]
-    uf = _UnionFind(idx.size)
+    a_all, b_all = [], []
     # Forward neighbours only (right, and the three below): each pair is seen once.
     for off in (1, width - 1, width, width + 1):
         pos = np.minimum(np.searchsorted(idx, idx + off), idx.size - 1)
-        for a in np.flatnonzero(idx[pos] == idx + off):
-            uf.union(int(a), int(pos[a]))
-    roots = np.array([uf.find(a) for a in range(idx.size)])
-    keep = roots == np.arange(idx.size)
+        a = np.flatnonzero(idx[pos] == idx + off)
+        a_all.append(a)
+        b_all.append(pos[a])
+    group = _groups(idx.size, np.concatenate(a_all), np.concatenate(b_all))
+    _, first = np.unique(group, return_index=True)  # one pixel (the first) per plateau
+    keep = np.sort(first)
     return ys[keep], xs[keep]
 
 
-def otsu_foreground(
-    image: np.ndarray,
-    blur_frac: float = 0.0015,
-    open_frac: float = 0.004,
-    max_hole_frac: float = 0.01,
-) -> np.ndarray:
-    """Classical baseline foreground: gray -> Gaussian blur -> Otsu -> open -> fill holes.
-
-    Red cells are darker than the background in gray in both BBBC041 (blue-gray cells on
-    a near-white field) and BCCD (pink cells, gray ~168 vs background ~205), so the
-    darker Otsu class is foreground. Sizes scale with the image: ``blur_frac`` and
-    ``open_frac`` are fractions of min(H, W) (sigma 1.8 px and a 5 px disc at
-    1600x1200). Holes smaller than ``max_hole_frac`` of the image (the pale centres of
-    red cells) are filled; larger enclosed background stays background.
-
-    ``image``: HxWx3 RGB uint8 (or HxW gray). Returns HxW uint8 {0, 1}.
-    """
-    image = np.asarray(image)
-    if image.ndim == 3:
-        gray = cv2.cvtColor(image[:, :, :3], cv2.COLOR_RGB2GRAY)
-    else:
-        gray = image
-    if gray.dtype != np.uint8:
-        gray = cv2.normalize(gray, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
-    side = min(gray.shape)
-    sigma = max(0.5, blur_frac * side)
-    gray = cv2.GaussianBlur(gray, (0, 0), sigma)
-    _, fg = cv2.threshold(gray, 0, 1, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
-    k = max(3, int(round(open_frac * side)) | 1)
-    fg = cv2.morphologyEx(fg, cv2.MORPH_OPEN, cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k)))
-    return fill_holes(fg, int(max_hole_frac * gray.size))
-
-
-def fill_holes(mask: np.ndarray, max_area: int | None = None) -> np.ndarray:
-    """Fill background regions not connected to the image border (optionally only
-    those of at most ``max_area`` px). uint8 {0,1} in and out."""
-    mask = (np.asarray(mask) > 0).astype(np.uint8)
-    # Holes = 4-connected background components that do not touch the border.
-    n, lab, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(
-        1 - mask, 4, cv2.CV_32S, cv2.CCL_GRANA
-    )
-    if n <= 1:
-        return mask
-    x, y, w, h, area = (stats[:, i] for i in range(5))
-    hole = (x > 0) & (y > 0) & (x + w < mask.shape[1]) & (y + h < mask.shape[0])
-    if max_area is not None:
-        hole &= area <= max_area
-    hole[0] = False
-    lut = hole.astype(np.uint8)
-    return mask | lut[lab]
+def _groups(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Group id 0..G-1 of each of ``n`` nodes joined by edges (a, b); groups are numbered in
+    order of their lowest node."""
+    graph = coo_matrix((np.ones(a.size, np.int8), (a, b)), shape=(n, n))
+    return connected_components(graph, directed=False)[1]

@@ -1,0 +1,145 @@
+"""Instance label images: the one home of label logic (numpy/OpenCV, no torch).
+
+A label image is HxW integer, 0 = background, 1..N = cells. BBBC041Seg masks separate
+touching cells by thin background gaps, so the 8-connected components of a mask (area >
+``MIN_CELL_AREA``) are its cells; :func:`mask_from_instances` goes the other way.
+
+    >>> inst = instances_from_mask(mask)          # gap-separated mask -> int32 labels
+    >>> mask = mask_from_instances(inst)          # labels -> uint8 {0,255} with gaps
+    >>> areas, (cy, cx) = instance_areas(inst), centroids(inst)
+"""
+
+from __future__ import annotations
+
+import math
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "GAP_FRAC",
+    "MIN_CELL_AREA",
+    "centroids",
+    "components",
+    "instance_areas",
+    "instances_from_mask",
+    "mask_from_instances",
+    "relabel_sequential",
+]
+
+# BBBC041Seg instances are 8-connected mask components of more than this many px (native size).
+MIN_CELL_AREA = 15
+# Gap between touching cells in BBBC041Seg masks, as a fraction of the cell diameter
+# (2-3 px for ~100 px cells).
+GAP_FRAC = 0.025
+
+
+def relabel_sequential(labels: np.ndarray) -> np.ndarray:
+    """Map the ids present in ``labels`` (0 = background) to 1..N as int32.
+
+    Any non-negative integer ids are accepted (e.g. 16-bit PNGs with holes in the numbering).
+    """
+    labels = np.asarray(labels)
+    if labels.size and not np.issubdtype(labels.dtype, np.integer):
+        raise TypeError(f"label images must be integer, got {labels.dtype}")
+    if labels.size == 0 or labels.max() <= 0:
+        if labels.size and labels.min() < 0:
+            raise ValueError("label images must be non-negative (0 = background)")
+        return np.zeros(labels.shape, np.int32)
+    if labels.min() < 0:
+        raise ValueError("label images must be non-negative (0 = background)")
+    present = np.bincount(labels.ravel()) > 0
+    present[0] = False
+    n = int(present.sum())
+    if n == present.size - 1:  # already 1..N
+        return labels.astype(np.int32, copy=False)
+    lut = np.zeros(present.size, np.int32)
+    lut[present] = np.arange(1, n + 1, dtype=np.int32)
+    return lut[labels]
+
+
+def instance_areas(labels: np.ndarray) -> np.ndarray:
+    """Pixel areas of the instances present, in id order (ids absent from the image skipped)."""
+    labels = np.asarray(labels)
+    if labels.size == 0 or labels.max() <= 0:
+        return np.zeros(0, np.int64)
+    counts = np.bincount(labels.ravel())[1:]
+    return counts[counts > 0]
+
+
+def centroids(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(ids, cy, cx)`` of the instances present: their ids and centroid rows/columns."""
+    lab = np.asarray(labels)
+    if lab.size == 0 or lab.max() <= 0:
+        empty = np.zeros(0)
+        return empty.astype(np.int64), empty, empty
+    ys, xs = np.nonzero(lab)
+    ids = lab[ys, xs].astype(np.int64)
+    n = int(lab.max()) + 1
+    counts = np.bincount(ids, minlength=n)
+    present = np.flatnonzero(counts[1:]) + 1
+    cy = np.bincount(ids, weights=ys, minlength=n)[present] / counts[present]
+    cx = np.bincount(ids, weights=xs, minlength=n)[present] / counts[present]
+    return present, cy, cx
+
+
+def components(fg: np.ndarray, min_area: int) -> tuple[int, np.ndarray, np.ndarray, int]:
+    """8-connected components of a uint8 {0,1} map with area > ``min_area``.
+
+    Returns (n kept, int32 labels 0..n, their ``cv2`` stats rows, n before dropping).
+    """
+    # Grana's algorithm: same labels, about half the time of the default on 1600x1200.
+    n, lab, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(
+        fg, 8, cv2.CV_32S, cv2.CCL_GRANA
+    )
+    keep = np.zeros(n, bool)
+    keep[1:] = stats[1:, cv2.CC_STAT_AREA] > min_area
+    if keep[1:].all():
+        return n - 1, lab, stats[1:], n - 1
+    lut = np.zeros(n, np.int32)
+    lut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
+    return int(keep.sum()), lut[lab], stats[keep], n - 1
+
+
+def instances_from_mask(mask: np.ndarray, min_area: int = MIN_CELL_AREA) -> np.ndarray:
+    """Instances of a gap-separated binary mask: its 8-connected components > ``min_area`` px.
+
+    ``mask`` may be HxW or HxWx3 (any nonzero = cell). Returns int32 labels 0..N.
+    """
+    mask = np.asarray(mask)
+    if mask.ndim == 3:
+        mask = mask.max(axis=2)
+    _, lab, _, _ = components((mask > 0).astype(np.uint8), min_area)
+    return lab
+
+
+def mask_from_instances(instances: np.ndarray, gap_px: int | None = None) -> np.ndarray:
+    """BBBC041Seg-style mask: 255 on cells, 0 elsewhere, a background gap between touching cells.
+
+    Of two touching instances, the one with the smaller id (drawn earlier, i.e. underneath)
+    loses the pixels within ``gap_px`` of the other, so no two remaining foreground pixels of
+    different instances are 8-neighbours and the mask's 8-connected components are the
+    instances (as long as each instance's remaining part is connected).
+
+    Args:
+        instances: ``HxW`` integer labels, 0 = background.
+        gap_px: gap width in pixels; ``None`` derives it from the median instance size
+            (``GAP_FRAC`` x equivalent diameter, at least 1 px).
+    """
+    if instances.ndim != 2:
+        raise ValueError(f"instances must be HxW, got shape {instances.shape}")
+    inst = instances.astype(np.uint16, copy=False)
+    if gap_px is None:
+        areas = np.bincount(inst.ravel())[1:]
+        areas = areas[areas > 0]
+        d_eq = 2 * math.sqrt(float(np.median(areas)) / math.pi) if areas.size else 0.0
+        gap_px = max(1, int(round(GAP_FRAC * d_eq)))
+    if gap_px < 1:
+        raise ValueError(f"gap_px must be >= 1, got {gap_px}")
+    size = 2 * gap_px + 1
+    # A 3x3 ellipse is a cross, which would leave diagonal contacts: use a square then.
+    shape = cv2.MORPH_RECT if gap_px == 1 else cv2.MORPH_ELLIPSE
+    kernel = cv2.getStructuringElement(shape, (size, size))
+    higher = cv2.dilate(inst, kernel) > inst
+    fg = inst > 0
+    return np.where(fg & ~higher, np.uint8(255), np.uint8(0))

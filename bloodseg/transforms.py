@@ -1,0 +1,69 @@
+"""Pixel transforms shared by training, evaluation and prediction: one normalization.
+
+Images enter the networks as float CxHxW normalized with ImageNet statistics (the VGG
+encoders' pre-training; gray uses their luminance mean), whoever feeds them: the
+DataModule, ``bloodseg-predict`` or a notebook.
+
+    >>> x = normalize(image_uint8, "gray")       # HxW or HxWxC uint8 -> float32 CxHxW
+    >>> rgb = denormalize(batch["image"][0])     # back to HxWx3 uint8 for pictures
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import torch
+
+MEAN = {"rgb": (0.485, 0.456, 0.406), "gray": (0.449,)}
+STD = {"rgb": (0.229, 0.224, 0.225), "gray": (0.226,)}
+COLORS = tuple(MEAN)
+
+
+def channels(color: str) -> int:
+    """Number of input channels for ``color`` (used by the configs' ``${channels:...}``)."""
+    if color not in MEAN:
+        raise ValueError(f"data.color must be 'gray' or 'rgb', got {color!r}")
+    return len(MEAN[color])
+
+
+def to_color(image: np.ndarray, color: str) -> np.ndarray:
+    """An RGB or gray uint8 image as ``color`` (HxW for gray, HxWx3 for rgb)."""
+    channels(color)
+    if color == "gray" and image.ndim == 3:
+        return cv2.cvtColor(image, cv2.COLOR_RGB2GRAY)
+    if color == "rgb" and image.ndim == 2:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2RGB)
+    return image
+
+
+def normalize(image: np.ndarray, color: str) -> np.ndarray:
+    """HxW / HxWxC uint8 (already in ``color``) -> normalized float32 CxHxW."""
+    img = image[:, :, None] if image.ndim == 2 else image
+    mean = np.asarray(MEAN[color], np.float32)
+    std = np.asarray(STD[color], np.float32)
+    return ((img.astype(np.float32) / 255.0 - mean) / std).transpose(2, 0, 1)
+
+
+def denormalize(image: torch.Tensor) -> np.ndarray:
+    """A normalized CxHxW tensor back to the HxWx3 uint8 (RGB) image it came from."""
+    color = "gray" if image.shape[0] == 1 else "rgb"
+    mean = torch.tensor(MEAN[color]).view(-1, 1, 1)
+    std = torch.tensor(STD[color]).view(-1, 1, 1)
+    x = (image.detach().float().cpu() * std + mean).clamp(0, 1) * 255
+    out = x.round().byte().permute(1, 2, 0).numpy()
+    return cv2.cvtColor(out[:, :, 0], cv2.COLOR_GRAY2RGB) if color == "gray" else out.copy()
+
+
+def random_flips(generator: torch.Generator | None = None) -> tuple[bool, bool]:
+    """(horizontal, vertical), each with probability 1/2; apply with :func:`flip`."""
+    h, v = (torch.rand(2, generator=generator) < 0.5).tolist()
+    return h, v
+
+
+def flip(array: np.ndarray, horizontal: bool, vertical: bool) -> np.ndarray:
+    """Flip an HxW or HxWxC array (views, no copy): the same call for image, mask and labels."""
+    if horizontal:
+        array = array[:, ::-1]
+    if vertical:
+        array = array[::-1]
+    return array
