@@ -1,9 +1,8 @@
 """bloodseg: PyTorch Lightning + Hydra experiments for blood-cell segmentation and counting.
 
-Library layout (data flows one way): ``data/`` (files -> tensors) -> ``models/`` +
-``module.py`` (networks, LightningModule) -> ``postprocess.py`` (watershed instances) ->
-``metrics.py`` / ``callbacks.py`` (counts, instance quality) -> ``report.py`` (figures).
-Entry points: ``train.py``, ``evaluate.py``, ``predict.py``, ``data/cli.py``, ``report.py``.
+The layers, where each concept lives and how to add a network, loss or dataset:
+ARCHITECTURE.md. Entry points: ``train.py``, ``evaluate.py``, ``predict.py``, ``data/cli.py``,
+``report/__main__.py``.
 """
 
 from bloodseg.config import register_resolvers

@@ -5,6 +5,7 @@ Also the config groups as registries: :func:`group_names`, :func:`group_config`.
 - ``${channels:${data.color}}``: 1 for gray, 3 for rgb, so models follow the data.
 - ``${job_gpu:}``: ``[k mod N]`` for sweep job k on a machine with N GPUs, so a joblib
   sweep puts one job on each GPU (lightning-hydra-template issues #415, #514).
+- ``${cuda:}``: whether a GPU is present (pinned-memory loaders).
 - ``${gpu_jobs:}``: how many jobs joblib runs at once: the GPU count, else 2.
 - ``${wandb_offline:}``: W&B stays offline (no prompt, no network) unless the user is
   logged in or sets ``WANDB_MODE``.
@@ -86,6 +87,12 @@ def job_gpu() -> list[int] | int:
     return [int(num) % n]
 
 
+def cuda() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def gpu_jobs() -> int:
     return _gpu_count() or 2
 
@@ -124,6 +131,7 @@ def register_resolvers() -> None:
         "channels": _channels,
         "job_gpu": job_gpu,
         "gpu_jobs": gpu_jobs,
+        "cuda": cuda,
         "wandb_offline": wandb_offline,
         "wandb_group": wandb_group,
     }.items():

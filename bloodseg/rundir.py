@@ -5,8 +5,8 @@ Both sides go through this module, so the schema below is the only list of files
 
     <run>/
       meta.json            what ran: model, data, optimizer, epochs, time, status (train)
-      metrics.csv          per-step/epoch metrics (Lightning CSVLogger; metrics-v1.csv, ...
-                           after a resume)
+      metrics.csv          per-step/epoch metrics (bloodseg.loggers.CSVLogger; a resume
+                           appends to it)
       test_metrics.json    test metrics + the checkpoint and data that produced them
       per_image.csv        one row per test image: counts, TP/FP/FN, F1, AP
       size_hist.csv        predicted vs true cell-area histogram (common bins)
@@ -161,15 +161,6 @@ def read_error(folder: str | Path) -> str | None:
         return None
     lines = [ln for ln in path.read_text(errors="replace").splitlines() if ln.strip()]
     return lines[-1] if lines else "failed"
-
-
-def metrics_files(folder: str | Path) -> list[Path]:
-    """The CSV logger's files of a run, oldest first (a resumed run adds metrics-v1.csv...)."""
-    folder = Path(folder)
-    found = [folder / METRICS] if (folder / METRICS).is_file() else []
-    versions = sorted(folder.glob("metrics-v*.csv"), key=lambda p: int(p.stem.split("-v")[-1])
-                      if p.stem.split("-v")[-1].isdigit() else 0)
-    return found + versions
 
 
 def read_samples(folder: str | Path) -> tuple[list[SampleFiles], list[str]]:

@@ -62,6 +62,13 @@ def train(cfg: DictConfig) -> dict:
     pl.seed_everything(cfg.seed, workers=True)
 
     datamodule = instantiate(cfg.data)
+    # Load and check every split the run will touch now: a bad test mask must stop the run
+    # before the first epoch, not after the last.
+    datamodule.prepare_data()
+    if cfg.get("train", True):
+        datamodule.setup("fit")
+    if cfg.get("test", True):
+        datamodule.setup("test")
     module = build_module(cfg)
     callbacks = instantiate_group(cfg.get("callbacks"))
     loggers = instantiate_group(cfg.get("logger"))
@@ -117,6 +124,7 @@ def write_run_files(cfg, out: Path, trainer: pl.Trainer, module, datamodule,
     choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
     meta = {
         "name": cfg.name,
+        "status": "completed",
         "model": choices.get("model", cfg.model.get("_target_", "")),
         "experiment": choices.get("experiment"),
         "params": sum(p.numel() for p in module.parameters()),
@@ -141,11 +149,39 @@ def write_run_files(cfg, out: Path, trainer: pl.Trainer, module, datamodule,
     log.info("run files written to %s", out)
 
 
+def run_recorded(cfg: DictConfig) -> dict | None:
+    """:func:`train`, with its outcome recorded in the run folder (``meta.json`` status and,
+    on failure, ``error.txt`` + the job log). In a sweep a failed job returns None so the
+    remaining jobs still run; :class:`bloodseg.sweep.SweepSummary` reports it at the end."""
+    out = Path(cfg.paths.output_dir)
+    worker = is_ddp_worker()
+    if not worker:
+        rundir.clear_error(out)
+        rundir.write_meta(out, {"name": cfg.name, "status": "running"})
+    try:
+        return train(cfg)
+    except BaseException as err:
+        log.exception("run failed: %s", err)
+        if not worker:
+            rundir.write_error(out, err)
+            rundir.write_meta(out, {"name": cfg.name, "status": "failed",
+                                    "error": f"{type(err).__name__}: {err}"})
+        if in_sweep() and isinstance(err, Exception):
+            return None
+        raise
+
+
+def in_sweep() -> bool:
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = train(cfg)
+    metrics = run_recorded(cfg)
     # a scalar for Hydra sweepers (e.g. Optuna): lower is better
-    return metrics.get("test/loss")
+    return metrics.get("test/loss") if metrics else None
 
 
 if __name__ == "__main__":

@@ -338,7 +338,8 @@ def test_parallel_jobs_share_one_synthetic_dataset(tmp_path, monkeypatch):
     """Two sweep jobs generating the same data: the second keeps the first one's files."""
     from bloodseg.data import synthetic
 
-    root = tmp_path / "syn"
+    params = {"n_train": 2, "n_test": 1, "size": (48, 48), "seed": 5}
+    root = synthetic.cache_path(tmp_path / "syn", **params)
     real_render = synthetic.render_smear
     other_job = {"started": False}
 
@@ -352,10 +353,11 @@ def test_parallel_jobs_share_one_synthetic_dataset(tmp_path, monkeypatch):
         return real_render(*args, **kwargs)
 
     monkeypatch.setattr(synthetic, "render_smear", other_job_finishes_first)
-    dm = BloodCellDataModule(str(root), image_size=48,
-                             synthetic={"n_train": 2, "n_test": 1, "size": (48, 48), "seed": 5})
+    dm = BloodCellDataModule(kind="synthetic", image_size=48,
+                             synthetic={**params, "cache_dir": str(tmp_path / "syn")})
+    assert dm.root == root
     dm.prepare_data()
     assert other_job["started"] and len(list_split(root, "train")) == 2
     # the first job's files stay in place (it may be reading them), not swapped under it
     assert (root / "train").stat().st_ino == other_job["inode"]
-    assert sorted(p.name for p in root.parent.iterdir()) == ["syn"]  # no temp dirs left
+    assert [p.name for p in root.parent.iterdir()] == [root.name]  # no temp dirs left

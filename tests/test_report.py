@@ -15,19 +15,21 @@ import pandas as pd
 import pytest
 
 from bloodseg.report import (
-    BEGIN,
-    END,
     assign_labels,
     load_history,
     load_run,
-    main,
+    markers,
     plot_curves,
     plot_panel,
+    plot_sizes,
     results_markdown,
     results_table,
     update_readme,
 )
+from bloodseg.report.__main__ import main
 from tests.conftest import REPO
+
+BEGIN, END = markers("results")
 
 # CSVLogger writes the union of all logged keys, sorted, as one header
 HEADER = [
@@ -309,8 +311,7 @@ def test_readme_section_replaced_between_markers(report):
 def test_readme_update_is_idempotent(report):
     out, readme, _, _ = report
     first = readme.read_text()
-    md = results_markdown(pd.read_csv(out / "results.csv"))
-    update_readme(readme, out, md)
+    update_readme(readme, out, pd.read_csv(out / "results.csv"))
     assert readme.read_text() == first
 
 
@@ -319,7 +320,7 @@ def test_readme_without_markers_raises(tmp_path, report):
     readme = tmp_path / "README.md"
     readme.write_text(f"# no section\n{BEGIN}\n")
     with pytest.raises(ValueError, match=re.escape(str(readme))):
-        update_readme(readme, out, "| table |")
+        update_readme(readme, out, pd.DataFrame({"experiment": ["x"]}))
     assert readme.read_text() == f"# no section\n{BEGIN}\n"
 
 
@@ -350,7 +351,7 @@ def test_report_does_not_import_torch():
 
 def test_loss_axis_turns_logarithmic_for_a_huge_first_epoch(tmp_path):
     """BN-VGG from scratch logs val loss ~140 in epoch 0; linear axes would flatten the rest."""
-    from bloodseg.report import _curve_figure
+    from bloodseg.report.figures import _curve_figure
 
     folder = tmp_path / "vgg"
     folder.mkdir()
@@ -366,3 +367,120 @@ def test_loss_axis_turns_logarithmic_for_a_huge_first_epoch(tmp_path):
     (calm / "meta.json").write_text(json.dumps({"name": "calm"}))
     (calm / "metrics.csv").write_text("\n".join(rows).replace("140.0", "0.5") + "\n")
     assert _curve_figure(load_run(calm), "loss", "x").axes[0].get_yscale() == "linear"
+
+
+def test_report_modules_do_not_import_torch():
+    """Every module of the package, the CLI and the gallery included."""
+    code = ("import sys, bloodseg.report.__main__, bloodseg.report.gallery; "
+            "sys.exit('torch' in sys.modules)")
+    assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
+
+
+# -- cell sizes ----------------------------------------------------------------------------
+
+
+def test_size_figure_per_run(report, tmp_path):
+    out, _, stdout, _ = report
+    for name in ("Unet_grayscale", "ResUnet_grayscale_scheduler"):
+        assert_png(out / f"{name}_sizes.png", min_bytes=10_000)
+        assert str(out / f"{name}_sizes.png") in stdout
+    bare = tmp_path / "bare"
+    bare.mkdir()
+    (bare / "meta.json").write_text(json.dumps({"name": "bare"}))
+    (bare / "metrics.csv").write_text("epoch,step,train/loss_step\n0,0,0.9\n")
+    assert plot_sizes(load_run(bare), tmp_path / "f") is None  # no size_hist.csv: no figure
+
+
+# -- failed and unfinished runs ------------------------------------------------------------
+
+
+def make_job(folder: Path, log: str = "train") -> Path:
+    """A Hydra job folder as the job leaves it before writing any result."""
+    (folder / ".hydra").mkdir(parents=True)
+    (folder / ".hydra" / "config.yaml").write_text("name: x\n")
+    (folder / f"{log}.log").write_text("[INFO] starting\n")
+    return folder
+
+
+@pytest.fixture
+def mixed_sweep(tmp_path) -> Path:
+    """One finished run, two failed, two unfinished, and job folders that are not runs."""
+    root = tmp_path / "sweep"
+    good = make_job(root / "0_good")
+    (good / "meta.json").write_text(json.dumps({"name": "good", "status": "completed"}))
+    (good / "metrics.csv").write_text("epoch,step,train/loss_step\n0,0,0.9\n")
+    (good / "wandb" / "run-1" / "logs").mkdir(parents=True)  # W&B logs are not jobs
+    (good / "wandb" / "run-1" / "logs" / "debug.log").write_text("wandb\n")
+    failed = make_job(root / "1_oom")
+    (failed / "error.txt").write_text("Traceback (most recent call last):\n  File x\n"
+                                      "RuntimeError: CUDA out of memory\n\n")
+    (failed / "meta.json").write_text(json.dumps({"name": "oom", "status": "failed",
+                                                  "error": "RuntimeError: CUDA out of memory"}))
+    no_txt = root / "2_lr"  # older layout: meta.json says failed, no error.txt
+    no_txt.mkdir()
+    (no_txt / "meta.json").write_text(json.dumps({"name": "lr", "status": "failed",
+                                                  "error": "ValueError: Invalid learning rate"}))
+    make_job(root / "3_started")  # killed before writing meta.json
+    running = make_job(root / "4_running")
+    (running / "meta.json").write_text(json.dumps({"name": "running", "status": "running"}))
+    (running / "metrics.csv").write_text("epoch,step,train/loss_step\n0,0,0.9\n")
+    make_job(root / "5_predict", log="predict")  # other commands' folders are not runs
+    evaluated = make_job(root / "6_evaluate", log="evaluate")
+    (evaluated / "test_metrics.json").write_text(json.dumps({"metrics": {"test/dice": 0.5}}))
+    (root / "sweep.log").write_text("a log above the jobs is not a job\n")
+    return root
+
+
+def test_find_runs_sorts_out_failed_and_unfinished(mixed_sweep):
+    from bloodseg.report import find_runs
+
+    found = find_runs([mixed_sweep])
+    root = mixed_sweep.resolve()
+    assert found.runs == [root / "0_good"]
+    assert [(f.path.name, f.reason) for f in found.failed] == [
+        ("1_oom", "RuntimeError: CUDA out of memory"),
+        ("2_lr", "ValueError: Invalid learning rate")]
+    assert [(u.path.name, u.reason) for u in found.unfinished] == [
+        ("3_started", "no meta.json yet"), ("4_running", "meta.json status: running")]
+
+
+def test_report_lists_failed_and_unfinished_runs(mixed_sweep, tmp_path, capsys):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# T\n{BEGIN}\n{END}\n")
+    out = tmp_path / "figures"
+    assert main([str(mixed_sweep), "--out", str(out), "--readme", str(readme)]) == 0
+    err = capsys.readouterr().err
+    root = mixed_sweep.resolve()
+    assert "2 failed run(s), not in the table" in err
+    assert f"{root / '1_oom'}: RuntimeError: CUDA out of memory" in err
+    assert f"{root / '2_lr'}: ValueError: Invalid learning rate" in err
+    assert "2 unfinished run(s), not in the table" in err
+    assert f"{root / '3_started'} (no meta.json yet)" in err
+    assert f"{root / '4_running'} (meta.json status: running)" in err
+    for name in ("0_good", "5_predict", "6_evaluate", "wandb"):
+        assert f"{name}:" not in err and f"{name} (" not in err
+    assert pd.read_csv(out / "results.csv")["experiment"].tolist() == ["good"]
+
+    md = (out / "results.md").read_text()
+    table_end = md.index("| good |")
+    assert md.index("**Failed runs**") > table_end
+    assert "- `../sweep/1_oom`: `RuntimeError: CUDA out of memory`" in md
+    assert "- `../sweep/2_lr`: `ValueError: Invalid learning rate`" in md
+    assert md.index("**Unfinished runs**") > md.index("**Failed runs**")
+    assert "- `../sweep/3_started` (no meta.json yet)" in md
+    assert "- `../sweep/4_running` (meta.json status: running)" in md
+    assert "5_predict" not in md and "6_evaluate" not in md
+
+    section = readme.read_text().split(BEGIN)[1].split(END)[0]
+    assert section.index("| good |") < section.index("**Failed runs**")
+    assert "- `sweep/1_oom`: `RuntimeError: CUDA out of memory`" in section
+    assert "- `sweep/3_started` (no meta.json yet)" in section
+
+
+def test_only_failed_runs_still_named_before_the_error(tmp_path, capsys):
+    folder = make_job(tmp_path / "sweep" / "0_x")
+    (folder / "error.txt").write_text("ValueError: boom\n")
+    assert main([str(tmp_path / "sweep"), "--out", str(tmp_path / "f")]) == 1
+    err = capsys.readouterr().err
+    assert f"{folder.resolve()}: ValueError: boom" in err and "no run folder" in err
+    assert not (tmp_path / "f").exists()

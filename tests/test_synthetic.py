@@ -5,6 +5,8 @@ Fast (a few dozen small renders); timing is deliberately not asserted.
 
 from __future__ import annotations
 
+import inspect
+import json
 import uuid
 from pathlib import Path
 
@@ -13,8 +15,18 @@ import numpy as np
 import pytest
 from scipy import ndimage as ndi
 
-from bloodseg.data import synthetic
-from bloodseg.data.synthetic import STYLES, render_smear, write_dataset
+from bloodseg.data.synthetic import (
+    DATASET_JSON,
+    GENERATOR_VERSION,
+    STYLES,
+    cache_path,
+    dataset_key,
+    dataset_params,
+    render_smear,
+    write_dataset,
+    writer,
+)
+from bloodseg.data.synthetic.writer import _image_name, _image_rng
 from bloodseg.labels import mask_from_instances
 
 SIZE = 256
@@ -142,9 +154,9 @@ def test_write_dataset_kaggle_layout(tmp_path):
             np.testing.assert_array_equal(mask[..., 0], mask_from_instances(inst))
     # Files hold RGB images: the first training image equals its render, channel order and all.
     first = sorted((out / "train" / "original").iterdir())
-    name = synthetic._image_name(5, 0, 0) + ".png"
+    name = _image_name(5, 0, 0) + ".png"
     assert name in [p.name for p in first]
-    image, inst = render_smear(synthetic._image_rng(5, 0, 0), 160, 120, "bbbc041")
+    image, inst = render_smear(_image_rng(5, 0, 0), 160, 120, "bbbc041")
     on_disk = cv2.cvtColor(cv2.imread(str(out / "train" / "original" / name)), cv2.COLOR_BGR2RGB)
     np.testing.assert_array_equal(on_disk, image)
     assert not [p for p in tmp_path.iterdir() if p.name != "ds"], "temp folder left behind"
@@ -162,6 +174,7 @@ def test_same_seed_byte_identical_different_seed_differs(tmp_path):
 def test_per_image_rng_makes_subsets_reproducible(tmp_path):
     small = _files(write_dataset(tmp_path / "s", 2, 0, size=(128, 96), seed=3))
     large = _files(write_dataset(tmp_path / "l", 4, 0, size=(128, 96), seed=3))
+    assert small.pop(DATASET_JSON) != large.pop(DATASET_JSON)  # records n_train
     assert small and all(large[k] == v for k, v in small.items())
 
 
@@ -190,24 +203,94 @@ def test_failure_leaves_nothing_behind(tmp_path, monkeypatch):
             raise OSError("disk full (simulated)")
         return real_imwrite(path, array, *args)
 
-    monkeypatch.setattr(synthetic.cv2, "imwrite", flaky)
+    monkeypatch.setattr(writer.cv2, "imwrite", flaky)
     with pytest.raises(OSError, match="simulated"):
         write_dataset(tmp_path / "ds", 3, 1, size=(96, 96))
     assert list(tmp_path.iterdir()) == []
 
     # A failing overwrite keeps the previous dataset intact.
-    monkeypatch.setattr(synthetic.cv2, "imwrite", real_imwrite)
+    monkeypatch.setattr(writer.cv2, "imwrite", real_imwrite)
     before = _files(write_dataset(tmp_path / "ds", 1, 0, size=(96, 96)))
     calls["n"] = 0
-    monkeypatch.setattr(synthetic.cv2, "imwrite", flaky)
+    monkeypatch.setattr(writer.cv2, "imwrite", flaky)
     with pytest.raises(OSError):
         write_dataset(tmp_path / "ds", 3, 1, size=(96, 96), seed=1, overwrite=True)
     assert _files(tmp_path / "ds") == before
     assert [p.name for p in tmp_path.iterdir()] == ["ds"]
 
 
+BASE = {"n_train": 200, "n_test": 40}
+
+
+def test_dataset_key_stable_with_defaults_filled_in():
+    key = dataset_key(**BASE)
+    assert key == dataset_key(**BASE)
+    assert key.startswith("mixed-200x40-256x256-seed0-") and len(key.rsplit("-", 1)[1]) == 10
+    explicit = dict(
+        BASE,
+        size=[256, 256],
+        seed=0,
+        style="mixed",
+        cell_diameter_frac=None,
+        native_aspect=4 / 3,
+        overwrite=True,
+    )  # overwrite does not change the files
+    assert dataset_key(**explicit) == key
+    assert cache_path("data/synthetic", **BASE) == Path("data/synthetic") / key
+    assert dataset_params(**BASE)["size"] == [256, 256]
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"n_train": 201},
+        {"n_test": 41},
+        {"size": (256, 192)},
+        {"size": (192, 256)},
+        {"seed": 1},
+        {"style": "bccd"},
+        {"cell_diameter_frac": 0.08},
+        {"native_aspect": None},
+        {"native_aspect": 1.0},
+    ],
+)
+def test_dataset_key_changes_with_every_parameter(change):
+    assert dataset_key(**dict(BASE, **change)) != dataset_key(**BASE)
+
+
+def test_dataset_key_changes_with_generator_version(monkeypatch):
+    before = dataset_key(**BASE)
+    monkeypatch.setattr(writer, "GENERATOR_VERSION", GENERATOR_VERSION + 1)
+    assert dataset_key(**BASE) != before
+    monkeypatch.undo()
+    assert dataset_key(**BASE) == before
+
+
+def test_dataset_key_covers_every_write_dataset_argument():
+    names = set(inspect.signature(write_dataset).parameters)
+    # a new write_dataset argument must get a canonical type (and so enter the key)
+    assert names == set(writer._CANONICAL) | set(writer._NOT_CONTENT)
+    with pytest.raises(TypeError):
+        dataset_key(**BASE, cell_diameter=0.1)  # typo: not silently ignored
+    with pytest.raises(TypeError):
+        dataset_key(n_train=1)  # n_test missing
+    with pytest.raises(ValueError, match="mixed"):
+        dataset_key(**BASE, style="../giemsa")
+
+
+def test_dataset_json_records_parameters(tmp_path):
+    args = {"n_train": 1, "n_test": 1, "size": (96, 64), "seed": 2, "native_aspect": None}
+    out = write_dataset(cache_path(tmp_path, **args), **args)
+    info = json.loads((out / DATASET_JSON).read_text())
+    assert info["key"] == out.name == dataset_key(**args)
+    assert info["generator_version"] == GENERATOR_VERSION
+    assert info["params"] == dataset_params(**args)
+    assert info["params"]["size"] == [96, 64] and info["params"]["native_aspect"] is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == [out.name]  # no temp folder left
+
+
 def test_gallery_needs_real_data(tmp_path):
-    from bloodseg.data.gallery import make_gallery
+    from bloodseg.report.gallery import make_gallery
 
     missing = tmp_path / "nope"
     with pytest.raises(FileNotFoundError, match="nope"):

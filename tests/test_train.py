@@ -193,3 +193,21 @@ def test_ddp_inside_multirun_on_cpu(tmp_path):
         assert (d / "train_ddp_process_1.log").is_file()  # the worker ran in this job's dir
         assert (d / "test_metrics.json").is_file()
     assert not (tmp_path / "experiments").exists() and not (tmp_path / "outputs").exists()
+
+
+PROFILES = sorted(p.stem for p in (CONF / "profile").glob("*.yaml"))
+MODELS = sorted(p.stem for p in (CONF / "model").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("profile", PROFILES)
+@pytest.mark.parametrize("model", MODELS)
+def test_every_profile_model_pair_composes_and_builds(hydra_cfg, tmp_path, profile, model):
+    from hydra.utils import instantiate
+
+    cfg = hydra_cfg(tmp_path, [f"profile={profile}", f"model={model}"])
+    assert cfg.data.kind == "synthetic" and cfg.data.image_size <= 128
+    net = instantiate(cfg.model).eval()
+    with torch.no_grad():
+        assert net(torch.zeros(1, cfg.data.in_channels, 64, 64)).shape == (1, 1, 64, 64)
+    if model in ("unet", "resunet", "attunet"):
+        assert cfg.model.base_channels <= 16, "profiles narrow the from-scratch networks"

@@ -134,7 +134,7 @@ def main(argv: list[str] | None = None) -> int:
             print(report.summary())
             return 0 if report.ok else 1
         elif args.cmd == "gallery":
-            from bloodseg.data.gallery import make_gallery
+            from bloodseg.report.gallery import make_gallery
 
             print(f"wrote {make_gallery(args.out, real_root=args.real, seed=args.seed)}")
     except (DataError, FileExistsError, FileNotFoundError, ValueError) as err:

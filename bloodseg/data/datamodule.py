@@ -9,8 +9,10 @@ touch a PNG again: decoding a 1600x1200 PNG costs ~50x more than a training step
     >>> dm.setup("fit"); batch = next(iter(dm.train_dataloader()))
     >>> batch["image"].shape, batch["mask"].shape      # (4, 1, 256, 256), (4, 1, 256, 256)
 
-``synthetic={...}`` makes ``prepare_data`` generate the embedded synthetic dataset at
-``root`` on first use (see :mod:`bloodseg.data.synthetic`), so everything runs offline.
+``kind="synthetic"`` (``data=synthetic``) makes ``prepare_data`` generate the built-in
+synthetic dataset on first use, under a cache folder named by a hash of the generator's
+parameters (:mod:`bloodseg.data.synthetic`), so everything runs offline. Real data is never
+generated: a real-data root that does not exist is an error.
 """
 
 from __future__ import annotations
@@ -35,10 +37,13 @@ from bloodseg.transforms import channels, flip, normalize, random_flips
 log = logging.getLogger(__name__)
 
 
-def _size_hw(image_size: int | Sequence[int]) -> tuple[int, int]:
+def _size_hw(image_size: int | Sequence[int], option: str = "data.image_size") -> tuple[int, int]:
     if isinstance(image_size, int):
-        return image_size, image_size
+        image_size = (image_size, image_size)
     h, w = (int(v) for v in image_size)
+    if h <= 0 or w <= 0:
+        raise DataError(f"{option} must be positive (an int or [height, width]), "
+                        f"got {list(image_size)}")
     return h, w
 
 
@@ -118,14 +123,17 @@ class BloodCellDataModule(pl.LightningDataModule):
         val_fraction: share of train held out for validation, drawn with ``seed``.
         expected_counts: ``{train: 1169, test: 159}`` warns when the folder differs; None
             for data whose size is known to differ (synthetic).
-        synthetic: if given, ``prepare_data`` writes a synthetic dataset at ``root`` when it
-            is missing (keys of :func:`bloodseg.data.synthetic.write_dataset`).
+        kind: ``real`` (read ``root``) or ``synthetic`` (generate into
+            ``synthetic.cache_dir`` on first use; ``root`` must then be left unset).
+        synthetic: the generator's parameters (keys of
+            :func:`bloodseg.data.synthetic.write_dataset`, ``size`` as [height, width] like
+            ``image_size``) plus ``cache_dir``; used only when ``kind="synthetic"``.
         in_channels: must agree with ``color``; exists so model configs can read it.
     """
 
     def __init__(
         self,
-        root: str,
+        root: str | None = None,
         color: str = "gray",
         image_size: int | Sequence[int] = 256,
         val_fraction: float = 0.1,
@@ -135,6 +143,7 @@ class BloodCellDataModule(pl.LightningDataModule):
         augment: bool = True,
         separate_touching: bool = True,
         expected_counts: dict | None = None,
+        kind: str = "real",
         synthetic: dict | None = None,
         in_channels: int | None = None,
         pin_memory: bool = False,
@@ -147,7 +156,27 @@ class BloodCellDataModule(pl.LightningDataModule):
                 f"({channels(color)} channel(s)); override only data.color"
             )
         if not 0.0 <= val_fraction < 1.0:
-            raise ValueError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+            raise DataError(f"data.val_fraction must be in [0, 1), got {val_fraction}")
+        if int(batch_size) <= 0:
+            raise DataError(f"data.batch_size must be a positive number, got {batch_size}")
+        if kind not in ("real", "synthetic"):
+            raise DataError(f"data.kind must be 'real' or 'synthetic', got {kind!r}")
+        self.kind = kind
+        self.synthetic = self._synthetic_params(synthetic) if kind == "synthetic" else None
+        if kind == "synthetic":
+            if root is not None:
+                raise DataError(
+                    f"data.root={root} was given with data=synthetic: synthetic data is generated "
+                    "only under data.synthetic.cache_dir. For real data use "
+                    f"data=bbbc041seg data.root={root}; to choose where synthetic data goes, "
+                    "set data.synthetic.cache_dir")
+            from bloodseg.data.synthetic import cache_path
+
+            cache_dir = (synthetic or {}).get("cache_dir") or "data/synthetic"
+            root = cache_path(Path(cache_dir), **self.synthetic)
+        elif root is None:
+            raise DataError("data.root is not set; point it at the folder holding train/ and "
+                            "test/ (e.g. data.root='data/BCCD Dataset with mask')")
         self.root = Path(root)
         self.color = color
         self.in_channels = channels(color)
@@ -159,18 +188,23 @@ class BloodCellDataModule(pl.LightningDataModule):
         self.augment = augment
         self.separate_touching = separate_touching
         self.expected_counts = (
-            dict(KAGGLE_COUNTS)
-            if expected_counts is None and synthetic is None
-            else expected_counts
+            dict(KAGGLE_COUNTS) if expected_counts is None and kind == "real" else expected_counts
         )
-        self.synthetic = dict(synthetic) if synthetic else None
         self.pin_memory = pin_memory
         self.decode_threads = decode_threads
-        self.is_synthetic = synthetic is not None
         self.datasets: dict[str, SegmentationDataset] = {}
 
+    @staticmethod
+    def _synthetic_params(synthetic: dict | None) -> dict:
+        params = dict(synthetic or {})
+        params.pop("cache_dir", None)
+        if "size" in params:  # [height, width] in the config, (width, height) for the writer
+            h, w = _size_hw(params["size"], "data.synthetic.size")
+            params["size"] = (w, h)
+        return params
+
     def prepare_data(self) -> None:
-        if self.synthetic and not (self.root / "train").is_dir():
+        if self.kind == "synthetic" and not (self.root / "train").is_dir():
             from bloodseg.data.synthetic import write_dataset
 
             log.info("generating synthetic dataset at %s", self.root)
@@ -188,6 +222,10 @@ class BloodCellDataModule(pl.LightningDataModule):
             return samples, []
         order = np.random.default_rng(self.seed).permutation(len(samples))
         n_val = max(1, int(round(self.val_fraction * len(samples))))
+        if n_val >= len(samples):
+            raise DataError(
+                f"{self.root}: data.val_fraction={self.val_fraction} leaves no training image "
+                f"out of {len(samples)}; lower data.val_fraction or add training images")
         val = sorted(order[:n_val].tolist())
         train = sorted(order[n_val:].tolist())
         return [samples[i] for i in train], [samples[i] for i in val]
@@ -249,7 +287,7 @@ class BloodCellDataModule(pl.LightningDataModule):
         sizes = [c["orig_hw"] for ds in self.datasets.values() for c in ds.cache]
         return {
             "data_root": str(self.root),
-            "data_kind": "synthetic" if self.is_synthetic else "real",
+            "data_kind": self.kind,
             "color": self.color,
             "image_size": list(self.size_hw),
             "source_size": np.median(sizes, axis=0).astype(int).tolist() if sizes else None,

@@ -40,48 +40,25 @@ def _foreground(prob: np.ndarray, threshold: float) -> np.ndarray:
 class Watershed:
     """Split merged cells: distance transform -> neck-checked peaks -> ``cv2.watershed``.
 
-    1. Foreground = ``prob > threshold``; 8-connected components of area > ``min_area``.
-    2. ``cv2.distanceTransform``; the typical cell radius ``r`` is the median over
-       components of their largest distance-to-background (a merged pair has the same
-       inscribed radius as one cell, so merges do not bias it), ignoring specks and
-       stain clouds (see ``_typical_radius``). All other sizes are
-       fractions of ``r``, so one config works at 256x256 and at 1600x1200.
-    3. Peaks = local maxima of the (lightly smoothed) distance map in a square window.
-       Peaks are found on a copy downsampled to r ~ 12 px: same peaks, far fewer pixels.
-    4. Two peaks of one component are one cell unless the distance map dips below
-       ``split_ratio`` times the lower peak on the segment between them (a neck). One
-       round, elongated or crenated cell has no such dip, so it is not over-split; two
-       overlapping discs of radius r with centres d apart have a neck of half-width
-       ``sqrt(r^2 - d^2/4)``, below 0.85 r once d > 1.05 r.
-    5. Components with one group of peaks are one cell as they are; the others are
-       split by ``cv2.watershed`` on their bounding box, seeded with discs of
-       ``marker_frac`` times each peak's height.
+    Sizes are fractions of the typical cell radius ``r`` (median inscribed radius of the
+    components), so one config works at 256x256 and at 1600x1200. Two distance peaks of one
+    component are two cells only if the distance map dips below ``split_ratio`` x the lower
+    peak between them (a neck), so round, elongated or crenated single cells stay whole.
+    Tuning history and measurements: ``benchmarks/README.md``.
 
     Parameters
     ----------
     threshold: probability above which a pixel is foreground (bool/int masks: nonzero).
     min_distance: half-size in px of the peak window; ``None`` = ``min_distance_frac * r``.
-    split_ratio: see step 4; higher splits more. 0.85 was the best compromise on the 40
-        real BBBC041Seg masks (gaps kept, closed 3x3 or 5x5), Otsu masks and synthetic
-        smears; 0.8 under-splits merged clusters, 0.9 cuts irregular single cells (and
-        the overlapping pairs that BBBC041Seg annotators drew as one object).
-    min_peak_frac: peaks lower than this fraction of ``r`` (lobes, debris) seed nothing;
-        every component still gets one marker at its maximum.
-    min_area: drop components / instances of at most this many px (absolute floor).
-    min_area_frac: also drop instances of at most this fraction of ``pi r^2`` (debris,
-        slivers); 0 disables. Annotated BBBC041Seg cells are >= 0.3 pi r^2 (1st
-        percentile); a few annotated platelet-sized blobs (~0.07) are lost at 0.1, but
-        Otsu/network debris of that size is far more common.
-    smooth_sigma_frac: blur of the distance map (sigma = frac * r) so that crenated
-        outlines do not make extra peaks; 0 disables.
-    marker_frac: seed disc radius / peak height; big seeds put the split near the neck.
-    flood_on: ``"prob"``: flood on the probability map, so that dips of a float map
-        between cells steer the split line (same as ``"flat"`` for binary input);
-        ``"flat"``: geodesic split (nearest seed inside the component).
-    core_threshold: if set and ``prob`` is float, peaks come from the distance map of
-        ``prob > core_threshold`` (cells joined only by a low-confidence bridge then
-        separate). Hurts when confidence varies a lot between cells, so off by default.
-    open_iterations: 3x3 openings of the foreground first (speckled prob maps).
+    split_ratio: neck depth that makes two cells; higher splits more.
+    min_peak_frac: peaks lower than this fraction of ``r`` seed nothing.
+    min_area: drop components / instances of at most this many px.
+    min_area_frac: also drop instances of at most this fraction of ``pi r^2``; 0 disables.
+    smooth_sigma_frac: blur of the distance map (sigma = frac * r) against crenated outlines.
+    marker_frac: seed disc radius / peak height.
+    flood_on: ``prob`` lets dips of a float map steer split lines; ``flat``: geodesic split.
+    core_threshold: if set, peaks come from ``prob > core_threshold`` (off by default).
+    open_iterations: 3x3 openings of the foreground first.
     remove_border: drop instances that touch the image border.
     """
 

@@ -1,25 +1,15 @@
-"""Side-by-side gallery of synthetic and real smears, to judge the generator by eye.
+"""The synthetic-vs-real figure: generated smears next to real ones, to judge the generator.
 
-Rows: synthetic "bbbc041", real BBBC041Seg, synthetic "bccd", real BCCD, the synthetic
-"bbbc041" masks (touching cells separated by gaps) and the real BBBC041Seg masks. Synthetic
-images are rendered at the real images' 4:3 aspect (800x600 and 640x480) so that cell size
-and density compare fairly.
-
-Example::
-
-    from pathlib import Path
-    from bloodseg.data.gallery import make_gallery
-
-    make_gallery(Path("experiments/figures/synthetic_vs_real.png"))
-
-or ``python -m bloodseg.data.gallery --out experiments/figures/synthetic_vs_real.png``.
+Rows: synthetic "bbbc041", real BBBC041Seg, synthetic "bccd", real BCCD, then the synthetic
+and the real BBBC041Seg masks. Synthetic images are rendered at the real images' 4:3 aspect
+(800x600, 640x480) so that cell size and density compare fairly. Made by
+``bloodseg-data gallery`` (or ``python -m bloodseg.report.gallery``).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import tempfile
+import io
 from pathlib import Path
 
 import cv2
@@ -31,6 +21,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
 from bloodseg.data.synthetic import render_smear
+from bloodseg.io import write_bytes_atomic
 from bloodseg.labels import mask_from_instances
 
 __all__ = ["make_gallery"]
@@ -63,16 +54,10 @@ def _real_bbbc041(real_root: Path) -> list[tuple[Path, Path]]:
 def make_gallery(
     out_png: Path, real_root: Path = Path("../shared/data"), n: int = 4, seed: int = 0
 ) -> Path:
-    """Draw the synthetic-vs-real grid and write it atomically to ``out_png``.
+    """Draw the grid (``n`` images per row, chosen by ``seed``) into ``out_png``, atomically.
 
-    Args:
-        out_png: destination PNG (its folder is created).
-        real_root: folder holding ``bbbc041seg-sample``, ``bbbc041seg-mini`` and ``bccd-boxes``.
-        n: images per row.
-        seed: picks the synthetic images and which real images are shown.
-
-    Raises:
-        FileNotFoundError: the real data is missing.
+    ``real_root`` holds ``bbbc041seg-sample``, ``bbbc041seg-mini`` and ``bccd-boxes``;
+    FileNotFoundError names what is missing there.
     """
     real_root = Path(real_root)
     if not real_root.is_dir():
@@ -148,18 +133,10 @@ def make_gallery(
     fig.suptitle("bloodseg synthetic smears (red titles) vs real images (black titles)")
     fig.tight_layout(rect=(0, 0, 1, 0.98))
 
-    out_png = Path(out_png)
-    out_png.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out_png.stem}.", suffix=".png", dir=out_png.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, format="png")
-        os.chmod(tmp, 0o644)  # mkstemp makes it private; the figure is meant to be shared
-        os.replace(tmp, out_png)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return out_png
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    write_bytes_atomic(out_png, buf.getvalue())
+    return Path(out_png)
 
 
 def main(argv: list[str] | None = None) -> None:

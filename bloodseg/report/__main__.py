@@ -1,0 +1,129 @@
+"""``bloodseg-report`` (or ``python -m bloodseg.report``): figures and tables of a sweep.
+
+    bloodseg-report experiments/runs/multirun/2024-06-01_12-00-00 --out experiments/figures
+    bloodseg-report experiments/demo/runs --out experiments/demo/figures --readme README.md
+
+Written into ``--out``, each file atomically: per experiment ``<name>_iou.png``,
+``<name>_loss.png`` (train vs validation, best and early-stopping epochs marked),
+``<name>_panel.png`` (input | truth | probability | instances) and ``<name>_sizes.png``
+(cell areas); over all experiments ``counts.png``, ``comparison.png``, ``results.csv`` and
+``results.md``. Failed and unfinished runs are listed on stderr and under the table.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from bloodseg.io import write_text_atomic
+from bloodseg.report.figures import (
+    plot_comparison,
+    plot_counts,
+    plot_curves,
+    plot_panel,
+    plot_sizes,
+)
+from bloodseg.report.readme import find_section, update_readme
+from bloodseg.report.runs import Found, Run, assign_labels, find_runs, load_run, warn
+from bloodseg.report.tables import (
+    incomplete_markdown,
+    kinds_caption,
+    results_markdown,
+    results_table,
+)
+
+
+def build_report(runs: Sequence[Run], out: str | Path,
+                 found: Found | None = None) -> tuple[list[Path], pd.DataFrame]:
+    """Every figure and table for ``runs`` into ``out`` (with the failed and unfinished runs
+    of ``found`` under the table); returns the files written and the results table."""
+    out = Path(out)
+    runs = sorted(runs, key=lambda r: r.label.lower())
+    written: list[Path] = []
+    for r in runs:
+        written += plot_curves(r, out)
+        written += [p for p in (plot_panel(r, out), plot_sizes(r, out)) if p]
+    written += [p for p in (plot_counts(runs, out), plot_comparison(runs, out)) if p]
+    table = results_table(runs)
+    buf = io.StringIO()
+    table.to_csv(buf, index=False)
+    written.append(write_text_atomic(out / "results.csv", buf.getvalue()))
+    md = f"# Results\n\n{kinds_caption({str(r.data_kind) for r in runs})}\n\n"
+    md += results_markdown(table)
+    left_out = incomplete_markdown(found, out)
+    if left_out:
+        md += "\n" + left_out
+    written.append(write_text_atomic(out / "results.md", md))
+    return written, table
+
+
+def report_incomplete(found: Found) -> None:
+    """List the failed and unfinished runs on stderr."""
+    if found.failed:
+        warn(f"{len(found.failed)} failed run(s), not in the table:"
+             + "".join(f"\n  {f.path}: {f.reason}" for f in found.failed))
+    if found.unfinished:
+        warn(f"{len(found.unfinished)} unfinished run(s), not in the table:"
+             + "".join(f"\n  {u.path} ({u.reason})" for u in found.unfinished))
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        prog="bloodseg-report",
+        description="Figures (curves, test panels, counts, cell sizes) and a results table "
+                    "from the run folders (meta.json + metrics.csv) found under RUN_DIR; "
+                    "failed and unfinished runs are listed under the table.")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                   help="run folder(s) or folders to search recursively for runs")
+    p.add_argument("--out", default="experiments/figures", type=Path,
+                   help="where figures and results.{csv,md} go (default: %(default)s)")
+    p.add_argument("--readme", type=Path, default=None,
+                   help="also rewrite this README between the --section markers")
+    p.add_argument("--section", default="results",
+                   help="README section to rewrite: <!-- SECTION:begin/end --> "
+                        "(results for real data, demo for the synthetic demo)")
+    return p.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    for d in args.run_dirs:
+        if not Path(d).exists():
+            print(f"bloodseg-report: error: {d}: no such folder", file=sys.stderr)
+            return 2
+    found = find_runs(args.run_dirs)
+    report_incomplete(found)
+    runs = []
+    for folder in found.runs:
+        try:
+            runs.append(load_run(folder))
+        except ValueError as e:
+            warn(f"skipped: {e}")
+    if not runs:
+        print(f"bloodseg-report: error: no run folder (meta.json + metrics.csv) under "
+              f"{', '.join(map(str, args.run_dirs))}; pass the output folder of "
+              "bloodseg-train (or a sweep folder above it)", file=sys.stderr)
+        return 1
+    if args.readme is not None:
+        try:  # before any figure is drawn: a wrong --readme should cost no time
+            find_section(args.readme, args.section)
+        except ValueError as e:
+            print(f"bloodseg-report: error: {e}", file=sys.stderr)
+            return 1
+    assign_labels(runs)
+    written, table = build_report(runs, args.out, found)
+    if args.readme is not None:
+        written.append(update_readme(args.readme, args.out, table, args.section, found))
+    print(f"bloodseg-report: {len(runs)} run(s) -> {len(written)} file(s):")
+    for path in written:
+        print(f"  {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
