@@ -23,8 +23,12 @@ RUNS_DIR ?= experiments/runs/reproduce
 FIGURES_DIR ?= experiments/figures
 README ?= README.md
 ARGS ?=
+# make gpu-check: the prepared GPU-session check (benchmarks/gpu_check.py --help)
+GPU_CHECK_ARGS ?=
+# make benchmark-real: k-fold CV of benchmarks/recipes.yaml + Otsu baselines on real pairs
+BENCH_ARGS ?= --readme README.md
 
-.PHONY: help install test test-fast lint demo reproduce clean
+.PHONY: help install test test-fast lint demo reproduce gpu-check benchmark-real clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -66,6 +70,12 @@ reproduce: install ## the study's experiments on real BBBC041Seg (DATA_DIR, EPOC
 	  trainer=$(TRAINER) hydra/launcher=$(LAUNCHER) trainer.max_epochs=$(EPOCHS) profile=$(PROFILE) \
 	  hydra.sweep.dir=$(RUNS_DIR) $(ARGS)
 	$(BIN)/bloodseg-report $(RUNS_DIR) --out $(FIGURES_DIR) --readme $(README) --section results
+
+gpu-check: install ## one GPU session's check (<= 8 min, one H100): step TFLOP/s, Kaggle-sized epoch, CLIs -> $OUT
+	$(PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
+
+benchmark-real: install ## k-fold CV on the real pairs in ../shared/data (recipes.yaml vs Otsu) -> experiments/benchmark-real, README (CPU: ~1 h)
+	$(PY) benchmarks/real_cv.py $(BENCH_ARGS)
 
 clean: ## remove the venv, caches and run outputs (not data/)
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info experiments/runs outputs multirun wandb

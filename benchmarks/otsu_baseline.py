@@ -10,6 +10,8 @@ For each image: ``otsu_foreground`` (gray, blur, Otsu, opening, pale centres fil
 
 Prints pixel Dice (mean over images, and pooled over all pixels), count MAE / bias and
 micro instance precision / recall / F1 / AP at IoU 0.5 for both, and the time per image.
+:func:`score_baselines` is the one place that scores them; ``benchmarks/real_cv.py`` calls
+it on each cross-validation fold.
 
     .venv/bin/python benchmarks/otsu_baseline.py                  # the 10 test images
     .venv/bin/python benchmarks/otsu_baseline.py --split all --per-image --csv out.csv
@@ -18,8 +20,12 @@ micro instance precision / recall / F1 / AP at IoU 0.5 for both, and the time pe
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import sys
 import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -28,11 +34,14 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bloodseg.io import write_text_atomic  # noqa: E402
 from bloodseg.labels import MIN_CELL_AREA, instances_from_mask  # noqa: E402
 from bloodseg.metrics import InstanceStats  # noqa: E402
 from bloodseg.postprocess import Watershed, otsu_foreground  # noqa: E402
+from bloodseg.rundir import PER_IMAGE_COLUMNS  # noqa: E402
 
 REAL = ROOT.parent / "shared" / "data" / "bbbc041seg-mini"
+METHODS = ("otsu+cc", "otsu+watershed")
 
 
 def pairs(root: Path, split: str) -> list[tuple[str, Path, Path]]:
@@ -48,6 +57,77 @@ def pairs(root: Path, split: str) -> list[tuple[str, Path, Path]]:
     return out
 
 
+@dataclass
+class BaselineScores:
+    """Per-method instance stats and one pixel/timing row per image (``rows``).
+
+    A row: ``file``, ``width``, ``height``, ``dice``, ``inter`` / ``total`` (Dice's
+    numerator / denominator, for pooling), ``otsu_ms``, ``watershed_ms`` and, under
+    ``methods``, each method's :meth:`InstanceStats.update` row (counts, F1, AP...).
+    """
+
+    stats: dict[str, InstanceStats] = field(
+        default_factory=lambda: {m: InstanceStats() for m in METHODS})
+    rows: list[dict] = field(default_factory=list)
+
+    @property
+    def mean_dice(self) -> float:
+        return float(np.mean([r["dice"] for r in self.rows])) if self.rows else float("nan")
+
+    @property
+    def pooled_dice(self) -> float:
+        """2 |A ∩ B| / (|A| + |B|) over all pixels of all images."""
+        inter, total = sum(r["inter"] for r in self.rows), sum(r["total"] for r in self.rows)
+        return 2 * inter / total if total else 1.0
+
+
+def score_baselines(items: Iterable[tuple[str, Path, Path]], watershed: Watershed | None = None,
+                    on_row: Callable[[dict], None] | None = None) -> BaselineScores:
+    """Score Otsu + CC and Otsu + watershed on ``(name, image, mask)`` files at native size."""
+    ws = watershed or Watershed()
+    scores = BaselineScores()
+    for name, img_path, mask_path in items:
+        image = cv2.cvtColor(cv2.imread(str(img_path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+        mask = (cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE) > 0).astype(np.uint8)
+        truth = instances_from_mask(mask, MIN_CELL_AREA)
+        t0 = time.perf_counter()
+        fg = otsu_foreground(image)
+        t1 = time.perf_counter()
+        labels = ws(fg)
+        t2 = time.perf_counter()
+        i, s = int((fg & mask).sum()), int(fg.sum() + mask.sum())
+        predicted = {"otsu+cc": instances_from_mask(fg, MIN_CELL_AREA), "otsu+watershed": labels}
+        row = {
+            "file": name, "width": image.shape[1], "height": image.shape[0],
+            "dice": 2 * i / s if s else 1.0, "inter": i, "total": s,
+            "otsu_ms": (t1 - t0) * 1000, "watershed_ms": (t2 - t1) * 1000,
+            "methods": {m: scores.stats[m].update(name, truth, predicted[m]) for m in METHODS},
+        }
+        scores.rows.append(row)
+        if on_row is not None:
+            on_row(row)
+    return scores
+
+
+def write_rows_csv(path: Path, rows: list[dict]) -> Path:
+    """Per-image instance rows as CSV, with the columns of a run's ``per_image.csv``."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, PER_IMAGE_COLUMNS, extrasaction="ignore", lineterminator="\n")
+    writer.writeheader()
+    writer.writerows(rows)
+    return write_text_atomic(path, buf.getvalue())
+
+
+def print_row(row: dict) -> None:
+    cc, ws = row["methods"]["otsu+cc"], row["methods"]["otsu+watershed"]
+    print(
+        f"{row['file'][:8]} {row['width']}x{row['height']} dice {row['dice']:.3f} "
+        f"true {ws['true_count']:3d}  cc {cc['pred_count']:3d} "
+        f"(f1 {cc['f1']:.2f})  watershed {ws['pred_count']:3d} "
+        f"(f1 {ws['f1']:.2f})"
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--root", type=Path, default=REAL)
@@ -58,42 +138,18 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     cv2.setNumThreads(args.threads)
 
-    ws = Watershed()
-    stats = {"otsu+cc": InstanceStats(), "otsu+watershed": InstanceStats()}
-    dices, inter, total = [], 0, 0
-    ms = {"otsu": [], "watershed": []}
     items = pairs(args.root, args.split)
-    for name, img_path, mask_path in items:
-        image = cv2.cvtColor(cv2.imread(str(img_path), cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
-        mask = (cv2.imread(str(mask_path), cv2.IMREAD_GRAYSCALE) > 0).astype(np.uint8)
-        truth = instances_from_mask(mask, MIN_CELL_AREA)
-        t0 = time.perf_counter()
-        fg = otsu_foreground(image)
-        t1 = time.perf_counter()
-        labels = ws(fg)
-        t2 = time.perf_counter()
-        ms["otsu"].append((t1 - t0) * 1000)
-        ms["watershed"].append((t2 - t1) * 1000)
-        i, s = int((fg & mask).sum()), int(fg.sum() + mask.sum())
-        dices.append(2 * i / s if s else 1.0)
-        inter, total = inter + i, total + s
-        row_cc = stats["otsu+cc"].update(name, truth, instances_from_mask(fg, MIN_CELL_AREA))
-        row_ws = stats["otsu+watershed"].update(name, truth, labels)
-        if args.per_image:
-            print(
-                f"{name[:8]} {image.shape[1]}x{image.shape[0]} dice {dices[-1]:.3f} "
-                f"true {row_ws['true_count']:3d}  cc {row_cc['pred_count']:3d} "
-                f"(f1 {row_cc['f1']:.2f})  watershed {row_ws['pred_count']:3d} "
-                f"(f1 {row_ws['f1']:.2f})"
-            )
+    scores = score_baselines(items, on_row=print_row if args.per_image else None)
+    stats = scores.stats
 
     print(
         f"\nOtsu baseline on {args.root.name}/{args.split}: {len(items)} images "
         "(a small sample; quote it as such)"
     )
     print(
-        f"pixel Dice: {np.mean(dices):.4f} mean over images, {2 * inter / total:.4f} pooled; "
-        f"Otsu {np.median(ms['otsu']):.0f} ms/img, watershed {np.median(ms['watershed']):.0f} "
+        f"pixel Dice: {scores.mean_dice:.4f} mean over images, {scores.pooled_dice:.4f} pooled; "
+        f"Otsu {np.median([r['otsu_ms'] for r in scores.rows]):.0f} ms/img, watershed "
+        f"{np.median([r['watershed_ms'] for r in scores.rows]):.0f} "
         f"ms/img (median, {args.threads} thread)"
     )
     true_mean = stats["otsu+cc"].aggregate()["true_count_mean"]
@@ -112,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{a['f1']:>6.3f} {a['ap']:>6.3f} {a['mean_matched_iou']:>6.3f}"
         )
     if args.csv:
-        stats["otsu+watershed"].to_csv(args.csv)
+        write_rows_csv(args.csv, stats["otsu+watershed"].rows)
         print(f"\nwrote {args.csv}")
     return 0
 

@@ -20,6 +20,7 @@ import random
 from pathlib import Path
 from typing import Any
 
+import cv2
 import numpy as np
 import pytorch_lightning as pl
 import torch
@@ -27,6 +28,7 @@ from hydra.utils import instantiate
 
 from bloodseg import rundir
 from bloodseg.metrics import InstanceStats
+from bloodseg.module import foreground
 from bloodseg.postprocess import Watershed
 from bloodseg.render import overlay
 from bloodseg.transforms import denormalize
@@ -43,29 +45,49 @@ LOGGED = {
     "mean_matched_iou": "mean_matched_iou",
     "pred_count_mean": "pred_count",
     "true_count_mean": "true_count",
+    "ap50": "ap50",
+    "ap75": "ap75",
+    "map": "map",
+    "native_dice": "native_dice",
 }
 
 
-def build_postprocess(postprocess: Any) -> Watershed:
+def build_postprocess(postprocess: Any) -> Any:
+    """A post-processor from its config (already built ones pass through: Hydra would turn a
+    dataclass instance back into a config)."""
     if postprocess is None:
         return Watershed()
-    if isinstance(postprocess, Watershed):
+    if callable(postprocess):
         return postprocess
     return instantiate(postprocess)
 
 
-def gather_stats(stats: InstanceStats, trainer: pl.Trainer) -> InstanceStats:
-    """All ranks' rows on every rank (DDP splits the evaluated images between ranks)."""
+def gather_stats(stats: InstanceStats, pixels: list[int],
+                 trainer: pl.Trainer) -> tuple[InstanceStats, list[int]]:
+    """All ranks' rows (and pixel sums) on every rank (DDP splits the images between ranks)."""
     if trainer.world_size <= 1 or not torch.distributed.is_initialized():
-        return stats
+        return stats, pixels
     parts: list = [None] * trainer.world_size
-    torch.distributed.all_gather_object(parts, (stats.rows, stats.areas, stats.true_areas))
+    torch.distributed.all_gather_object(
+        parts, (stats.rows, stats.areas, stats.true_areas, stats.matched_ious, pixels))
     merged = InstanceStats(iou_threshold=stats.iou_threshold)
-    for rows, areas, true_areas in parts:
+    total = [0, 0]
+    for rows, areas, true_areas, matched, pix in parts:
         merged.rows += rows
         merged.areas += areas
         merged.true_areas += true_areas
-    return merged
+        merged.matched_ious += matched
+        total = [total[0] + pix[0], total[1] + pix[1]]
+    return merged, total
+
+
+def upsample(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(C, h, w) probability maps -> (C, H, W), bilinear (the native scoring size)."""
+    if maps.shape[1:] == tuple(shape):
+        return maps
+    hwc = cv2.resize(np.ascontiguousarray(maps.transpose(1, 2, 0)), (shape[1], shape[0]),
+                     interpolation=cv2.INTER_LINEAR)
+    return (hwc[:, :, None] if hwc.ndim == 2 else hwc).transpose(2, 0, 1)
 
 
 class WatershedCallback(pl.Callback):
@@ -90,7 +112,8 @@ class WatershedCallback(pl.Callback):
             raise ValueError(f"val_every_n_epochs must be >= 1, got {val_every_n_epochs}")
         self.val_every_n_epochs = val_every_n_epochs
         self.val_max_images = val_max_images
-        self.watershed = build_postprocess(postprocess)
+        self.postprocess = build_postprocess(postprocess)
+        self.pixels = [0, 0]  # native foreground: intersection, |pred| + |truth|
         self.output_dir = Path(output_dir) if output_dir else None
         self.n_samples = n_samples
         self.wandb_images = wandb_images
@@ -101,13 +124,28 @@ class WatershedCallback(pl.Callback):
     # -- per batch -----------------------------------------------------------------------
 
     def _process(self, stage: str, outputs: Any, batch: dict) -> list[np.ndarray]:
-        probs = outputs["probs"][:, 0].detach().float().cpu().numpy()
-        preds = [self.watershed(p) for p in probs]
+        """Instances at the batch's (training) resolution, scored against its instances."""
+        maps = outputs["outputs"].detach().float().cpu().numpy()
+        preds = [self.postprocess(m) for m in maps]
         if stage in self.stats and "instances" in batch:
             truth = batch["instances"].cpu().numpy()
             for name, t, p in zip(batch["name"], truth, preds):
                 self.stats[stage].update(name, t, p)
         return preds
+
+    def _process_native(self, outputs: Any, batch: dict) -> None:
+        """Outputs upsampled to each image's source size, post-processed and scored there
+        against the native instances: networks trained at any size compare on one scale."""
+        maps = outputs["outputs"].detach().float().cpu().numpy()
+        for name, m, native in zip(batch["name"], maps, batch["native_instances"]):
+            native = native.cpu().numpy() if torch.is_tensor(native) else np.asarray(native)
+            up = upsample(m, native.shape)
+            pred = self.postprocess(up)
+            self.stats["test"].update(name, native, pred)
+            fg = self.postprocess.foreground(up) > self.postprocess.threshold
+            truth = native > 0
+            self.pixels[0] += int((fg & truth).sum())
+            self.pixels[1] += int(fg.sum() + truth.sum())
 
     def on_validation_batch_end(self, trainer, pl_module, outputs, batch, batch_idx,
                                 dataloader_idx=0) -> None:
@@ -117,21 +155,27 @@ class WatershedCallback(pl.Callback):
             room = self.val_max_images - len(self.stats["val"].rows)
             if room <= 0:
                 return
-            outputs = {"probs": outputs["probs"][:room]}
+            outputs = {"outputs": outputs["outputs"][:room]}
             batch = {k: v[:room] for k, v in batch.items()}
         self._process("val", outputs, batch)
 
     def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx,
                           dataloader_idx=0) -> None:
-        preds = self._process("test", outputs, batch)
-        for i, pred in enumerate(preds):
-            if len(self.samples) >= max(self.n_samples, self.wandb_images):
-                break
+        native = "native_instances" in batch
+        if native:
+            self._process_native(outputs, batch)
+        room = max(self.n_samples, self.wandb_images) - len(self.samples)
+        if room <= 0 and native:
+            return
+        # samples (report panels, W&B) are drawn at the training resolution
+        preds = self._process("test" if not native else "samples", outputs, batch)
+        fg = foreground(outputs["outputs"], pl_module.target)
+        for i, pred in enumerate(preds[:max(room, 0)]):
             self.samples.append({
                 "name": batch["name"][i],
                 "image": denormalize(batch["image"][i]),
                 "mask": batch["mask"][i, 0].cpu().numpy().astype(np.uint8),
-                "prob": outputs["probs"][i, 0].float().cpu().numpy(),
+                "prob": fg[i, 0].float().cpu().numpy(),
                 "instances": pred,
                 "true_count": int(len(np.unique(batch["instances"][i].cpu().numpy())) - 1),
             })
@@ -144,15 +188,22 @@ class WatershedCallback(pl.Callback):
     def on_test_epoch_start(self, trainer, pl_module) -> None:
         self.stats["test"].reset()
         self.samples = []
+        self.pixels = [0, 0]
 
     def _log(self, stage: str, trainer, pl_module) -> InstanceStats:
-        stats = gather_stats(self.stats[stage], trainer)
+        stats, pixels = gather_stats(self.stats[stage], self.pixels, trainer)
         agg = stats.aggregate()
         if agg.get("n_images", 0) == 0:
             return stats
+        if stage == "test" and pixels[1] > 0:
+            agg["native_dice"] = 2 * pixels[0] / pixels[1]
+        # validation is scored at the training resolution (fast); its names say so
+        suffix = "_trainres" if stage == "val" else ""
         for key, name in LOGGED.items():
-            # values are identical on all ranks after the gather: no further sync needed
-            pl_module.log(f"{stage}/{name}", float(agg[key]), on_epoch=True, rank_zero_only=True)
+            if key in agg:
+                # values are identical on all ranks after the gather: no further sync needed
+                pl_module.log(f"{stage}/{name}{suffix}", float(agg[key]), on_epoch=True,
+                              rank_zero_only=True)
         return stats
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:

@@ -21,13 +21,15 @@ def hydra_ddp_command(local_rank: int) -> tuple[Sequence[str], str]:
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import get_original_cwd
 
+    from bloodseg.cli_errors import quote_value
+
     hc = HydraConfig.get()
     out = Path(hc.runtime.output_dir)
     command = [
         sys.executable, "-m", "bloodseg.train",
         "--config-path", str(out / ".hydra"),
         "--config-name", RESOLVED_CONFIG,
-        f"hydra.run.dir=\"{out}\"",  # quoted: run dirs may contain spaces
+        f"hydra.run.dir={quote_value(str(out))}",  # run dirs may hold spaces, quotes, '='...
         f"hydra.job.name=train_ddp_process_{local_rank}",
         "hydra.output_subdir=null",
     ]

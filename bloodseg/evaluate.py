@@ -21,6 +21,7 @@ from omegaconf import DictConfig, open_dict
 import bloodseg  # noqa: F401  (resolvers)
 from bloodseg import rundir
 from bloodseg.callbacks import WatershedCallback
+from bloodseg.cli_errors import hydra_override_hints
 from bloodseg.config import CONF_DIR, instantiate_group
 from bloodseg.module import SegmentationModule
 from bloodseg.transforms import channels
@@ -29,13 +30,14 @@ log = logging.getLogger(__name__)
 
 
 def follow_checkpoint(cfg: DictConfig, module: SegmentationModule) -> None:
-    """Read the data as the network was trained: same color and image size."""
+    """Read the data as the network was trained: same color, size/scale and target."""
     info = module.hparams.get("data_info") or {}
     with open_dict(cfg):
-        for key in ("color", "image_size"):
-            if key in info and cfg.data.get(key) != info[key]:
-                log.info("data.%s=%s (from the checkpoint)", key, info[key])
-                cfg.data[key] = info[key]
+        for key in ("color", "image_size", "scale", "target"):
+            want = module.hparams.target if key == "target" else info.get(key)
+            if (key in info or key == "target") and cfg.data.get(key) != want:
+                log.info("data.%s=%s (from the checkpoint)", key, want)
+                cfg.data[key] = want
         cfg.data.in_channels = channels(cfg.data.color)
 
 
@@ -45,7 +47,8 @@ def evaluate(cfg: DictConfig) -> dict:
     module = SegmentationModule.from_checkpoint(cfg.ckpt_path, tta=bool(cfg.tta))
     follow_checkpoint(cfg, module)
     datamodule = instantiate(cfg.data)
-    callback = WatershedCallback(cfg.postprocess, output_dir=str(out), n_samples=cfg.n_samples)
+    postprocess = cfg.get("postprocess") or module.postprocess_config()  # as trained by default
+    callback = WatershedCallback(postprocess, output_dir=str(out), n_samples=cfg.n_samples)
     trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=[callback],
                                       logger=instantiate_group(cfg.get("logger")) or False)
     results = trainer.test(module, datamodule=datamodule)
@@ -55,6 +58,7 @@ def evaluate(cfg: DictConfig) -> dict:
     return metrics
 
 
+@hydra_override_hints  # a clear hint for unquoted paths, before Hydra parses
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")
 def main(cfg: DictConfig) -> None:
     evaluate(cfg)

@@ -81,9 +81,12 @@ class InstanceMatch:
     ap: float  # TP / (TP + FP + FN): the DSB-2018 / Cellpose "average precision"
     mean_matched_iou: float
     iou_threshold: float = 0.5
+    matched_ious: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
 
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        d.pop("matched_ious")
+        return d
 
 
 def match_instances(
@@ -123,13 +126,16 @@ def match_instances(
     f1 = _ratio(2 * tp, n_true + n_pred, 0.0)
     ap = _ratio(tp, tp + fp + fn, 0.0)
     miou = float(matched.mean()) if tp else 0.0
-    return InstanceMatch(n_true, n_pred, tp, fp, fn, precision, recall, f1, ap, miou, iou_threshold)
+    return InstanceMatch(n_true, n_pred, tp, fp, fn, precision, recall, f1, ap, miou, iou_threshold,
+                         matched)
 
 
 def count_error(n_true: int, n_pred: int) -> int:
     """Signed count error, predicted minus true (positive = over-counting)."""
     return int(n_pred) - int(n_true)
 
+
+AP_THRESHOLDS = np.round(np.arange(0.5, 0.951, 0.05), 2)
 
 _NUMERIC = ["true_count", "pred_count", "count_error", "abs_count_error", "tp", "fp", "fn",
             "precision", "recall", "f1", "ap", "mean_matched_iou"]
@@ -149,6 +155,7 @@ class InstanceStats:
     rows: list[dict[str, Any]] = field(default_factory=list)
     areas: list[np.ndarray] = field(default_factory=list)
     true_areas: list[np.ndarray] = field(default_factory=list)
+    matched_ious: list[np.ndarray] = field(default_factory=list)
 
     def update(self, name: str, true_labels: np.ndarray, pred_labels: np.ndarray) -> dict:
         m = match_instances(true_labels, pred_labels, self.iou_threshold)
@@ -171,6 +178,7 @@ class InstanceStats:
         self.rows.append(row)
         self.areas.append(instance_areas(pred_labels))
         self.true_areas.append(instance_areas(true_labels))
+        self.matched_ious.append(m.matched_ious)
         return row
 
     def aggregate(self) -> dict[str, float]:
@@ -202,7 +210,22 @@ class InstanceStats:
             "f1": 1.0 if both_empty else _ratio(2 * tp, 2 * tp + fp + fn, 0.0),
             "ap": 1.0 if both_empty else _ratio(tp, tp + fp + fn, 0.0),
             "mean_matched_iou": float(col["mean_matched_iou"].mean()),
+            **self.ap_over_thresholds(n_true, n_pred, both_empty),
         }
+
+    def ap_over_thresholds(self, n_true: float, n_pred: float, both_empty: bool) -> dict:
+        """Pooled AP = TP/(TP+FP+FN) at IoU 0.50, 0.55, ..., 0.95 (``ap50``, ``ap75``, ``map``).
+
+        At thresholds >= 0.5 a cell has at most one partner, so the pairs matched at
+        ``iou_threshold`` (<= 0.5) that reach IoU t are exactly the TPs at t.
+        """
+        ious = np.concatenate(self.matched_ious) if self.matched_ious else np.zeros(0)
+        aps = []
+        for t in AP_THRESHOLDS:
+            tp = float((ious >= t - 1e-9).sum()) if t >= self.iou_threshold else float("nan")
+            den = n_true + n_pred - tp
+            aps.append(1.0 if both_empty else (tp / den if den > 0 else 0.0))
+        return {"ap50": aps[0], "ap75": aps[5], "map": float(np.mean(aps))}
 
     def area_histogram(
         self, bins: int | np.ndarray = 20, which: str = "pred"
@@ -216,6 +239,7 @@ class InstanceStats:
         self.rows.clear()
         self.areas.clear()
         self.true_areas.clear()
+        self.matched_ious.clear()
 
 
 def _flat_labels(labels: np.ndarray) -> tuple[np.ndarray, int]:

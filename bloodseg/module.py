@@ -31,6 +31,7 @@ from torchmetrics.classification import (
 )
 
 from bloodseg.checkpoint import load_checkpoint
+from bloodseg.config import group_config
 from bloodseg.losses import build_loss
 
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-4}
@@ -38,6 +39,22 @@ DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e
 
 def _plain(cfg: Any) -> Any:
     return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+
+
+TARGET_CHANNELS = {"binary": 1, "contour": 3, "distance": 2}
+
+
+def to_outputs(logits: torch.Tensor, target: str) -> torch.Tensor:
+    """Logits -> the target's probability maps (float32)."""
+    logits = logits.float()
+    return torch.softmax(logits, dim=1) if target == "contour" else torch.sigmoid(logits)
+
+
+def foreground(outputs: torch.Tensor, target: str) -> torch.Tensor:
+    """(B, 1, H, W) foreground probability from the target's probability maps."""
+    if target == "contour":
+        return outputs[:, 1:2] + outputs[:, 2:3]  # interior + border
+    return outputs[:, :1]
 
 
 def pixel_metrics(prefix: str, threshold: float = 0.5) -> MetricCollection:
@@ -68,6 +85,10 @@ class SegmentationModule(pl.LightningModule):
         channels_last: use the channels-last memory format (faster convs on GPUs).
         data_info: what the network was trained on (color, image size, source image
             size); filled in at fit start so evaluate/predict can read it back.
+        target: what the network learns (``conf/target``): ``{"name": "binary" | "contour" |
+            "distance", ...}``; the output channels follow it.
+        postprocess: the post-processing config trained with (``cfg.postprocess``), saved so
+            evaluate/predict use the same one unless told otherwise.
         tta: at validation/test, average the predictions over the four flips (an evaluation
             choice, not saved with the model).
     """
@@ -82,6 +103,8 @@ class SegmentationModule(pl.LightningModule):
         threshold: float = 0.5,
         channels_last: bool = False,
         data_info: dict | None = None,
+        target: dict | DictConfig | None = None,
+        postprocess: dict | DictConfig | None = None,
         tta: bool = False,
     ) -> None:
         super().__init__()
@@ -95,8 +118,13 @@ class SegmentationModule(pl.LightningModule):
                 "threshold": threshold,
                 "channels_last": channels_last,
                 "data_info": data_info,
+                "target": _plain(target) or {"name": "binary", "channels": 1},
+                "postprocess": _plain(postprocess),
             }
         )
+        self.target = self.hparams.target["name"]
+        if self.target not in TARGET_CHANNELS:
+            raise ValueError(f"target {self.target!r} unknown; valid: {', '.join(TARGET_CHANNELS)}")
         self.net: nn.Module = instantiate(self.hparams.model)
         self.criterion = build_loss(self.hparams.loss)
         self.threshold = threshold
@@ -122,6 +150,12 @@ class SegmentationModule(pl.LightningModule):
         module.load_state_dict(ckpt["state_dict"])
         return module.eval()
 
+    def postprocess_config(self) -> dict:
+        """The post-processing the network was trained with (binary default: the watershed)."""
+        if self.hparams.get("postprocess"):
+            return dict(self.hparams.postprocess)
+        return group_config("postprocess", {"binary": "watershed"}.get(self.target, self.target))
+
     def on_fit_start(self) -> None:
         describe = getattr(self.trainer.datamodule, "describe", None)
         if describe is not None:
@@ -132,32 +166,38 @@ class SegmentationModule(pl.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
-    def _logits_and_probs(self, x: torch.Tensor, tta: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits of ``x`` and foreground probabilities (with ``tta``, averaged over the four
-        flips; the identity flip's logits are the ones returned): four passes, not five."""
+    def _logits_and_outputs(self, x: torch.Tensor, tta: bool) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits of ``x`` and the target's probability maps (with ``tta``, averaged over the
+        four flips; the identity flip's logits are the ones returned): four passes, not five."""
         logits = self(x)
-        probs = torch.sigmoid(logits.detach().float())
+        outputs = to_outputs(logits.detach(), self.target)
         if tta:
-            flipped = [torch.sigmoid(self(x.flip(d)).float()).flip(d)
+            flipped = [to_outputs(self(x.flip(d)), self.target).flip(d)
                        for d in ((-1,), (-2,), (-2, -1))]
-            probs = torch.stack([probs, *flipped]).mean(0)
-        return logits, probs
+            outputs = torch.stack([outputs, *flipped]).mean(0)
+        return logits, outputs
 
-    def predict_probs(self, x: torch.Tensor, tta: bool | None = None) -> torch.Tensor:
-        """Foreground probabilities; with ``tta`` the mean over the four flips of ``x``."""
-        return self._logits_and_probs(x, self.tta if tta is None else tta)[1]
+    def predict_outputs(self, x: torch.Tensor, tta: bool | None = None) -> torch.Tensor:
+        """(B, C, H, W) probability maps of the target (binary: the foreground probability;
+        contour: softmax over background/interior/border; distance: foreground, distance)."""
+        return self._logits_and_outputs(x, self.tta if tta is None else tta)[1]
+
+    def _loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
+        if "weight" in batch:
+            return self.criterion(logits, batch["target"], batch["weight"])
+        return self.criterion(logits, batch["target"])
 
     def _step(self, batch: dict, metrics: MetricCollection, stage: str) -> dict:
-        logits, probs = self._logits_and_probs(batch["image"], self.tta and stage != "train")
-        target = batch["mask"]
-        loss = self.criterion(logits, target)
-        metrics.update(probs, target.int())
-        bs = target.shape[0]
+        logits, outputs = self._logits_and_outputs(batch["image"],
+                                                   self.tta and stage != "train")
+        loss = self._loss(logits, batch)
+        metrics.update(foreground(outputs, self.target), batch["mask"].int())
+        bs = outputs.shape[0]
         self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True,
                  prog_bar=True, batch_size=bs, sync_dist=stage != "train")
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train",
                       batch_size=bs)
-        return {"loss": loss, "probs": probs}
+        return {"loss": loss, "outputs": outputs}
 
     def training_step(self, batch: dict, batch_idx: int) -> dict:
         return self._step(batch, self.train_metrics, "train")

@@ -25,6 +25,7 @@ from omegaconf import DictConfig, OmegaConf
 
 import bloodseg  # noqa: F401  (registers the config resolvers)
 from bloodseg import ddp, rundir
+from bloodseg.cli_errors import hydra_override_hints
 from bloodseg.config import CONF_DIR, instantiate_group
 from bloodseg.io import write_text_atomic
 from bloodseg.module import SegmentationModule
@@ -39,6 +40,8 @@ def build_module(cfg: DictConfig) -> SegmentationModule:
         optimizer=cfg.optimizer,
         scheduler=cfg.get("scheduler") or None,
         channels_last=cfg.get("channels_last", False),
+        target=cfg.get("target"),
+        postprocess=cfg.get("postprocess"),
     )
     if cfg.get("compile"):
         module.net = torch.compile(module.net)
@@ -177,6 +180,7 @@ def in_sweep() -> bool:
     return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
 
 
+@hydra_override_hints  # a clear hint for unquoted paths, before Hydra parses
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     metrics = run_recorded(cfg)

@@ -19,6 +19,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "bloodseg"
 RANKS = {
     "io": 0, "checkpoint": 0, "cli_errors": 0,
     "labels": 1, "transforms": 1, "rundir": 1,
+    "augment": 1, "targets": 1,
     "config": 2, "render": 2,
     "data": 3,
     "models": 4, "losses": 4,

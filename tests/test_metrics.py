@@ -194,3 +194,24 @@ def test_per_image_csv_round_trip(tmp_path):
                 assert math.isclose(float(got[key]), value)
             else:
                 assert got[key] == str(value)
+
+
+def test_ap_over_iou_thresholds_counts_pairs_that_reach_each_threshold():
+    true = np.zeros((40, 40), np.int32)
+    true[0:10, 0:10] = 1          # predicted exactly: IoU 1
+    true[20:30, 0:10] = 2         # predicted shifted by 2 px: IoU 80/120 = 0.667
+    true[0:10, 20:30] = 3         # missed
+    pred = np.zeros_like(true)
+    pred[0:10, 0:10] = 1
+    pred[22:32, 0:10] = 2
+    pred[30:40, 30:40] = 3        # false positive
+    stats = InstanceStats()
+    stats.update("a", true, pred)
+    agg = stats.aggregate()
+    assert agg["ap50"] == pytest.approx(2 / 4) == pytest.approx(agg["ap"])
+    assert agg["ap75"] == pytest.approx(1 / 5)  # only the exact cell is a TP at 0.75
+    # thresholds 0.50..0.65: 2 TPs (2/4); 0.70..0.95: 1 TP (1/5)
+    assert agg["map"] == pytest.approx((4 * 2 / 4 + 6 * 1 / 5) / 10)
+    empty = InstanceStats()
+    empty.update("e", np.zeros((5, 5), np.int32), np.zeros((5, 5), np.int32))
+    assert empty.aggregate()["map"] == 1.0

@@ -38,7 +38,8 @@ def instantiate_config(name: str, in_channels: int, **overrides: Any) -> nn.Modu
     """Build ``conf/model/<name>.yaml`` the way the framework does."""
     model_cfg = OmegaConf.load(CONF_DIR / f"{name}.yaml")
     assert "name" not in model_cfg, "would be passed to the constructor"
-    cfg = OmegaConf.create({"data": {"in_channels": in_channels}, "model": model_cfg})
+    cfg = OmegaConf.create({"data": {"in_channels": in_channels}, "target": {"channels": 1},
+                            "model": model_cfg})
     return hydra.utils.instantiate(cfg.model, **overrides)
 
 

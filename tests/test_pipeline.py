@@ -31,7 +31,9 @@ def run_entry(module: str, args: list[str], cwd: Path) -> subprocess.CompletedPr
 
 def test_run_folder_has_callback_outputs(trained_run):
     rows = read_csv(trained_run / "metrics.csv")
-    assert any(r.get("val/count_mae") for r in rows) and any(r.get("val/inst_f1") for r in rows)
+    assert any(r.get("val/count_mae_trainres") for r in rows)
+    assert any(r.get("val/inst_f1_trainres") for r in rows)
+    assert any(r.get("test/map") for r in rows) and any(r.get("test/native_dice") for r in rows)
     per_image = read_csv(trained_run / "per_image.csv")
     assert len(per_image) == 3 and all(int(r["true_count"]) > 0 for r in per_image)
     index = json.loads((trained_run / "samples" / "index.json").read_text())
@@ -55,11 +57,11 @@ def test_tile_starts_cover_with_overlap():
 def test_predictor_tile_and_resize_agree_on_training_sized_input(trained_run):
     module = SegmentationModule.from_checkpoint(trained_run / "checkpoints" / "best.ckpt")
     image = cv2.imread(str(next((trained_run / "samples").glob("*_image.png"))))[:, :, ::-1]
-    tile = Predictor(module, mode="tile").probabilities(image)
-    resize = Predictor(module, mode="resize").probabilities(image)
-    assert tile.shape == resize.shape == image.shape[:2]
+    tile = Predictor(module, mode="tile").outputs(image)
+    resize = Predictor(module, mode="resize").outputs(image)
+    assert tile.shape == resize.shape == (1, *image.shape[:2])
     assert np.allclose(tile, resize, atol=1e-4)  # one tile == the whole image here
-    tta = Predictor(module, mode="tile", tta=True).probabilities(image)
+    tta = Predictor(module, mode="tile", tta=True).outputs(image)
     assert 0 <= tta.min() and tta.max() <= 1 and not np.allclose(tta, tile)
 
 
@@ -67,8 +69,8 @@ def test_predictor_tiles_large_images_at_training_scale(trained_run):
     module = SegmentationModule.from_checkpoint(trained_run / "checkpoints" / "best.ckpt")
     pred = Predictor(module, mode="tile", scale=1.0, batch_size=3)
     big = np.full((300, 410, 3), 200, np.uint8)
-    prob = pred.probabilities(big)
-    assert prob.shape == (300, 410) and np.isfinite(prob).all()
+    prob = pred.outputs(big)
+    assert prob.shape == (1, 300, 410) and np.isfinite(prob).all()
 
 
 def test_evaluate_writes_metrics(trained_run, tmp_path):

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from bloodseg.io import IMAGE_SUFFIXES, DataError, read_image, read_instances, read_mask
+from bloodseg.labels import instances_from_mask
 
 SPLITS = ("train", "test")
 KAGGLE_COUNTS = {"train": 1169, "test": 159}
@@ -126,6 +127,14 @@ def read_pair(sample: Sample, color: str = "rgb"
         if inst.shape != mask.shape:
             raise DataError(f"{sample.instances}: instance labels differ in size from the mask")
     return img, mask, inst
+
+
+def read_native_instances(sample: Sample) -> np.ndarray:
+    """The sample's instances at its source size: exact labels if it has them (synthetic),
+    else the connected components of its gap-separated mask."""
+    if sample.instances is not None:
+        return read_instances(sample.instances)
+    return instances_from_mask(read_mask(sample.mask))
 
 
 def check_pair(sample: Sample, color: str = "rgb") -> tuple[int, int]:

@@ -20,21 +20,26 @@ from __future__ import annotations
 import logging
 import warnings
 from collections.abc import Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytorch_lightning as pl
-import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from bloodseg.data.bbbc041seg import KAGGLE_COUNTS, Sample, list_split, read_pair
+from bloodseg.augment import build_augment
+from bloodseg.config import group_config
+from bloodseg.data.bbbc041seg import KAGGLE_COUNTS, Sample, list_split
+from bloodseg.data.dataset import SegmentationDataset, collate, load_cache
 from bloodseg.io import DataError
-from bloodseg.labels import instances_from_mask, mask_from_instances
-from bloodseg.transforms import channels, flip, normalize, random_flips
+from bloodseg.transforms import channels
 
 log = logging.getLogger(__name__)
+
+
+def _plain(value):
+    from omegaconf import DictConfig, OmegaConf
+
+    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
 
 
 def _size_hw(image_size: int | Sequence[int], option: str = "data.image_size") -> tuple[int, int]:
@@ -47,79 +52,23 @@ def _size_hw(image_size: int | Sequence[int], option: str = "data.image_size") -
     return h, w
 
 
-def load_sample(sample: Sample, color: str, size_hw: tuple[int, int],
-                separate_touching: bool = True) -> dict:
-    """Decode one pair, derive its instances, resize to ``size_hw``; all uint8/int32.
-
-    ``separate_touching`` redraws one-pixel gaps between touching cells after resizing:
-    shrinking a 1600x1200 mask to 256x256 erases its thin gaps, and a network that never
-    sees gaps cannot learn to separate cells.
-    """
-    image, mask, inst = read_pair(sample, color)  # one decode per file, sizes checked
-    if inst is None:
-        inst = instances_from_mask(mask)
-    h, w = size_hw
-    orig_hw = image.shape[:2]
-    if image.shape[:2] != (h, w):
-        # INTER_AREA is the antialiasing choice for downscaling; labels must not blend.
-        image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
-        mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
-        inst = cv2.resize(inst.astype(np.float32), (w, h), interpolation=cv2.INTER_NEAREST)
-        inst = inst.astype(np.int32)
-    if separate_touching:
-        mask = mask * (mask_from_instances(inst, gap_px=1) > 0)
-    if image.ndim == 2:
-        image = image[:, :, None]
-    return {
-        "name": sample.name,
-        "image": image,
-        "mask": mask,
-        "instances": inst,
-        "orig_hw": orig_hw,
-    }
-
-
-def load_cache(
-    samples: Sequence[Sample], color: str, size_hw: tuple[int, int], threads: int = 4,
-    separate_touching: bool = True,
-) -> list[dict]:
-    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
-        return list(pool.map(lambda s: load_sample(s, color, size_hw, separate_touching),
-                             samples))
-
-
-class SegmentationDataset(Dataset):
-    """Cached samples -> tensors. Flips (train only) move image, mask and instances together."""
-
-    def __init__(self, cache: list[dict], color: str, augment: bool = False) -> None:
-        self.cache = cache
-        self.color = color
-        self.augment = augment
-
-    def __len__(self) -> int:
-        return len(self.cache)
-
-    def __getitem__(self, idx: int) -> dict:
-        item = self.cache[idx]
-        image, mask, inst = item["image"], item["mask"], item["instances"]
-        if self.augment:
-            h, v = random_flips()
-            image, mask, inst = (flip(a, h, v) for a in (image, mask, inst))
-        return {
-            "image": torch.from_numpy(np.ascontiguousarray(normalize(image, self.color))),
-            "mask": torch.from_numpy(np.ascontiguousarray(mask, dtype=np.float32))[None],
-            "instances": torch.from_numpy(np.ascontiguousarray(inst, dtype=np.int32)),
-            "name": item["name"],
-        }
-
-
 class BloodCellDataModule(pl.LightningDataModule):
     """Train/val/test loaders over a Kaggle-layout folder (real or synthetic).
 
     Args:
         root: folder with ``train/`` and ``test/`` (or one holding ``BCCD Dataset with mask``).
         color: ``gray`` (1 channel) or ``rgb`` (3 channels), as the study ran both.
-        image_size: int (square, the study's 256) or ``[height, width]``.
+        image_size: int (square, the study's 256) or ``[height, width]``: every image is
+            squashed to it (the study's way) unless ``scale`` is set.
+        scale: keep each image's aspect and shrink it by this factor (0.5: 1600x1200 ->
+            800x600); training then uses random ``crop_size`` crops, validation and test
+            whole images (one per batch, sizes may differ).
+        crop_size: int or ``[height, width]`` of the training crops with ``scale``.
+        augment: the ``conf/augment`` spec (``flips``, ``strong``, ...) for training, or
+            None; ``True``/``False`` mean the study's flips / none.
+        target: the ``conf/target`` spec; what the dataset derives from the instances.
+        native_eval: test items carry source-size instances, so the test is scored at
+            native resolution whatever size the network saw.
         val_fraction: share of train held out for validation, drawn with ``seed``.
         expected_counts: ``{train: 1169, test: 159}`` warns when the folder differs; None
             for data whose size is known to differ (synthetic).
@@ -140,8 +89,12 @@ class BloodCellDataModule(pl.LightningDataModule):
         batch_size: int = 4,
         num_workers: int = 0,
         seed: int = 42,
-        augment: bool = True,
+        augment: dict | bool | None = True,
         separate_touching: bool = True,
+        scale: float | None = None,
+        crop_size: int | Sequence[int] = 256,
+        target: dict | None = None,
+        native_eval: bool = True,
         expected_counts: dict | None = None,
         kind: str = "real",
         synthetic: dict | None = None,
@@ -181,11 +134,18 @@ class BloodCellDataModule(pl.LightningDataModule):
         self.color = color
         self.in_channels = channels(color)
         self.size_hw = _size_hw(image_size)
+        if scale is not None and not 0 < float(scale) <= 4:
+            raise DataError(f"data.scale must be in (0, 4] or null, got {scale}")
+        self.scale = None if scale is None else float(scale)
+        self.crop_hw = _size_hw(crop_size, "data.crop_size")
+        self.target = _plain(target) or {"name": "binary"}
+        self.native_eval = native_eval
         self.val_fraction = val_fraction
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
-        self.augment = augment
+        augment = _plain(augment)
+        self.augment_spec = group_config("augment", "flips") if augment is True else augment
         self.separate_touching = separate_touching
         self.expected_counts = (
             dict(KAGGLE_COUNTS) if expected_counts is None and kind == "real" else expected_counts
@@ -240,10 +200,16 @@ class BloodCellDataModule(pl.LightningDataModule):
             warnings.warn(msg, stacklevel=2)
             log.warning(msg)
 
-    def _dataset(self, samples: list[Sample], augment: bool) -> SegmentationDataset:
-        cache = load_cache(samples, self.color, self.size_hw, self.decode_threads,
+    def _dataset(self, samples: list[Sample], split: str) -> SegmentationDataset:
+        cache = load_cache(samples, self.color, self.size_hw, self.scale, self.decode_threads,
                            self.separate_touching)
-        return SegmentationDataset(cache, self.color, augment)
+        train = split == "train"
+        return SegmentationDataset(
+            cache, self.color,
+            augment=build_augment(self.augment_spec) if train else None,
+            target=self.target,
+            crop_hw=self.crop_hw if train and self.scale is not None else None,
+            native=split == "test" and self.native_eval)
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit", "validate") and "train" not in self.datasets:
@@ -252,17 +218,20 @@ class BloodCellDataModule(pl.LightningDataModule):
             train, val = self.split_train_val(samples)
             if not val:
                 raise DataError(f"{self.root}: validation split is empty; raise data.val_fraction")
-            self.datasets["train"] = self._dataset(train, self.augment)
-            self.datasets["val"] = self._dataset(val, False)
+            self.datasets["train"] = self._dataset(train, "train")
+            self.datasets["val"] = self._dataset(val, "val")
         if stage in (None, "test", "predict") and "test" not in self.datasets:
             samples = list_split(self.root, "test")
             self._check_counts("test", len(samples))
-            self.datasets["test"] = self._dataset(samples, False)
+            self.datasets["test"] = self._dataset(samples, "test")
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        # whole images of different sizes (scale mode) cannot share a batch
+        whole = self.scale is not None and split != "train"
         return DataLoader(
             self.datasets[split],
-            batch_size=self.batch_size,
+            batch_size=1 if whole else self.batch_size,
+            collate_fn=collate,
             shuffle=shuffle,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
@@ -279,9 +248,6 @@ class BloodCellDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
 
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
-
     def describe(self) -> dict:
         """What the run trained on, for run metadata, figure captions and predict's scale."""
         sizes = [c["orig_hw"] for ds in self.datasets.values() for c in ds.cache]
@@ -289,7 +255,10 @@ class BloodCellDataModule(pl.LightningDataModule):
             "data_root": str(self.root),
             "data_kind": self.kind,
             "color": self.color,
-            "image_size": list(self.size_hw),
+            # the network's input size: predict tiles at it (scale mode: the crop size)
+            "image_size": list(self.crop_hw if self.scale is not None else self.size_hw),
+            "scale": self.scale,
+            "target": self.target.get("name", "binary"),
             "source_size": np.median(sizes, axis=0).astype(int).tolist() if sizes else None,
             **{f"n_{k}": len(v) for k, v in self.datasets.items()},
         }

@@ -1,15 +1,19 @@
 """Probability maps / masks -> counted cell instances.
 
 ``watershed.py``: :class:`Watershed`, the distance-transform watershed for a foreground map.
+``markers.py``: :class:`ContourWatershed` and :class:`DistanceWatershed`, marker-controlled
+watersheds for networks trained on ``bloodseg.targets`` (contour classes / distances).
 ``baselines.py``: the classical Otsu foreground it is compared against.
 
     >>> from bloodseg.postprocess import Watershed, otsu_foreground
     >>> labels = Watershed()(prob)               # HxW float in [0, 1] -> int32 0..N
+    >>> labels = ContourWatershed()(outputs)     # (3, H, W) softmax -> int32 0..N
 
 Hydra: ``conf/postprocess/*.yaml`` (``_target_: bloodseg.postprocess.Watershed``).
 """
 
 from bloodseg.postprocess.baselines import fill_holes, otsu_foreground
+from bloodseg.postprocess.markers import ContourWatershed, DistanceWatershed
 from bloodseg.postprocess.watershed import Watershed
 
-__all__ = ["Watershed", "fill_holes", "otsu_foreground"]
+__all__ = ["ContourWatershed", "DistanceWatershed", "Watershed", "fill_holes", "otsu_foreground"]

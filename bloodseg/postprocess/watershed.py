@@ -83,8 +83,15 @@ class Watershed:
         if self.flood_on not in ("prob", "flat"):
             raise ValueError(f"flood_on must be 'prob' or 'flat', got {self.flood_on!r}")
 
+    def foreground(self, outputs: np.ndarray) -> np.ndarray:
+        """The foreground probability of a (1, H, W) output or an HxW map."""
+        outputs = np.asarray(outputs)
+        if outputs.ndim == 3 and outputs.shape[0] == 1:
+            return outputs[0]
+        return outputs  # HxW (anything else is refused by __call__)
+
     def __call__(self, prob: np.ndarray) -> np.ndarray:
-        prob = np.asarray(prob)
+        prob = self.foreground(prob)
         fg = _foreground(prob, self.threshold)
         if self.open_iterations > 0:
             fg = cv2.morphologyEx(

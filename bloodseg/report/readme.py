@@ -16,7 +16,7 @@ from bloodseg.io import write_text_atomic
 from bloodseg.report.runs import Found, data_caption, safe_stem
 from bloodseg.report.tables import incomplete_markdown, kinds_caption, results_markdown
 
-__all__ = ["find_section", "markers", "readme_section", "update_readme"]
+__all__ = ["find_section", "markers", "readme_section", "replace_section", "update_readme"]
 
 
 def markers(section: str) -> tuple[str, str]:
@@ -94,15 +94,23 @@ def find_section(readme: str | Path, section: str = "results") -> tuple[str, int
     return text, i, j
 
 
-def update_readme(readme: str | Path, figures_dir: str | Path, table: pd.DataFrame,
-                  section: str = "results", found: Found | None = None) -> Path:
-    """Rewrite the README between the ``section`` markers (kept) with :func:`readme_section`,
-    atomically and keeping the README's file mode."""
+def replace_section(readme: str | Path, section: str, body: str) -> Path:
+    """Replace the text between the ``section`` markers (kept) with ``body``, atomically and
+    keeping the README's file mode; ValueError (see :func:`find_section`) without markers."""
     readme = Path(readme)
     text, i, j = find_section(readme, section)
-    body = readme_section(readme.parent, Path(figures_dir), table, found)
+    body = body.strip("\n") + "\n"
     new = text[: i + len(markers(section)[0])] + "\n" + body + text[j:]
     mode = readme.stat().st_mode & 0o7777
     write_text_atomic(readme, new)
     os.chmod(readme, mode)
     return readme
+
+
+def update_readme(readme: str | Path, figures_dir: str | Path, table: pd.DataFrame,
+                  section: str = "results", found: Found | None = None) -> Path:
+    """Rewrite the README between the ``section`` markers with :func:`readme_section`."""
+    readme = Path(readme)
+    find_section(readme, section)  # a missing README or marker fails before any work
+    body = readme_section(readme.parent, Path(figures_dir), table, found)
+    return replace_section(readme, section, body)

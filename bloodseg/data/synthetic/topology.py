@@ -41,14 +41,19 @@ def _expand(sl: tuple[slice, ...], shape: tuple[int, ...], m: int = 1) -> tuple[
     )
 
 
+def _regions(inst: np.ndarray):
+    """``(id, box grown by 1 px, id's pixels in the box)`` for each instance; the boxes are
+    found once, the pixels read as the caller reaches them (callers relabel as they go)."""
+    for i, sl in enumerate(ndi.find_objects(inst), start=1):
+        if sl is not None:
+            sl = _expand(sl, inst.shape)
+            yield i, sl, inst[sl] == i
+
+
 def _fix_geometry(inst: np.ndarray, min_area: np.ndarray) -> bool:
     """One pass: slivers and occlusion fragments go to the cell on top. Returns True if changed."""
     changed = False
-    for i, sl in enumerate(ndi.find_objects(inst), start=1):
-        if sl is None:
-            continue
-        sl = _expand(sl, inst.shape)
-        region = inst[sl] == i
+    for i, sl, region in _regions(inst):
         if int(region.sum()) < min_area[i]:
             _merge_fragment(inst, sl, region, i)
             changed = True
@@ -72,11 +77,7 @@ def _fix_gaps(inst: np.ndarray, gap: int, final: bool) -> bool:
     """
     mask = mask_from_instances(inst, gap_px=gap) > 0
     changed = False
-    for i, sl in enumerate(ndi.find_objects(inst), start=1):
-        if sl is None:
-            continue
-        sl = _expand(sl, inst.shape)
-        region = inst[sl] == i
+    for i, sl, region in _regions(inst):
         n, lab, stats, _ = cv2.connectedComponentsWithStats(
             (region & mask[sl]).astype(np.uint8), connectivity=8
         )

@@ -1,0 +1,741 @@
+"""Real-data benchmark: k-fold cross-validation of train.py recipes and the Otsu baselines.
+
+All image/mask pairs of a Kaggle-layout folder (train/ and test/ pooled, sorted by name) are
+split into ``--folds`` folds by a permutation seeded with ``--seed``. For each fold a folder
+in the Kaggle layout is made under ``--work`` of symbolic links only (the fold's images as
+``test/``, all others as ``train/``; the data folder itself is never written), then
+
+* every recipe (Hydra overrides of ``train.py``) trains on the fold's ``train/`` (the
+  recipe's ``data.val_fraction`` of it held out for checkpoint selection) and is tested on
+  its ``test/``: one ``train.py`` subprocess per (recipe, fold), run folder
+  ``<work>/<recipe>/fold<k>/``, its output in ``benchmark_run.log`` there;
+* Otsu + connected components and Otsu + bloodseg watershed (``otsu_baseline.py``) are
+  scored on the same test images at native resolution.
+
+Written into ``--out``: ``results.json`` (every fold of every method, times, the command,
+the git commit), ``results.md`` (mean ± sd over folds) and ``counts.png`` (predicted vs true
+cells per image); ``--readme README.md`` also rewrites the README's ``benchmark`` section.
+
+    python benchmarks/real_cv.py                              # recipes.yaml, 4 folds
+    python benchmarks/real_cv.py --recipes binary_288x384 --readme README.md
+    python benchmarks/real_cv.py --recipe wide="model.base_channels=32 trainer=cpu"
+    python benchmarks/real_cv.py --resume                     # skip finished (recipe, fold)s
+    python benchmarks/real_cv.py --quick                      # the code path, 1-2 min
+
+``--quick`` (2 folds, the first 2 recipes, tiny networks for 1 epoch) checks the pipeline;
+its numbers are not results and never go into a README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import importlib.metadata
+import io
+import json
+import math
+import os
+import platform
+import re
+import resource
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from otsu_baseline import METHODS as BASELINES  # noqa: E402
+from otsu_baseline import score_baselines  # noqa: E402
+
+from bloodseg import rundir  # noqa: E402
+from bloodseg.data.bbbc041seg import SPLITS, Sample, pair_split, resolve_root  # noqa: E402
+from bloodseg.io import write_bytes_atomic, write_text_atomic  # noqa: E402
+
+DEFAULT_ROOT = ROOT.parent / "shared" / "data" / "bbbc041seg-mini"
+DEFAULT_OUT = ROOT / "experiments" / "benchmark-real"
+RECIPES_FILE = ROOT / "benchmarks" / "recipes.yaml"
+SECTION = "benchmark"
+RUN_LOG = "benchmark_run.log"
+RUN_RECORD = "benchmark_run.json"
+FOLDS_DIR = "folds"
+# appended to every recipe by --quick: a tiny network, one epoch, no loader processes
+QUICK_OVERRIDES = ("trainer.max_epochs=1", "data.image_size=64", "model.base_channels=4",
+                   "data.num_workers=0")
+QUICK_FOLDS = 2
+QUICK_RECIPES = 2
+QUICK_NOTE = "QUICK MODE — not a result"
+BASELINE_LABELS = {"otsu+cc": "Otsu + connected components",
+                   "otsu+watershed": "Otsu + bloodseg watershed"}
+# reported metric -> its key(s) in test_metrics.json after "test/" (or "test/native_"),
+# in order of preference, and its key in InstanceStats.aggregate() for the baselines
+METRICS = {
+    "dice": (("dice",), None),
+    "count_mae": (("count_mae",), "count_mae"),
+    "count_bias": (("count_bias",), "count_bias"),
+    "f1": (("inst_f1", "f1"), "f1"),
+    "ap50": (("ap50", "inst_ap50", "inst_ap"), "ap50"),
+    "ap75": (("ap75", "inst_ap75"), "ap75"),
+    "map": (("map", "inst_map"), "map"),
+}
+COLUMNS = [("dice", "Dice", "{:.3f}"), ("count_mae", "count MAE", "{:.2f}"),
+           ("count_bias", "count bias", "{:+.2f}"), ("f1", "F1@0.5", "{:.3f}"),
+           ("ap50", "AP50", "{:.3f}"), ("ap75", "AP75", "{:.3f}"), ("map", "mAP", "{:.3f}")]
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
+SAFE_VALUE = re.compile(r"[A-Za-z0-9_/.+:@-]+")
+
+
+# -- data and folds ------------------------------------------------------------------------
+
+
+def list_pairs(root: Path) -> list[Sample]:
+    """Every image/mask pair of ``root``'s train/ and test/, sorted by name; SystemExit
+    listing the problems when a file is unpaired or a name occurs twice."""
+    root = resolve_root(root)
+    samples, problems = [], []
+    for split in SPLITS:
+        found, split_problems = pair_split(root, split)
+        samples += found
+        problems += split_problems
+    seen: dict[str, Path] = {}
+    for s in samples:
+        if s.name in seen:
+            problems.append(f"{s.image}: the name {s.name!r} is also {seen[s.name]}")
+        seen[s.name] = s.image
+    if problems:
+        raise SystemExit(f"{root}: cannot benchmark this folder:\n  " + "\n  ".join(problems))
+    return sorted(samples, key=lambda s: s.name)
+
+
+def data_kind(root: Path) -> str:
+    """``synthetic`` for a folder bloodseg's generator wrote (its dataset.json), else ``real``."""
+    try:
+        return "synthetic" if "generator_version" in json.loads(
+            (root / "dataset.json").read_text()) else "real"
+    except (OSError, ValueError, TypeError):
+        return "real"
+
+
+def assign_folds(names: Sequence[str], folds: int, seed: int) -> list[list[str]]:
+    """Names of each fold's test set: the sorted names permuted with ``seed`` and cut into
+    ``folds`` contiguous parts whose sizes differ by at most one (each name in one fold)."""
+    names = sorted(names)
+    if len(set(names)) != len(names):
+        raise ValueError("names must be unique")
+    if not 2 <= folds <= len(names):
+        raise ValueError(f"need 2 <= folds <= {len(names)} (the number of pairs), got {folds}")
+    perm = np.random.default_rng(seed).permutation(len(names))
+    return [sorted(names[i] for i in part) for part in np.array_split(perm, folds)]
+
+
+def _link(src: Path, dst: Path) -> None:
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    dst.symlink_to(src.resolve())
+
+
+def build_fold_dirs(samples: Sequence[Sample], fold_names: Sequence[Sequence[str]],
+                    work: Path) -> list[Path]:
+    """``<work>/folds/fold<k>/{train,test}/{original,mask}/``: links to the data, nothing
+    else (a fold folder from an earlier call is replaced)."""
+    dirs = []
+    for k, test_names in enumerate(fold_names):
+        fold = work / FOLDS_DIR / f"fold{k}"
+        if fold.exists():
+            shutil.rmtree(fold)
+        test = set(test_names)
+        for s in samples:
+            split = "test" if s.name in test else "train"
+            _link(s.image, fold / split / "original" / s.image.name)
+            _link(s.mask, fold / split / "mask" / s.mask.name)
+        dirs.append(fold)
+    return dirs
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    path, folder = path.resolve(), folder.resolve()
+    return path == folder or folder in path.parents
+
+
+# -- recipes -------------------------------------------------------------------------------
+
+
+def load_recipes(path: Path) -> dict[str, str]:
+    import yaml
+
+    if not path.is_file():
+        raise SystemExit(f"{path}: no recipes file")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise SystemExit(f'{path}: expected lines NAME: "override override ..."')
+    return {str(k): v for k, v in data.items()}
+
+
+def parse_recipe(text: str) -> tuple[str, str]:
+    name, sep, overrides = text.partition("=")
+    name = name.strip()
+    if not sep or not NAME_RE.fullmatch(name):
+        raise SystemExit(f'--recipe {text!r}: expected NAME="override override ..." with NAME '
+                         "made of letters, digits, _ . + -")
+    return name, overrides.strip()
+
+
+def select_recipes(args: argparse.Namespace) -> dict[str, list[str]]:
+    """Name -> override list: ``--recipes`` from the file, then ``--recipe``s; the whole
+    file when neither is given."""
+    chosen: dict[str, str] = {}
+    if args.recipes or not args.recipe:
+        book = load_recipes(args.recipes_file)
+        names = [n.strip() for n in args.recipes.split(",") if n.strip()] if args.recipes \
+            else list(book)
+        unknown = [n for n in names if n not in book]
+        if unknown:
+            raise SystemExit(f"{args.recipes_file}: no recipe {', '.join(unknown)} (it has "
+                             f"{', '.join(book) or 'none'})")
+        chosen |= {n: book[n] for n in names}
+    for text in args.recipe:
+        name, overrides = parse_recipe(text)
+        if name in chosen:
+            raise SystemExit(f"recipe {name!r} given twice")
+        chosen[name] = overrides
+    for name in chosen:
+        if not NAME_RE.fullmatch(name) or name == FOLDS_DIR:
+            raise SystemExit(f"recipe name {name!r}: use letters, digits, _ . + - (not "
+                             f"{FOLDS_DIR!r})")
+    if not chosen:
+        raise SystemExit("no recipes to run")
+    return {n: split_overrides(o) for n, o in chosen.items()}
+
+
+def split_overrides(text: str) -> list[str]:
+    """Overrides as a shell splits them; a recipe quoted as a whole is unwrapped."""
+    tokens = shlex.split(text)
+    if len(tokens) == 1 and " " in tokens[0]:
+        tokens = shlex.split(tokens[0])
+    return tokens
+
+
+def merge_overrides(*groups: Iterable[str]) -> list[str]:
+    """Overrides in order, a later one replacing an earlier one of the same key."""
+    merged: dict[str, str] = {}
+    for group in groups:
+        for item in group:
+            key = item.split("=", 1)[0].lstrip("+~")
+            merged.pop(key, None)
+            merged[key] = item
+    return list(merged.values())
+
+
+def hydra_value(value: str | Path) -> str:
+    """A value as a Hydra override accepts it: quoted unless it is plainly safe."""
+    value = str(value)
+    if SAFE_VALUE.fullmatch(value):
+        return value
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def run_overrides(recipe: Sequence[str], fold_dir: Path, run_dir: Path, seed: int,
+                  quick: bool) -> list[str]:
+    fixed = ["data=bbbc041seg", f"data.root={hydra_value(fold_dir)}", "logger=csv",
+             "callbacks.progress_bar=null", f"hydra.run.dir={hydra_value(run_dir)}",
+             f"seed={seed}"]
+    return merge_overrides(recipe, QUICK_OVERRIDES if quick else (), fixed)
+
+
+# -- one training run ----------------------------------------------------------------------
+
+
+def _children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def _tail(path: Path, lines: int = 40) -> str:
+    if not path.is_file():
+        return ""
+    return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+
+
+EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?(\w*(?:Error|Exception|Interrupt)\b.*)")
+
+
+def summarize_error(log: Path, limit: int = 400) -> str:
+    """A run's exception lines, last first, then the ones it was raised from (``<-``); the
+    last line of output when there is none."""
+    lines = [ln.strip() for ln in (log.read_text(errors="replace").splitlines()
+                                   if log.is_file() else []) if ln.strip()]
+    found = list(dict.fromkeys(m.group(1) for ln in reversed(lines)
+                               if (m := EXCEPTION_LINE.match(ln))))
+    text = " <- ".join(found) if found else (lines[-1] if lines else "no output")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _training_size(payload: dict) -> str:
+    size = payload.get("image_size")
+    if isinstance(size, int):
+        size = [size, size]
+    if isinstance(size, list) and len(size) == 2:
+        return f"{size[1]}×{size[0]} (training size)"
+    return "training size"
+
+
+def read_run(run_dir: Path) -> tuple[dict, dict, list[dict]]:
+    """(metrics, resolution per metric, per-image counts) of a finished run folder.
+    ``test/native_*`` keys win over ``test/*``; a missing metric is NaN."""
+    payload = rundir.read_json(run_dir / rundir.TEST_METRICS)
+    raw = {k: float(v) for k, v in payload.get("metrics", {}).items()}
+    train_size = _training_size(payload)
+    metrics, resolution = {}, {}
+    for name, (keys, _) in METRICS.items():
+        metrics[name], resolution[name] = float("nan"), None
+        for prefix, where in (("test/native_", "native"), ("test/", train_size)):
+            key = next((prefix + k for k in keys if prefix + k in raw), None)
+            if key is not None:
+                metrics[name], resolution[name] = raw[key], where
+                break
+    per_image = []
+    path = run_dir / rundir.PER_IMAGE
+    if path.is_file():
+        with open(path, newline="") as f:
+            per_image = [{"file": r["file"], "true_count": int(r["true_count"]),
+                          "pred_count": int(r["pred_count"])} for r in csv.DictReader(f)]
+    return metrics, resolution, per_image
+
+
+def run_fold(recipe: str, overrides: list[str], fold: int, fold_dir: Path, run_dir: Path,
+             seed: int, quick: bool, resume: bool) -> dict:
+    """Train + test one (recipe, fold) in a subprocess (or reuse it with ``resume``)."""
+    args = run_overrides(overrides, fold_dir, run_dir, seed, quick)
+    cmd = [sys.executable, str(ROOT / "train.py"), *args]
+    record_path = run_dir / RUN_RECORD
+    old = rundir.read_json(record_path) if record_path.is_file() else {}
+    done = (run_dir / rundir.TEST_METRICS).is_file()
+    if resume and done and old.get("overrides", args) == args:
+        print(f"[{recipe} fold {fold}] done before, reusing {run_dir}", flush=True)
+        result = {"status": "ok", "resumed": True, "wall_s": old.get("wall_s"),
+                  "cpu_s": old.get("cpu_s")}
+    else:
+        if resume and done:
+            print(f"[{recipe} fold {fold}] the recipe changed since {run_dir} ran; rerunning",
+                  flush=True)
+        if run_dir.exists():
+            shutil.rmtree(run_dir)
+        run_dir.mkdir(parents=True)
+        log = run_dir / RUN_LOG
+        print(f"[{recipe} fold {fold}] training (log: {log})", flush=True)
+        env = os.environ | {"HYDRA_FULL_ERROR": "1", "PYTHONUNBUFFERED": "1"}
+        cpu0, t0 = _children_cpu(), time.perf_counter()
+        with open(log, "wb") as out:
+            rc = subprocess.run(cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out,
+                                stderr=subprocess.STDOUT, env=env).returncode
+        wall, cpu = time.perf_counter() - t0, _children_cpu() - cpu0
+        result = {"status": "ok", "resumed": False, "wall_s": round(wall, 2),
+                  "cpu_s": round(cpu, 2)}
+        write_text_atomic(record_path, json.dumps(
+            {"recipe": recipe, "fold": fold, "overrides": args, "command": cmd,
+             "returncode": rc, **result}, indent=2))
+        if rc != 0 or not (run_dir / rundir.TEST_METRICS).is_file():
+            error = summarize_error(log)
+            error = f"exit code {rc}: {error}" if rc else f"no {rundir.TEST_METRICS}: {error}"
+            print(f"[{recipe} fold {fold}] FAILED ({error}); last lines of {log}:\n"
+                  f"{_tail(log)}\n", file=sys.stderr, flush=True)
+            return {**result, "status": "failed", "error": error, "run_dir": str(run_dir),
+                    "command": shlex.join(cmd)}
+    metrics, resolution, per_image = read_run(run_dir)
+    print(f"[{recipe} fold {fold}] {_brief(metrics)} in {result['wall_s']} s "
+          f"(CPU {result['cpu_s']} s)", flush=True)
+    return {**result, "run_dir": str(run_dir), "command": shlex.join(cmd),
+            "metrics": metrics, "resolution": resolution, "per_image": per_image}
+
+
+def _brief(metrics: dict) -> str:
+    return ", ".join(f"{label} {fmt.format(metrics[k])}" for k, label, fmt in COLUMNS[:4]
+                     if _finite(metrics.get(k)))
+
+
+# -- baselines -----------------------------------------------------------------------------
+
+
+def run_baselines(samples: dict[str, Sample], fold_names: Sequence[Sequence[str]]
+                  ) -> dict[str, list[dict]]:
+    """Both Otsu baselines on each fold's test images, at native resolution."""
+    out: dict[str, list[dict]] = {m: [] for m in BASELINES}
+    for k, names in enumerate(fold_names):
+        items = [(n, samples[n].image, samples[n].mask) for n in names]
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        scores = score_baselines(items)
+        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        for method in BASELINES:
+            agg = scores.stats[method].aggregate()
+            metrics = {name: float(agg[key]) if key else scores.pooled_dice
+                       for name, (_, key) in METRICS.items()}
+            out[method].append({
+                "status": "ok", "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
+                "time_note": "both baselines together (Otsu once, then CC and watershed)",
+                "metrics": metrics,
+                "resolution": {name: "native" for name in METRICS},
+                "per_image": [{"file": r["file"], "true_count": r["true_count"],
+                               "pred_count": r["pred_count"],
+                               "size": f"{px['width']}×{px['height']}"}
+                              for r, px in zip(scores.stats[method].rows, scores.rows)],
+            })
+        print(f"[baselines fold {k}] " + "; ".join(
+            f"{m}: {_brief(out[m][-1]['metrics'])}" for m in BASELINES) +
+              f" in {wall:.1f} s", flush=True)
+    return out
+
+
+# -- summary and outputs -------------------------------------------------------------------
+
+
+def mean_sd(values: Sequence[float]) -> dict:
+    v = np.array([x for x in values if _finite(x)], dtype=float)
+    return {"mean": float(v.mean()) if v.size else float("nan"),
+            "sd": float(v.std(ddof=1)) if v.size > 1 else float("nan"), "n": int(v.size)}
+
+
+def summarize(folds: Sequence[dict]) -> dict:
+    ok = [f for f in folds if f.get("status") == "ok"]
+    summary = {name: mean_sd([f["metrics"][name] for f in ok]) for name in METRICS}
+    for key in ("cpu_s", "wall_s"):
+        summary[key] = mean_sd([f.get(key) for f in ok])
+    by_metric = {}
+    for n in METRICS:
+        where = {f["resolution"].get(n) for f in ok} - {None}
+        by_metric[n] = where.pop() if len(where) == 1 else ("mixed" if where else None)
+    summary["resolution_by_metric"] = by_metric
+    summary["resolution"] = _resolution_text(by_metric)
+    summary["folds_ok"] = len(ok)
+    summary["folds"] = len(folds)
+    return summary
+
+
+def _resolution_text(by_metric: dict[str, str | None]) -> str | None:
+    """One table cell: ``native``, or which metrics are at which size."""
+    groups: dict[str, list[str]] = {}
+    for key, label, _ in COLUMNS:
+        if by_metric.get(key):
+            groups.setdefault(by_metric[key], []).append(label)
+    if len(groups) <= 1:
+        return next(iter(groups), None)
+    main = max(groups, key=lambda w: len(groups[w]))
+    return "; ".join(f"{', '.join(groups[w])}: {w}" for w in groups if w != main) + \
+        f"; others: {main}"
+
+
+def _json_safe(obj):
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {str(k): _json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [_json_safe(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def git_info() -> dict:
+    def git(*a: str) -> str:
+        return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True,
+                              stdin=subprocess.DEVNULL, timeout=30, check=True).stdout.strip()
+    try:
+        return {"commit": git("rev-parse", "HEAD"),
+                "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+    except (OSError, subprocess.SubprocessError):
+        return {"commit": None, "dirty": None}
+
+
+def _versions() -> dict:
+    out = {"python": platform.python_version()}
+    for pkg in ("torch", "pytorch-lightning", "opencv-python-headless", "numpy"):
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _finite(x) -> bool:
+    return isinstance(x, int | float) and math.isfinite(x)
+
+
+def _fmt(stat: dict, fmt: str) -> str:
+    if not _finite(stat.get("mean")):
+        return "—"
+    text = fmt.format(stat["mean"])
+    return f"{text} ± {fmt.format(stat['sd']).lstrip('+')}" if _finite(stat.get("sd")) \
+        else text
+
+
+def _label(name: str, method: dict) -> str:
+    return BASELINE_LABELS.get(name, name) if method["kind"] == "baseline" else f"`{name}`"
+
+
+def results_markdown(results: dict, figure: str | None = "counts.png") -> str:
+    """The table and its caption (``figure``: the counts plot's link, or None)."""
+    data, quick = results["data"], results["quick"]
+    k = data["folds"]
+    sizes = ", ".join(f"{s} ({n})" for s, n in data["image_sizes"].items())
+    head = f"**{QUICK_NOTE}.** " if quick else ""
+    if not results.get("finished"):
+        head += "**Incomplete: the benchmark is running or was interrupted.** "
+    lines = [
+        f"{head}**{data['n_pairs']} {data['kind']} pairs** of `{data['name']}` "
+        "(train/ and test/ pooled; "
+        f"{sizes}), **{k}-fold cross-validation** (seed {data['seed']}): each fold's "
+        f"{data['fold_sizes_text']} test images are unseen by its training run, which uses the "
+        "other pairs (its `data.val_fraction` held out for checkpoint selection). Baselines are "
+        "scored at native resolution; the column *scored at* says where each network's "
+        "numbers come from. Mean ± sd (sample sd) over folds; Dice is pooled over a fold's "
+        "pixels, F1/AP over its cells (IoU ≥ 0.5; AP75 at 0.75; mAP over 0.50:0.95).",
+        "",
+    ]
+    first = f"method ({QUICK_NOTE})" if quick else "method"
+    lines.append(f"| {first} | scored at | folds | "
+                 + " | ".join(label for _, label, _ in COLUMNS)
+                 + " | CPU s / fold | wall s / fold |")
+    lines.append("|---|---|---:|" + "---:|" * (len(COLUMNS) + 2))
+    failures = []
+    for name, method in results["methods"].items():
+        s = method["summary"]
+        if s["folds_ok"] == 0:
+            cells = ["failed"] * len(COLUMNS) + ["—", "—"]
+        else:
+            cells = [_fmt(s[key], fmt) for key, _, fmt in COLUMNS]
+            cells += [_fmt(s["cpu_s"], "{:.0f}"), _fmt(s["wall_s"], "{:.0f}")]
+        lines.append(f"| {_label(name, method)} | {s['resolution'] or '—'} | "
+                     f"{s['folds_ok']}/{s['folds']} | " + " | ".join(cells) + " |")
+        failures += [f"- `{name}` fold {i}: {f['error']} (`{f.get('run_dir')}`)"
+                     for i, f in enumerate(method["folds"]) if f.get("status") != "ok"]
+    lines.append("")
+    if failures:
+        lines += ["Failed runs (their logs: `benchmark_run.log` in the run folder):", *failures,
+                  ""]
+    lines.append("Baseline times are for both baselines together (one Otsu pass per image). "
+                 "Recipes are Hydra overrides of `train.py`; each run also gets "
+                 f"`{' '.join(results['fixed_overrides'])}`"
+                 + (f" and, quick mode, `{' '.join(QUICK_OVERRIDES)}`" if quick else "")
+                 + ":")
+    lines.append("")
+    for name, overrides in results["recipes"].items():
+        lines.append(f"- `{name}`: `{shlex.join(overrides)}`")
+    lines.append("")
+    commit = results["git"].get("commit")
+    commit_text = f" at commit `{commit[:10]}`" + (" (uncommitted changes)"
+                                                  if results["git"].get("dirty") else "") \
+        if commit else ""
+    lines.append(f"Command{commit_text}: `{results['command']}`")
+    if figure:
+        lines += ["", f"![Predicted vs true cells per image, all folds]({figure})"]
+    return "\n".join(lines) + "\n"
+
+
+def plot_counts(results: dict, path: Path) -> Path | None:
+    """Predicted vs true cells per image, all folds, one colour per method, y = x."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(7.0, 6.6), layout="constrained")
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    hi, drawn = 1.0, 0
+    markers = "osD^vP*Xph"
+    for i, (name, method) in enumerate(results["methods"].items()):
+        pts = [(r["true_count"], r["pred_count"]) for f in method["folds"]
+               if f.get("status") == "ok" for r in f.get("per_image", [])]
+        if not pts:
+            continue
+        t, p = np.array(pts, dtype=float).T
+        mae = _fmt(method["summary"]["count_mae"], "{:.2f}")
+        ax.scatter(t, p, s=40, alpha=0.7, color=f"C{i % 10}", marker=markers[i % len(markers)],
+                   edgecolors="white", linewidths=0.5,
+                   label=f"{_label(name, method).strip('`')} (count MAE {mae})")
+        hi, drawn = max(hi, t.max(), p.max()), drawn + 1
+    if not drawn:
+        return None
+    hi *= 1.06
+    ax.plot([0, hi], [0, hi], ls="--", color="0.45", lw=1.2, label="y = x (exact count)")
+    ax.set(xlim=(-0.03 * hi, hi), ylim=(-0.03 * hi, hi), xlabel="true cells per image",
+           ylabel="predicted cells", aspect="equal")
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper left", fontsize=8, framealpha=0.9)
+    data = results["data"]
+    title = f"{QUICK_NOTE}\n" if results["quick"] else ""
+    ax.set_title(f"{title}Cell counts on {data['n_pairs']} {data['kind']} images ({data['name']}), "
+                 f"{data['folds']}-fold CV\none point per image, each scored in its test fold",
+                 fontsize=10)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
+    return write_bytes_atomic(path, buf.getvalue())
+
+
+def update_readme(readme: Path, section: str, results: dict, out: Path) -> Path:
+    from bloodseg.report.readme import replace_section
+
+    figure = None
+    if (out / "counts.png").is_file():
+        figure = Path(os.path.relpath(out.resolve() / "counts.png",
+                                      readme.resolve().parent)).as_posix()
+    rel = Path(os.path.relpath(out.resolve(), readme.resolve().parent)).as_posix()
+    body = (f"Generated by `benchmarks/real_cv.py` (`make benchmark-real`) into `{rel}/` "
+            "(per-fold numbers: `results.json`).\n\n" + results_markdown(results, figure))
+    return replace_section(readme, section, body)
+
+
+# -- main ----------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter,
+                                 epilog="\n".join(__doc__.split("\n")[2:]))
+    ap.add_argument("--root", type=Path, default=DEFAULT_ROOT,
+                    help="Kaggle-layout data folder (default: ../shared/data/bbbc041seg-mini)")
+    ap.add_argument("--folds", type=int, default=None, help="folds (default 4; --quick 2)")
+    ap.add_argument("--seed", type=int, default=0, help="fold permutation and training seed")
+    ap.add_argument("--recipe", action="append", default=[], metavar='NAME="OVERRIDES"',
+                    help="a recipe on the command line (repeatable)")
+    ap.add_argument("--recipes", default="", metavar="NAME,NAME",
+                    help="recipes from --recipes-file (default: all of it unless --recipe)")
+    ap.add_argument("--recipes-file", type=Path, default=RECIPES_FILE)
+    ap.add_argument("--out", type=Path, default=None,
+                    help="results folder (default experiments/benchmark-real; --quick: "
+                         "experiments/benchmark-real/quick)")
+    ap.add_argument("--work", type=Path, default=None,
+                    help="fold folders and run folders (default <out>/work)")
+    ap.add_argument("--quick", action="store_true",
+                    help=f"{QUICK_FOLDS} folds, the first {QUICK_RECIPES} recipes, tiny runs: "
+                         "checks the pipeline, gives no result")
+    ap.add_argument("--resume", action="store_true",
+                    help="reuse (recipe, fold) runs that already have test_metrics.json")
+    ap.add_argument("--readme", type=Path, default=None,
+                    help=f"rewrite this README's {SECTION} section (not with --quick)")
+    ap.add_argument("--section", default=SECTION, help="README section name")
+    return ap.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    args = parse_args(argv)
+    started = datetime.now(timezone.utc)
+    folds = args.folds or (QUICK_FOLDS if args.quick else 4)
+    out = (args.out or (DEFAULT_OUT / "quick" if args.quick else DEFAULT_OUT)).resolve()
+    work = (args.work or out / "work").resolve()
+    recipes = select_recipes(args)
+    if args.quick:
+        recipes = dict(list(recipes.items())[:QUICK_RECIPES])
+    if args.readme is not None:
+        from bloodseg.report.readme import find_section
+
+        try:
+            find_section(args.readme, args.section)  # fail now, not after an hour
+        except ValueError as e:
+            raise SystemExit(str(e)) from e
+
+    samples = list_pairs(args.root)
+    data_root = resolve_root(args.root).resolve()
+    for label, path in (("--work", work), ("--out", out)):
+        if _inside(path, data_root) or _inside(data_root, path):
+            raise SystemExit(f"{label} {path} overlaps the data folder {data_root}; "
+                             "the benchmark never writes next to the data")
+    try:
+        fold_names = assign_folds([s.name for s in samples], folds, args.seed)
+    except ValueError as e:
+        raise SystemExit(f"{data_root}: {e}") from e
+
+    work.mkdir(parents=True, exist_ok=True)
+    # run folders (checkpoints, links) and quick-mode outputs stay out of git
+    for folder in [work] + ([out] if args.quick else []):
+        if not (folder / ".gitignore").exists():
+            write_text_atomic(folder / ".gitignore", "# benchmarks/real_cv.py output\n*\n")
+    folds_file = work / "folds.json"
+    plan = {"root": str(data_root), "seed": args.seed, "folds": fold_names}
+    if args.resume and folds_file.is_file() and rundir.read_json(folds_file) != plan:
+        raise SystemExit(f"{folds_file}: the folds differ from this call's (other data, "
+                         "--folds or --seed); run without --resume or use another --work")
+    write_text_atomic(folds_file, json.dumps(plan, indent=2))
+    fold_dirs = build_fold_dirs(samples, fold_names, work)
+    print(f"{len(samples)} pairs of {data_root} in {folds} folds "
+          f"({', '.join(str(len(f)) for f in fold_names)} test images); work folder {work}",
+          flush=True)
+
+    by_name = {s.name: s for s in samples}
+    baselines = run_baselines(by_name, fold_names)
+    sizes = _image_sizes(baselines)
+    fold_sizes = sorted({len(f) for f in fold_names})
+    results = {
+        "benchmark": "benchmarks/real_cv.py",
+        "quick": args.quick,
+        "command": shlex.join(["python", "benchmarks/real_cv.py", *argv]),
+        "argv": argv,
+        "cwd": os.getcwd(),
+        "git": git_info(),
+        "started": started.isoformat(timespec="seconds"),
+        "finished": None,
+        "host": {"cpus": os.cpu_count(), "machine": platform.machine(), **_versions()},
+        "data": {"root": str(data_root), "name": data_root.name, "kind": data_kind(data_root),
+                 "n_pairs": len(samples),
+                 "folds": folds, "seed": args.seed, "image_sizes": sizes,
+                 "fold_sizes_text": "/".join(str(n) for n in fold_sizes),
+                 "fold_test_files": fold_names},
+        "work": str(work),
+        "fixed_overrides": ["data=bbbc041seg", "data.root=<fold folder>", "logger=csv",
+                            "callbacks.progress_bar=null", "hydra.run.dir=<run folder>",
+                            f"seed={args.seed}"],
+        "recipes": recipes,
+        "methods": {m: {"kind": "baseline", "label": BASELINE_LABELS[m], "folds": f}
+                    for m, f in baselines.items()},
+    }
+    for name in recipes:
+        results["methods"][name] = {"kind": "recipe", "label": name, "folds": []}
+    write_outputs(results, out)
+
+    for name, overrides in recipes.items():
+        method = results["methods"][name]
+        for k, fold_dir in enumerate(fold_dirs):
+            method["folds"].append(run_fold(name, overrides, k, fold_dir, work / name / f"fold{k}",
+                                            args.seed, args.quick, args.resume))
+            write_outputs(results, out)  # an interrupted benchmark keeps what it measured
+
+    results["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    write_outputs(results, out)
+    print(f"\n{results_markdown(results, None)}\nwrote {out / 'results.json'}, "
+          f"{out / 'results.md'}, {out / 'counts.png'}")
+    if args.readme is not None:
+        if args.quick:
+            print(f"{QUICK_NOTE}: {args.readme} left unchanged", file=sys.stderr)
+        else:
+            print(f"updated {update_readme(args.readme, args.section, results, out)}")
+    failed = [(n, i) for n, m in results["methods"].items()
+              for i, f in enumerate(m["folds"]) if f.get("status") != "ok"]
+    return 1 if failed else 0
+
+
+def _image_sizes(baselines: dict[str, list[dict]]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for f in baselines[BASELINES[0]]:
+        for r in f["per_image"]:
+            counts[r["size"]] = counts.get(r["size"], 0) + 1
+    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def write_outputs(results: dict, out: Path) -> None:
+    for method in results["methods"].values():
+        method["summary"] = summarize(method["folds"])
+    out.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(out / "results.json", json.dumps(_json_safe(results), indent=2) + "\n")
+    figure = plot_counts(results, out / "counts.png")
+    write_text_atomic(out / "results.md",
+                      results_markdown(results, "counts.png" if figure else None))
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

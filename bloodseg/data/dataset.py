@@ -1,0 +1,153 @@
+"""Samples -> cached arrays -> training tensors: decoding, resizing, crops, targets.
+
+Every image is decoded and resized once into a uint8 cache (decoding a 1600x1200 PNG costs
+~50x a training step's copy). Two ways to size it:
+
+* ``size_hw`` (the study's): squash every image to one size, e.g. 256x256;
+* ``scale`` (e.g. 0.5): keep the aspect, shrink by ``scale``; training then samples random
+  crops, so the 1-3 px gaps between touching cells survive (at 256x256 they are gone).
+
+Instances are resized nearest-neighbour from the native ones; ``separate_touching`` redraws a
+1-px gap between cells that touch after resizing. Per item the dataset augments image, mask
+and instances together, then derives the training target from the instances
+(:mod:`bloodseg.targets`). Test items can carry the native instances for scoring at the
+source resolution.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+
+import cv2
+import numpy as np
+import torch
+from torch.utils.data import Dataset, default_collate
+
+from bloodseg.data.bbbc041seg import Sample, read_native_instances, read_pair
+from bloodseg.labels import instances_from_mask, mask_from_instances
+from bloodseg.targets import contour_target, distance_target, unet_weight_map
+from bloodseg.transforms import normalize
+
+Augment = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
+
+
+def scaled_hw(hw: tuple[int, int], scale: float) -> tuple[int, int]:
+    return max(1, round(hw[0] * scale)), max(1, round(hw[1] * scale))
+
+
+def load_sample(sample: Sample, color: str, size_hw: tuple[int, int] | None = None,
+                scale: float | None = None, separate_touching: bool = True) -> dict:
+    """Decode one pair, derive its instances, resize (to ``size_hw`` or by ``scale``)."""
+    image, mask, inst = read_pair(sample, color)  # one decode per file, sizes checked
+    if inst is None:
+        inst = instances_from_mask(mask)
+    orig_hw = image.shape[:2]
+    h, w = size_hw if scale is None else scaled_hw(orig_hw, scale)
+    if orig_hw != (h, w):
+        # INTER_AREA is the antialiasing choice for downscaling; labels must not blend.
+        image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+        mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
+        inst = cv2.resize(inst.astype(np.float32), (w, h), interpolation=cv2.INTER_NEAREST)
+        inst = inst.astype(np.int32)
+    if separate_touching:
+        mask = mask * (mask_from_instances(inst, gap_px=1) > 0)
+    if image.ndim == 2:
+        image = image[:, :, None]
+    return {"name": sample.name, "sample": sample, "image": image, "mask": mask,
+            "instances": inst, "orig_hw": orig_hw}
+
+
+def load_cache(samples: Sequence[Sample], color: str, size_hw: tuple[int, int] | None,
+               scale: float | None = None, threads: int = 4,
+               separate_touching: bool = True) -> list[dict]:
+    with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
+        return list(pool.map(
+            lambda s: load_sample(s, color, size_hw, scale, separate_touching), samples))
+
+
+def random_crop(arrays: Sequence[np.ndarray], crop_hw: tuple[int, int]) -> list[np.ndarray]:
+    """The same random ``crop_hw`` window of every array (HxW or HxWxC); arrays smaller than
+    the crop are padded (image: reflected; labels: background) first."""
+    h, w = arrays[0].shape[:2]
+    ch, cw = crop_hw
+    if h < ch or w < cw:
+        padded = []
+        for i, a in enumerate(arrays):
+            pad = [(0, max(0, ch - h)), (0, max(0, cw - w))] + [(0, 0)] * (a.ndim - 2)
+            padded.append(np.pad(a, pad, mode="reflect" if i == 0 else "constant"))
+        arrays, (h, w) = padded, padded[0].shape[:2]
+    y = int(torch.randint(0, h - ch + 1, (1,)))
+    x = int(torch.randint(0, w - cw + 1, (1,)))
+    return [a[y:y + ch, x:x + cw] for a in arrays]
+
+
+def make_target(spec: dict, mask: np.ndarray, inst: np.ndarray) -> dict[str, torch.Tensor]:
+    """The training target of ``spec["name"]`` (``conf/target``), from the instances."""
+    name = spec.get("name", "binary")
+    if name == "binary":
+        out = {"target": torch.from_numpy(mask.astype(np.float32))[None]}
+        if spec.get("weight_map") == "unet":
+            weight = unet_weight_map(inst, w0=spec.get("w0", 10.0), sigma=spec.get("sigma", 5.0))
+            out["weight"] = torch.from_numpy(weight.astype(np.float32))[None]
+        elif spec.get("weight_map"):
+            raise ValueError(
+                f"target.weight_map must be null or 'unet', got {spec['weight_map']!r}")
+        return out
+    if name == "contour":
+        classes = contour_target(inst, width=spec.get("width", 2), mode=spec.get("mode", "all"))
+        return {"target": torch.from_numpy(classes.astype(np.int64))}
+    if name == "distance":
+        both = np.stack([mask.astype(np.float32), distance_target(inst).astype(np.float32)])
+        return {"target": torch.from_numpy(both)}
+    raise ValueError(f"unknown target {name!r}; valid: binary, contour, distance")
+
+
+class SegmentationDataset(Dataset):
+    """Cached samples -> tensors: optional crop, augmentation (image, mask and instances
+    together), normalization and the target. ``native``: items carry the source-size
+    instances (decoded on demand) for scoring at native resolution."""
+
+    def __init__(self, cache: list[dict], color: str, augment: Augment | None = None,
+                 target: dict | None = None, crop_hw: tuple[int, int] | None = None,
+                 native: bool = False) -> None:
+        self.cache = cache
+        self.color = color
+        self.augment = augment
+        self.target = dict(target or {"name": "binary"})
+        self.crop_hw = crop_hw
+        self.native = native
+
+    def __len__(self) -> int:
+        return len(self.cache)
+
+    def __getitem__(self, idx: int) -> dict:
+        item = self.cache[idx]
+        image, mask, inst = item["image"], item["mask"], item["instances"]
+        if self.crop_hw is not None:
+            image, mask, inst = random_crop([image, mask, inst], self.crop_hw)
+        if self.augment is not None:
+            # one label map carries both mask and instances through the (nearest) geometry
+            image, both = self.augment(image, inst.astype(np.int32) * 2 + (mask > 0))
+            inst, mask = both // 2, (both % 2).astype(np.uint8)
+        inst = np.ascontiguousarray(inst, dtype=np.int32)
+        mask = np.ascontiguousarray(mask)
+        out = {
+            "image": torch.from_numpy(np.ascontiguousarray(normalize(image, self.color))),
+            "mask": torch.from_numpy(mask.astype(np.float32))[None],
+            "instances": torch.from_numpy(inst),
+            "name": item["name"],
+            **make_target(self.target, mask, inst),
+        }
+        if self.native:
+            out["native_instances"] = torch.from_numpy(read_native_instances(item["sample"]))
+        return out
+
+
+def collate(batch: list[dict]) -> dict:
+    """``default_collate``, except that native instances (one size per image) stay a list."""
+    native = [b.pop("native_instances") for b in batch if "native_instances" in b]
+    out = default_collate(batch)
+    if native:
+        out["native_instances"] = native
+    return out

@@ -1,0 +1,159 @@
+"""benchmarks/real_cv.py: the folds, the recipe plumbing, and a --quick run end to end on a
+synthetic folder in the Kaggle layout (the real benchmark reads ../shared/data; this test
+does not, so it needs no ``real`` mark)."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from bloodseg.data.synthetic import write_dataset
+from tests.conftest import REPO
+
+SCRIPT = REPO / "benchmarks" / "real_cv.py"
+TINY = 'tiny="data.image_size=64 model.base_channels=4 trainer=cpu trainer.max_epochs=1"'
+README_STUB = "# readme\nbefore\n<!-- benchmark:begin -->\nold\n<!-- benchmark:end -->\nafter\n"
+
+
+def load_script():
+    if "real_cv" not in sys.modules:
+        spec = importlib.util.spec_from_file_location("real_cv", SCRIPT)
+        module = importlib.util.module_from_spec(spec)
+        sys.modules["real_cv"] = module
+        spec.loader.exec_module(module)
+    return sys.modules["real_cv"]
+
+
+def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
+    """Every entry under ``folder`` with its size and mtime: any write shows up."""
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        for name in dirnames + filenames:
+            st = os.lstat(Path(dirpath) / name)
+            out[str(Path(dirpath, name).relative_to(folder))] = (st.st_size, st.st_mtime_ns)
+    return out
+
+
+def test_assign_folds_is_a_seeded_partition():
+    cv = load_script()
+    names = [f"img{i:02d}" for i in range(40)]
+    folds = cv.assign_folds(names, 4, seed=0)
+    assert [len(f) for f in folds] == [10, 10, 10, 10]
+    assert sorted(n for f in folds for n in f) == names  # each name in exactly one fold
+    assert folds == cv.assign_folds(list(reversed(names)), 4, seed=0)  # input order is moot
+    assert folds != cv.assign_folds(names, 4, seed=1)
+    assert folds[0] != names[:10]  # shuffled, not the sorted order cut in four
+    assert [len(f) for f in cv.assign_folds(names[:10], 3, seed=0)] == [4, 3, 3]
+    for bad in (1, 41):
+        with pytest.raises(ValueError, match="folds"):
+            cv.assign_folds(names, bad, seed=0)
+
+
+def test_recipe_overrides():
+    cv = load_script()
+    assert cv.parse_recipe(TINY)[0] == "tiny"
+    assert cv.split_overrides(cv.parse_recipe(TINY)[1])[:2] == ["data.image_size=64",
+                                                                "model.base_channels=4"]
+    assert cv.split_overrides("data.image_size=[288,384] trainer=cpu") == [
+        "data.image_size=[288,384]", "trainer=cpu"]
+    # later overrides of a key win; the benchmark's own (data, seed, run dir) always last
+    args = cv.run_overrides(["data=synthetic", "seed=3", "data.image_size=[288,384]"],
+                            Path("/d/fold 0"), Path("/w/r/fold0"), seed=0, quick=True)
+    assert "data=synthetic" not in args and "seed=3" not in args
+    assert args.count("data.image_size=64") == 1 and "data.image_size=[288,384]" not in args
+    assert "data.root='/d/fold 0'" in args and "hydra.run.dir=/w/r/fold0" in args
+    assert cv.hydra_value("/a/it's") == "'/a/it\\'s'"
+    with pytest.raises(SystemExit):
+        cv.parse_recipe("no equals sign")
+    recipes = cv.load_recipes(cv.RECIPES_FILE)
+    assert "binary_288x384" in recipes and "data.image_size=[288,384]" in recipes["binary_288x384"]
+
+
+@pytest.mark.parametrize("script, expected", [
+    ("raise ValueError('bad recipe')", "exit code 1: ValueError: bad recipe"),
+    ("print('trained, tested nothing')", "no test_metrics.json: trained, tested nothing"),
+])
+def test_a_failed_run_is_a_row_not_a_crash(tmp_path, monkeypatch, capsys, script, expected):
+    cv = load_script()
+    (tmp_path / "train.py").write_text(script + "\n")
+    monkeypatch.setattr(cv, "ROOT", tmp_path)  # run_fold starts <ROOT>/train.py
+    run = cv.run_fold("broken", ["model=unet"], 1, tmp_path / "fold1", tmp_path / "run",
+                      seed=0, quick=False, resume=False)
+    assert run["status"] == "failed" and run["error"].startswith(expected)
+    assert run["wall_s"] > 0 and (tmp_path / "run" / cv.RUN_LOG).is_file()
+    assert "last lines of" in capsys.readouterr().err
+    results = {"quick": False, "finished": "now", "git": {}, "command": "python x",
+               "fixed_overrides": [], "recipes": {"broken": ["model=unet"]},
+               "data": {"kind": "real", "n_pairs": 8, "name": "d", "folds": 2, "seed": 0,
+                        "image_sizes": {"64×64": 8}, "fold_sizes_text": "4"},
+               "methods": {"broken": {"kind": "recipe", "folds": [run]}}}
+    results["methods"]["broken"]["summary"] = cv.summarize([run])
+    md = cv.results_markdown(results)
+    assert "| `broken` | — | 0/1 | failed |" in md and f"`broken` fold 0: {expected}" in md
+
+
+@pytest.mark.slow
+def test_quick_benchmark_end_to_end(tmp_path, capsys):
+    cv = load_script()
+    data = write_dataset(tmp_path / "data", n_train=6, n_test=2, size=(64, 64), seed=0)
+    before = snapshot(data)
+    readme = tmp_path / "README.md"
+    readme.write_text(README_STUB)
+    work, out = tmp_path / "work", tmp_path / "out"
+    argv = ["--quick", "--root", str(data), "--work", str(work), "--out", str(out),
+            "--recipe", TINY, "--readme", str(readme)]
+    assert cv.main(argv) == 0, capsys.readouterr().err[-3000:]
+
+    res = json.loads((out / "results.json").read_text())
+    assert res["quick"] is True and res["data"]["n_pairs"] == 8 and res["data"]["folds"] == 2
+    assert set(res["methods"]) == {"otsu+cc", "otsu+watershed", "tiny"}
+    for name, method in res["methods"].items():
+        assert len(method["folds"]) == 2 and all(f["status"] == "ok" for f in method["folds"])
+        for f in method["folds"]:
+            assert all(math.isfinite(f["metrics"][k]) for k in cv.METRICS), (name, f["metrics"])
+            assert f["cpu_s"] >= 0 and f["wall_s"] > 0
+            assert len(f["per_image"]) == 4
+        assert method["summary"]["folds_ok"] == 2
+    assert all(f["resolution"]["dice"] == "native"
+               for m in ("otsu+cc", "otsu+watershed") for f in res["methods"][m]["folds"])
+
+    md = (out / "results.md").read_text()
+    assert cv.QUICK_NOTE in md and "python benchmarks/real_cv.py --quick" in md
+    for label in ("Otsu + connected components", "Otsu + bloodseg watershed", "`tiny`"):
+        row = next(ln for ln in md.splitlines() if ln.startswith(f"| {label} |"))
+        assert "±" in row and "failed" not in row
+    assert (out / "counts.png").stat().st_size > 5_000
+
+    # the folds: disjoint test sets covering every pair, made of links only
+    tests = [{p.stem for p in (work / "folds" / f"fold{k}" / "test" / "original").iterdir()}
+             for k in range(2)]
+    trains = [{p.stem for p in (work / "folds" / f"fold{k}" / "train" / "mask").iterdir()}
+              for k in range(2)]
+    every = {p.stem for s in ("train", "test") for p in (data / s / "original").iterdir()}
+    assert not tests[0] & tests[1] and tests[0] | tests[1] == every
+    assert trains == [tests[1], tests[0]]
+    assert all(p.is_symlink() for p in (work / "folds").rglob("*.png"))
+
+    assert snapshot(data) == before  # nothing written into the data folder
+    assert readme.read_text() == README_STUB  # quick numbers never reach a README
+
+    # --resume reuses both finished runs; the README section is written from a full result
+    metrics_file = work / "tiny" / "fold0" / "test_metrics.json"
+    stamp = metrics_file.stat().st_mtime_ns
+    assert cv.main([*argv, "--resume"]) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert all(f["resumed"] for f in res["methods"]["tiny"]["folds"])
+    assert metrics_file.stat().st_mtime_ns == stamp
+    res["quick"] = False
+    cv.update_readme(readme, "benchmark", res, out)
+    text = readme.read_text()
+    assert "\nold\n" not in text
+    assert text.startswith("# readme\nbefore\n") and text.endswith("after\n")
+    assert cv.QUICK_NOTE not in text and "![Predicted vs true" in text
+    assert "(out/counts.png)" in text
