@@ -32,7 +32,7 @@ from torchmetrics.classification import (
 
 from bloodseg.checkpoint import load_checkpoint
 from bloodseg.config import group_config
-from bloodseg.losses import build_loss
+from bloodseg.losses import WeightedBCELoss, build_loss
 
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-4}
 
@@ -126,7 +126,9 @@ class SegmentationModule(pl.LightningModule):
         if self.target not in TARGET_CHANNELS:
             raise ValueError(f"target {self.target!r} unknown; valid: {', '.join(TARGET_CHANNELS)}")
         self.net: nn.Module = instantiate(self.hparams.model)
-        self.criterion = build_loss(self.hparams.loss)
+        # the U-Net paper's weight map weights its loss, BCE, pixel by pixel
+        weighted = self.hparams.target.get("weight_map")
+        self.criterion = WeightedBCELoss() if weighted else build_loss(self.hparams.loss)
         self.threshold = threshold
         self.tta = tta
         self.train_metrics = pixel_metrics("train/", threshold)

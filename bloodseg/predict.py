@@ -67,7 +67,7 @@ from bloodseg.io import (
 from bloodseg.labels import instance_areas
 from bloodseg.module import SegmentationModule
 from bloodseg.render import overlay
-from bloodseg.transforms import normalize, to_color
+from bloodseg.transforms import adjust_contrast, normalize, to_color
 
 log = logging.getLogger(__name__)
 
@@ -204,6 +204,7 @@ class Predictor:
         else:
             self.scale = tuple(float(s) for s in scale)
         self.mode, self.overlap, self.batch_size = mode, overlap, batch_size
+        self.contrast = info.get("contrast") or "none"
         self.warn_tiles = warn_tiles
 
     def _in_channels(self) -> int:
@@ -211,6 +212,10 @@ class Predictor:
 
     def _normalize(self, img: np.ndarray) -> np.ndarray:
         return normalize(to_color(img, self.color), self.color)
+
+    def _prepare(self, image: np.ndarray) -> np.ndarray:
+        """The whole image as the network's training data was: its color and contrast."""
+        return adjust_contrast(to_color(image, self.color), self.contrast)
 
     @torch.inference_mode()
     def _run(self, chunks: list[np.ndarray]) -> np.ndarray:
@@ -234,6 +239,7 @@ class Predictor:
         ``progress(done, total)`` is called with the tile count after every batch of tiles.
         """
         h, w = image.shape[:2]
+        image = self._prepare(image)
         if self.mode == "resize":
             th, tw = self.tile_hw
             small = cv2.resize(image, (tw, th), interpolation=cv2.INTER_AREA)

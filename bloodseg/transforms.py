@@ -67,3 +67,33 @@ def flip(array: np.ndarray, horizontal: bool, vertical: bool) -> np.ndarray:
     if vertical:
         array = array[::-1]
     return array
+
+
+def stretch_contrast(image: np.ndarray, low: float = 1.0, high: float = 99.8) -> np.ndarray:
+    """Per-image, per-channel percentile stretch of a uint8 image to the full 0..255 range.
+
+    Smears differ in stain strength and exposure (a pale, low-contrast smear looks nothing
+    like a dark one to a network that saw few of them); the percentile normalization of
+    StarDist/Cellpose maps every image to one range first. Written with numpy because
+    OpenCV's normalize uses min/max, which one speck of dust sets.
+    """
+    img = image[:, :, None] if image.ndim == 2 else image
+    out = np.empty_like(img)
+    for c in range(img.shape[2]):
+        lo, hi = np.percentile(img[:, :, c], (low, high))
+        scale = 255.0 / max(float(hi - lo), 1.0)
+        lut = np.clip((np.arange(256, dtype=np.float32) - lo) * scale, 0, 255)
+        out[:, :, c] = lut.round().astype(np.uint8)[img[:, :, c]]
+    return out[:, :, 0] if image.ndim == 2 else out
+
+
+CONTRAST = {"none": None, "percentile": stretch_contrast}
+
+
+def adjust_contrast(image: np.ndarray, mode: str | None) -> np.ndarray:
+    """``mode``: ``none`` (as read) or ``percentile`` (:func:`stretch_contrast`)."""
+    if mode in (None, "none"):
+        return image
+    if mode not in CONTRAST:
+        raise ValueError(f"data.contrast must be one of {', '.join(CONTRAST)}, got {mode!r}")
+    return CONTRAST[mode](image)

@@ -10,14 +10,12 @@ import numpy as np
 import pytest
 import torch
 
+from bloodseg.augment import build_augment
+from bloodseg.config import group_config
 from bloodseg.data import cli
 from bloodseg.data.bbbc041seg import Sample, list_split, verify
-from bloodseg.data.datamodule import (
-    BloodCellDataModule,
-    SegmentationDataset,
-    load_cache,
-    load_sample,
-)
+from bloodseg.data.datamodule import BloodCellDataModule
+from bloodseg.data.dataset import SegmentationDataset, load_cache, load_sample
 from bloodseg.io import DataError, read_image, read_mask
 
 
@@ -212,7 +210,7 @@ def test_flips_move_image_mask_and_instances_together():
     mask = (image[:, :, 0] > 0).astype(np.uint8)
     inst = mask.astype(np.int32)
     ds = SegmentationDataset([{"name": "a", "image": image, "mask": mask, "instances": inst}],
-                             color="gray", augment=True)
+                             color="gray", augment=build_augment(group_config("augment", "flips")))
     seen = set()
     torch.manual_seed(0)
     for _ in range(40):
@@ -225,10 +223,10 @@ def test_flips_move_image_mask_and_instances_together():
 
 
 def test_no_augmentation_on_val_and_test(synthetic_root):
-    dm = BloodCellDataModule(str(synthetic_root), image_size=32, synthetic={"n_train": 12})
+    dm = BloodCellDataModule(str(synthetic_root), image_size=32, expected_counts={})
     dm.setup(None)
-    assert dm.datasets["train"].augment
-    assert not dm.datasets["val"].augment and not dm.datasets["test"].augment
+    assert dm.datasets["train"].augment is not None
+    assert dm.datasets["val"].augment is None and dm.datasets["test"].augment is None
 
 
 def test_cache_holds_resized_uint8(synthetic_root):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import pytest
 import torch
 
 from bloodseg.callbacks import WatershedCallback, upsample
@@ -88,3 +89,16 @@ def test_outputs_upsampled_from_a_small_size_score_like_native_ones():
     direct_dice = 2 * (fg & truth).sum() / (fg.sum() + truth.sum())
     assert abs(2 * cb.pixels[0] / cb.pixels[1] - direct_dice) < 0.01  # native pixel Dice
     assert upsample(small, native.shape).shape == (1, *native.shape)
+
+
+def test_percentile_contrast_makes_pale_and_dark_smears_alike(tmp_path):
+    from bloodseg.transforms import adjust_contrast
+
+    inst = disc_labels((120, 160), r=12, step=30)
+    dark = np.where(inst > 0, 60, 220).astype(np.uint8)
+    pale = np.where(inst > 0, 150, 175).astype(np.uint8)  # low contrast, like a faint smear
+    a, b = adjust_contrast(dark, "percentile"), adjust_contrast(pale, "percentile")
+    assert np.array_equal(a, b) and a.min() == 0 and a.max() == 255
+    assert adjust_contrast(pale, "none") is pale
+    with pytest.raises(ValueError, match="data.contrast must be one of"):
+        adjust_contrast(pale, "clahe")

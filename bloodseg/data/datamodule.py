@@ -31,7 +31,7 @@ from bloodseg.config import group_config
 from bloodseg.data.bbbc041seg import KAGGLE_COUNTS, Sample, list_split
 from bloodseg.data.dataset import SegmentationDataset, collate, load_cache
 from bloodseg.io import DataError
-from bloodseg.transforms import channels
+from bloodseg.transforms import adjust_contrast, channels
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +64,10 @@ class BloodCellDataModule(pl.LightningDataModule):
             800x600); training then uses random ``crop_size`` crops, validation and test
             whole images (one per batch, sizes may differ).
         crop_size: int or ``[height, width]`` of the training crops with ``scale``.
+        contrast: ``none`` (the study's) or ``percentile``: each image's intensities
+            stretched to its 1st..99.8th percentiles (pale and dark smears look alike).
+        crops_per_image: training crops drawn from each image per epoch with ``scale`` (an
+            800x600 image holds ~7 crops of 256 px: one crop per epoch wastes most of it).
         augment: the ``conf/augment`` spec (``flips``, ``strong``, ...) for training, or
             None; ``True``/``False`` mean the study's flips / none.
         target: the ``conf/target`` spec; what the dataset derives from the instances.
@@ -93,6 +97,8 @@ class BloodCellDataModule(pl.LightningDataModule):
         separate_touching: bool = True,
         scale: float | None = None,
         crop_size: int | Sequence[int] = 256,
+        crops_per_image: int = 1,
+        contrast: str = "none",
         target: dict | None = None,
         native_eval: bool = True,
         expected_counts: dict | None = None,
@@ -138,6 +144,11 @@ class BloodCellDataModule(pl.LightningDataModule):
             raise DataError(f"data.scale must be in (0, 4] or null, got {scale}")
         self.scale = None if scale is None else float(scale)
         self.crop_hw = _size_hw(crop_size, "data.crop_size")
+        if int(crops_per_image) < 1:
+            raise DataError(f"data.crops_per_image must be >= 1, got {crops_per_image}")
+        self.crops_per_image = int(crops_per_image)
+        adjust_contrast(np.zeros((1, 1), np.uint8), contrast)  # an unknown mode fails here
+        self.contrast = contrast
         self.target = _plain(target) or {"name": "binary"}
         self.native_eval = native_eval
         self.val_fraction = val_fraction
@@ -202,14 +213,15 @@ class BloodCellDataModule(pl.LightningDataModule):
 
     def _dataset(self, samples: list[Sample], split: str) -> SegmentationDataset:
         cache = load_cache(samples, self.color, self.size_hw, self.scale, self.decode_threads,
-                           self.separate_touching)
+                           self.separate_touching, self.contrast)
         train = split == "train"
         return SegmentationDataset(
             cache, self.color,
             augment=build_augment(self.augment_spec) if train else None,
             target=self.target,
             crop_hw=self.crop_hw if train and self.scale is not None else None,
-            native=split == "test" and self.native_eval)
+            native=split == "test" and self.native_eval,
+            repeats=self.crops_per_image if train and self.scale is not None else 1)
 
     def setup(self, stage: str | None = None) -> None:
         if stage in (None, "fit", "validate") and "train" not in self.datasets:
@@ -258,7 +270,9 @@ class BloodCellDataModule(pl.LightningDataModule):
             # the network's input size: predict tiles at it (scale mode: the crop size)
             "image_size": list(self.crop_hw if self.scale is not None else self.size_hw),
             "scale": self.scale,
+            "contrast": self.contrast,
+            "crops_per_image": self.crops_per_image if self.scale is not None else None,
             "target": self.target.get("name", "binary"),
             "source_size": np.median(sizes, axis=0).astype(int).tolist() if sizes else None,
-            **{f"n_{k}": len(v) for k, v in self.datasets.items()},
+            **{f"n_{k}": len(v.cache) for k, v in self.datasets.items()},
         }

@@ -27,7 +27,7 @@ from torch.utils.data import Dataset, default_collate
 from bloodseg.data.bbbc041seg import Sample, read_native_instances, read_pair
 from bloodseg.labels import instances_from_mask, mask_from_instances
 from bloodseg.targets import contour_target, distance_target, unet_weight_map
-from bloodseg.transforms import normalize
+from bloodseg.transforms import adjust_contrast, normalize
 
 Augment = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
 
@@ -37,9 +37,12 @@ def scaled_hw(hw: tuple[int, int], scale: float) -> tuple[int, int]:
 
 
 def load_sample(sample: Sample, color: str, size_hw: tuple[int, int] | None = None,
-                scale: float | None = None, separate_touching: bool = True) -> dict:
-    """Decode one pair, derive its instances, resize (to ``size_hw`` or by ``scale``)."""
+                scale: float | None = None, separate_touching: bool = True,
+                contrast: str | None = None) -> dict:
+    """Decode one pair, derive its instances, resize (to ``size_hw`` or by ``scale``);
+    ``contrast="percentile"`` stretches the whole image's intensities first."""
     image, mask, inst = read_pair(sample, color)  # one decode per file, sizes checked
+    image = adjust_contrast(image, contrast)
     if inst is None:
         inst = instances_from_mask(mask)
     orig_hw = image.shape[:2]
@@ -60,10 +63,11 @@ def load_sample(sample: Sample, color: str, size_hw: tuple[int, int] | None = No
 
 def load_cache(samples: Sequence[Sample], color: str, size_hw: tuple[int, int] | None,
                scale: float | None = None, threads: int = 4,
-               separate_touching: bool = True) -> list[dict]:
+               separate_touching: bool = True, contrast: str | None = None) -> list[dict]:
     with ThreadPoolExecutor(max_workers=max(1, threads)) as pool:
         return list(pool.map(
-            lambda s: load_sample(s, color, size_hw, scale, separate_touching), samples))
+            lambda s: load_sample(s, color, size_hw, scale, separate_touching, contrast),
+            samples))
 
 
 def random_crop(arrays: Sequence[np.ndarray], crop_hw: tuple[int, int]) -> list[np.ndarray]:
@@ -110,8 +114,9 @@ class SegmentationDataset(Dataset):
 
     def __init__(self, cache: list[dict], color: str, augment: Augment | None = None,
                  target: dict | None = None, crop_hw: tuple[int, int] | None = None,
-                 native: bool = False) -> None:
+                 native: bool = False, repeats: int = 1) -> None:
         self.cache = cache
+        self.repeats = max(1, int(repeats))  # crops drawn per image and epoch
         self.color = color
         self.augment = augment
         self.target = dict(target or {"name": "binary"})
@@ -119,10 +124,10 @@ class SegmentationDataset(Dataset):
         self.native = native
 
     def __len__(self) -> int:
-        return len(self.cache)
+        return len(self.cache) * self.repeats
 
     def __getitem__(self, idx: int) -> dict:
-        item = self.cache[idx]
+        item = self.cache[idx % len(self.cache)]
         image, mask, inst = item["image"], item["mask"], item["instances"]
         if self.crop_hw is not None:
             image, mask, inst = random_crop([image, mask, inst], self.crop_hw)

@@ -20,8 +20,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bloodseg.models.common import DoubleConv, SegmentationNet, init_weights
-from bloodseg.models.unet import DEPTH
+from bloodseg.models.common import DoubleConv, SegmentationNet, encode, init_weights
+from bloodseg.models.unet import DEPTH, build_encoder
 
 
 class AttentionGate(nn.Module):
@@ -57,12 +57,7 @@ class AttentionUNet(SegmentationNet):
 
     def __init__(self, in_channels: int = 3, classes: int = 1, base_channels: int = 64) -> None:
         super().__init__(in_channels, classes, size_divisor=2**DEPTH)
-        widths = [base_channels * 2**i for i in range(DEPTH + 1)]
-        self.base_channels = base_channels
-
-        self.stem = DoubleConv(in_channels, widths[0])
-        self.pool = nn.MaxPool2d(2)
-        self.down = nn.ModuleList(DoubleConv(widths[i], widths[i + 1]) for i in range(DEPTH))
+        widths = build_encoder(self, in_channels, base_channels)
         levels = list(reversed(range(DEPTH)))  # decoder runs coarse -> fine
         self.gates = nn.ModuleList(
             AttentionGate(widths[i], widths[i + 1], max(widths[i] // 2, 1)) for i in levels
@@ -75,11 +70,7 @@ class AttentionUNet(SegmentationNet):
         init_weights(self)
 
     def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        skips = []
-        for block in self.down:
-            skips.append(x)
-            x = block(self.pool(x))
+        x, skips = encode(x, self.stem, self.down, self.pool)
         stages = zip(self.gates, self.up, self.fuse, reversed(skips), strict=True)
         for gate, up, fuse, skip in stages:
             x = fuse(torch.cat([gate(skip, x), up(x)], dim=1))  # x is the gating signal

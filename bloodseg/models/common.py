@@ -108,3 +108,17 @@ def init_weights(module: nn.Module) -> None:
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
             nn.init.zeros_(m.bias)
+
+
+def encode(x: torch.Tensor, stem: nn.Module, down: nn.ModuleList,
+           pool: nn.Module | None = None) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Run a U-shaped encoder: ``stem``, then each ``down`` block (after ``pool`` if given).
+
+    Returns the deepest features and the skips, finest first.
+    """
+    x = stem(x)
+    skips = []
+    for block in down:
+        skips.append(x)
+        x = block(pool(x) if pool is not None else x)
+    return x, skips

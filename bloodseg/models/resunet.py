@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from bloodseg.models.common import SegmentationNet, init_weights
+from bloodseg.models.common import SegmentationNet, encode, init_weights
 
 
 def _conv3x3(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -78,11 +78,7 @@ class ResUNet(SegmentationNet):
         init_weights(self)
 
     def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        skips = []
-        for block in self.down:
-            skips.append(x)
-            x = block(x)
+        x, skips = encode(x, self.stem, self.down)
         for fuse, skip in zip(self.fuse, reversed(skips), strict=True):
             x = F.interpolate(x, size=skip.shape[-2:], mode="nearest")
             x = fuse(torch.cat([x, skip], dim=1))

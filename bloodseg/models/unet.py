@@ -18,9 +18,20 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from bloodseg.models.common import DoubleConv, SegmentationNet, init_weights
+from bloodseg.models.common import DoubleConv, SegmentationNet, encode, init_weights
 
 DEPTH = 4  # number of 2x downsamplings, as in the paper
+
+
+def build_encoder(net: nn.Module, in_channels: int, base_channels: int) -> list[int]:
+    """The U-Net encoder (stem, pool, down blocks) as attributes of ``net``; returns the widths.
+    Shared with the Attention U-Net, whose backbone this is."""
+    widths = [base_channels * 2**i for i in range(DEPTH + 1)]
+    net.base_channels = base_channels
+    net.stem = DoubleConv(in_channels, widths[0])
+    net.pool = nn.MaxPool2d(2)
+    net.down = nn.ModuleList(DoubleConv(widths[i], widths[i + 1]) for i in range(DEPTH))
+    return widths
 
 
 class UNet(SegmentationNet):
@@ -28,12 +39,7 @@ class UNet(SegmentationNet):
 
     def __init__(self, in_channels: int = 3, classes: int = 1, base_channels: int = 64) -> None:
         super().__init__(in_channels, classes, size_divisor=2**DEPTH)
-        widths = [base_channels * 2**i for i in range(DEPTH + 1)]
-        self.base_channels = base_channels
-
-        self.stem = DoubleConv(in_channels, widths[0])
-        self.pool = nn.MaxPool2d(2)
-        self.down = nn.ModuleList(DoubleConv(widths[i], widths[i + 1]) for i in range(DEPTH))
+        widths = build_encoder(self, in_channels, base_channels)
         # decoder runs coarse -> fine: up[i] maps widths[i+1] -> widths[i], then fuses the skip
         self.up = nn.ModuleList(
             nn.ConvTranspose2d(widths[i + 1], widths[i], kernel_size=2, stride=2)
@@ -46,11 +52,7 @@ class UNet(SegmentationNet):
         init_weights(self)
 
     def forward_padded(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.stem(x)
-        skips = []
-        for block in self.down:
-            skips.append(x)
-            x = block(self.pool(x))
+        x, skips = encode(x, self.stem, self.down, self.pool)
         for up, fuse, skip in zip(self.up, self.fuse, reversed(skips), strict=True):
             x = fuse(torch.cat([skip, up(x)], dim=1))
         return self.head(x)
