@@ -288,14 +288,19 @@ def _training_size(payload: dict) -> str:
 
 def read_run(run_dir: Path) -> tuple[dict, dict, list[dict]]:
     """(metrics, resolution per metric, per-image counts) of a finished run folder.
-    ``test/native_*`` keys win over ``test/*``; a missing metric is NaN."""
+    ``test/native_*`` keys win over ``test/*``; instance metrics are native when the run
+    scored natively (it then logs ``test/native_dice``); a missing metric is NaN."""
     payload = rundir.read_json(run_dir / rundir.TEST_METRICS)
     raw = {k: float(v) for k, v in payload.get("metrics", {}).items()}
     train_size = _training_size(payload)
+    # the test phase scores instances at native size whenever it has native instances, and
+    # then also reports test/native_dice (test/dice is torchmetrics' at the training size)
+    native_test = "test/native_dice" in raw
     metrics, resolution = {}, {}
     for name, (keys, _) in METRICS.items():
         metrics[name], resolution[name] = float("nan"), None
-        for prefix, where in (("test/native_", "native"), ("test/", train_size)):
+        plain = "native" if native_test and name != "dice" else train_size
+        for prefix, where in (("test/native_", "native"), ("test/", plain)):
             key = next((prefix + k for k in keys if prefix + k in raw), None)
             if key is not None:
                 metrics[name], resolution[name] = raw[key], where

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from bloodseg.checkpoint import CheckpointError
 from bloodseg.module import SegmentationModule
 from bloodseg.predict import Predictor, blend_window, list_inputs, tile_starts
 from tests.conftest import REPO
@@ -134,5 +135,5 @@ def test_checkpoint_rebuilds_without_downloading(trained_run):
     assert not module.training
     with torch.no_grad():
         assert module(torch.zeros(1, 1, 50, 70)).shape == (1, 1, 50, 70)
-    with pytest.raises(FileNotFoundError, match="checkpoint not found"):
+    with pytest.raises(CheckpointError, match="missing.ckpt: checkpoint not found"):
         SegmentationModule.from_checkpoint(REPO / "missing.ckpt")

@@ -157,3 +157,18 @@ def test_quick_benchmark_end_to_end(tmp_path, capsys):
     assert text.startswith("# readme\nbefore\n") and text.endswith("after\n")
     assert cv.QUICK_NOTE not in text and "![Predicted vs true" in text
     assert "(out/counts.png)" in text
+
+
+def test_read_run_knows_which_numbers_are_native(tmp_path):
+    """A run that scored natively logs test/native_dice; its instance metrics are native too,
+    while test/dice is torchmetrics' at the training size."""
+    cv = load_script()
+    (tmp_path / "test_metrics.json").write_text(json.dumps({"image_size": [256, 256], "metrics": {
+        "test/dice": 0.9, "test/native_dice": 0.95, "test/count_mae": 3.0, "test/inst_f1": 0.9}}))
+    metrics, where, _ = cv.read_run(tmp_path)
+    assert metrics["dice"] == 0.95 and where["dice"] == "native"
+    assert where["count_mae"] == where["f1"] == "native"
+    (tmp_path / "test_metrics.json").write_text(json.dumps({"image_size": [256, 256], "metrics": {
+        "test/dice": 0.9, "test/count_mae": 3.0}}))
+    metrics, where, _ = cv.read_run(tmp_path)
+    assert where["dice"] == where["count_mae"] == "256×256 (training size)"
