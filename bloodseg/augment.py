@@ -24,9 +24,9 @@ probability of an op and ``<op>`` its ``[low, high]`` range, drawn uniformly.
   after any warp so that interpolation does not smooth it.
 * Randomness: torch's global RNG only (``seed_everything(workers=True)`` and checkpointed RNG
   states make runs repeatable; numpy's global RNG is never touched). Each call draws
-  ``torch.rand(2)`` for the flips first (as ``transforms.random_flips``, so ``flips`` repeats
-  the old flips exactly), then one ``torch.rand(2 * n)`` for the n other enabled ops (apply?,
-  value) in the order of :data:`DEFAULTS`, then the noise itself.
+  ``torch.rand(2)`` for the flips first (as the dataset did before this module, so ``flips``
+  repeats the study's flips exactly), then one ``torch.rand(2 * n)`` for the n other enabled
+  ops (apply?, value) in the order of :data:`DEFAULTS`, then the noise itself.
 
 Cost on one CPU core, 384x384 RGB: ``strong`` 2.3 ms per sample on average (every op at once
 5.5 ms; flips 0.01 ms); the same ops with torchvision.transforms.v2's tensor kernels take

@@ -20,7 +20,6 @@ import random
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 import pytorch_lightning as pl
 import torch
@@ -31,7 +30,7 @@ from bloodseg.metrics import InstanceStats
 from bloodseg.module import foreground
 from bloodseg.postprocess import Watershed
 from bloodseg.render import overlay
-from bloodseg.transforms import denormalize
+from bloodseg.transforms import denormalize, upsample
 
 log = logging.getLogger(__name__)
 
@@ -79,15 +78,6 @@ def gather_stats(stats: InstanceStats, pixels: list[int],
         merged.matched_ious += matched
         total = [total[0] + pix[0], total[1] + pix[1]]
     return merged, total
-
-
-def upsample(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """(C, h, w) probability maps -> (C, H, W), bilinear (the native scoring size)."""
-    if maps.shape[1:] == tuple(shape):
-        return maps
-    hwc = cv2.resize(np.ascontiguousarray(maps.transpose(1, 2, 0)), (shape[1], shape[0]),
-                     interpolation=cv2.INTER_LINEAR)
-    return (hwc[:, :, None] if hwc.ndim == 2 else hwc).transpose(2, 0, 1)
 
 
 class WatershedCallback(pl.Callback):

@@ -119,6 +119,15 @@ def wandb_group() -> str | None:
     return Path(hc.sweep.dir).name
 
 
+def to_plain(value):
+    """A (Dict/List)Config as plain containers, resolved; anything else as it is."""
+    from omegaconf import DictConfig, ListConfig
+
+    if isinstance(value, DictConfig | ListConfig):
+        return OmegaConf.to_container(value, resolve=True)
+    return value
+
+
 def instantiate_group(group) -> list:
     """Instantiate every non-null entry of a callbacks/logger group."""
     from hydra.utils import instantiate

@@ -19,7 +19,7 @@ from typing import Any
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import (
@@ -31,14 +31,10 @@ from torchmetrics.classification import (
 )
 
 from bloodseg.checkpoint import load_checkpoint
-from bloodseg.config import group_config
+from bloodseg.config import group_config, to_plain
 from bloodseg.losses import WeightedBCELoss, build_loss
 
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-4}
-
-
-def _plain(cfg: Any) -> Any:
-    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
 
 
 TARGET_CHANNELS = {"binary": 1, "contour": 3, "distance": 2}
@@ -110,16 +106,16 @@ class SegmentationModule(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters(
             {  # tta is left out: how to evaluate is not part of the model
-                "model": _plain(model),
-                "loss": _plain(loss),
-                "optimizer": _plain(optimizer) or dict(DEFAULT_OPTIMIZER),
-                "scheduler": _plain(scheduler),
+                "model": to_plain(model),
+                "loss": to_plain(loss),
+                "optimizer": to_plain(optimizer) or dict(DEFAULT_OPTIMIZER),
+                "scheduler": to_plain(scheduler),
                 "scheduler_monitor": scheduler_monitor,
                 "threshold": threshold,
                 "channels_last": channels_last,
                 "data_info": data_info,
-                "target": _plain(target) or {"name": "binary", "channels": 1},
-                "postprocess": _plain(postprocess),
+                "target": to_plain(target) or {"name": "binary", "channels": 1},
+                "postprocess": to_plain(postprocess),
             }
         )
         self.target = self.hparams.target["name"]

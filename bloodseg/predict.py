@@ -53,7 +53,6 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig
 
 import bloodseg  # noqa: F401  (resolvers)
-from bloodseg.callbacks import upsample
 from bloodseg.checkpoint import CheckpointError
 from bloodseg.cli_errors import run_hydra_main
 from bloodseg.config import CONF_DIR
@@ -67,7 +66,7 @@ from bloodseg.io import (
 from bloodseg.labels import instance_areas
 from bloodseg.module import SegmentationModule
 from bloodseg.render import overlay
-from bloodseg.transforms import adjust_contrast, normalize, to_color
+from bloodseg.transforms import adjust_contrast, normalize, to_color, upsample
 
 log = logging.getLogger(__name__)
 

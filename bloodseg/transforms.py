@@ -6,6 +6,8 @@ DataModule, ``bloodseg-predict`` or a notebook.
 
     >>> x = normalize(image_uint8, "gray")       # HxW or HxWxC uint8 -> float32 CxHxW
     >>> rgb = denormalize(batch["image"][0])     # back to HxWx3 uint8 for pictures
+    >>> maps = upsample(outputs, (1200, 1600))   # (C, h, w) maps -> native size
+    >>> img = adjust_contrast(img, "percentile") # pale and dark smears alike
 """
 
 from __future__ import annotations
@@ -54,19 +56,13 @@ def denormalize(image: torch.Tensor) -> np.ndarray:
     return cv2.cvtColor(out[:, :, 0], cv2.COLOR_GRAY2RGB) if color == "gray" else out.copy()
 
 
-def random_flips(generator: torch.Generator | None = None) -> tuple[bool, bool]:
-    """(horizontal, vertical), each with probability 1/2; apply with :func:`flip`."""
-    h, v = (torch.rand(2, generator=generator) < 0.5).tolist()
-    return h, v
-
-
-def flip(array: np.ndarray, horizontal: bool, vertical: bool) -> np.ndarray:
-    """Flip an HxW or HxWxC array (views, no copy): the same call for image, mask and labels."""
-    if horizontal:
-        array = array[:, ::-1]
-    if vertical:
-        array = array[::-1]
-    return array
+def upsample(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """(C, h, w) probability maps -> (C, H, W), bilinear (the native scoring size)."""
+    if maps.shape[1:] == tuple(shape):
+        return maps
+    hwc = cv2.resize(np.ascontiguousarray(maps.transpose(1, 2, 0)), (shape[1], shape[0]),
+                     interpolation=cv2.INTER_LINEAR)
+    return (hwc[:, :, None] if hwc.ndim == 2 else hwc).transpose(2, 0, 1)
 
 
 def stretch_contrast(image: np.ndarray, low: float = 1.0, high: float = 99.8) -> np.ndarray:

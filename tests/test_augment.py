@@ -13,7 +13,6 @@ import torch
 from omegaconf import OmegaConf
 
 from bloodseg.augment import COLOR_OPS, DEFAULTS, Augment, build_augment, flip_rotate
-from bloodseg.transforms import flip, random_flips
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "augment"
 PHOTOMETRIC = ("brightness", "contrast", "gamma", "saturation", "hue", "blur", "noise")
@@ -206,6 +205,20 @@ def test_none_is_no_augmentation(name):
     params = None if name is None else spec(name)
     assert build_augment(params) is None
     assert build_augment({"hflip_p": 0.0, "scale_p": 0.0, "noise": [0.1, 0.2]}) is None
+
+
+def random_flips() -> tuple[bool, bool]:
+    """The study's flips as the dataset drew them before the augment group (the reference)."""
+    h, v = (torch.rand(2) < 0.5).tolist()
+    return h, v
+
+
+def flip(array: np.ndarray, horizontal: bool, vertical: bool) -> np.ndarray:
+    if horizontal:
+        array = array[:, ::-1]
+    if vertical:
+        array = array[::-1]
+    return array
 
 
 def test_flips_repeats_the_old_random_flips():

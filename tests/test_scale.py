@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 import torch
 
-from bloodseg.callbacks import WatershedCallback, upsample
+from bloodseg.callbacks import WatershedCallback
 from bloodseg.data.datamodule import BloodCellDataModule
 from bloodseg.data.dataset import random_crop
 from bloodseg.metrics import InstanceStats
 from bloodseg.postprocess import Watershed
+from bloodseg.transforms import upsample
 
 
 def disc_labels(shape=(480, 640), r=30, step=58) -> np.ndarray:

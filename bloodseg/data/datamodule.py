@@ -27,19 +27,13 @@ import pytorch_lightning as pl
 from torch.utils.data import DataLoader
 
 from bloodseg.augment import build_augment
-from bloodseg.config import group_config
+from bloodseg.config import group_config, to_plain
 from bloodseg.data.bbbc041seg import KAGGLE_COUNTS, Sample, list_split
 from bloodseg.data.dataset import SegmentationDataset, collate, load_cache
 from bloodseg.io import DataError
 from bloodseg.transforms import adjust_contrast, channels
 
 log = logging.getLogger(__name__)
-
-
-def _plain(value):
-    from omegaconf import DictConfig, OmegaConf
-
-    return OmegaConf.to_container(value, resolve=True) if isinstance(value, DictConfig) else value
 
 
 def _size_hw(image_size: int | Sequence[int], option: str = "data.image_size") -> tuple[int, int]:
@@ -149,13 +143,13 @@ class BloodCellDataModule(pl.LightningDataModule):
         self.crops_per_image = int(crops_per_image)
         adjust_contrast(np.zeros((1, 1), np.uint8), contrast)  # an unknown mode fails here
         self.contrast = contrast
-        self.target = _plain(target) or {"name": "binary"}
+        self.target = to_plain(target) or {"name": "binary"}
         self.native_eval = native_eval
         self.val_fraction = val_fraction
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.seed = seed
-        augment = _plain(augment)
+        augment = to_plain(augment)
         self.augment_spec = group_config("augment", "flips") if augment is True else augment
         self.separate_touching = separate_touching
         self.expected_counts = (
