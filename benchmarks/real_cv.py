@@ -20,10 +20,14 @@ cells per image); ``--readme README.md`` also rewrites the README's ``benchmark`
     python benchmarks/real_cv.py --recipes binary_288x384 --readme README.md
     python benchmarks/real_cv.py --recipe wide="model.base_channels=32 trainer=cpu"
     python benchmarks/real_cv.py --resume                     # skip finished (recipe, fold)s
+    python benchmarks/real_cv.py --rescore                    # re-test finished runs' best.ckpt
     python benchmarks/real_cv.py --quick                      # the code path, 1-2 min
 
-``--quick`` (2 folds, the first 2 recipes, tiny networks for 1 epoch) checks the pipeline;
-its numbers are not results and never go into a README.
+``--rescore`` keeps each finished run's training and tests its ``best.ckpt`` again under the
+recipe as it is now (e.g. after a change of the post-processing or its tuning), in
+``<run>/rescore/``; the table then says so. ``--quick`` (2 folds, the first 2 recipes, tiny
+networks for 1 epoch) checks the pipeline; its numbers are not results and never go into a
+README.
 """
 
 from __future__ import annotations
@@ -59,6 +63,8 @@ from otsu_baseline import score_baselines  # noqa: E402
 from bloodseg import rundir  # noqa: E402
 from bloodseg.data.bbbc041seg import SPLITS, Sample, pair_split, resolve_root  # noqa: E402
 from bloodseg.io import write_bytes_atomic, write_text_atomic  # noqa: E402
+from bloodseg.labels import CUT_CELL_FRAC  # noqa: E402
+from bloodseg.postprocess import Watershed  # noqa: E402
 
 DEFAULT_ROOT = ROOT.parent / "shared" / "data" / "bbbc041seg-mini"
 DEFAULT_OUT = ROOT / "experiments" / "benchmark-real"
@@ -66,6 +72,7 @@ RECIPES_FILE = ROOT / "benchmarks" / "recipes.yaml"
 SECTION = "benchmark"
 RUN_LOG = "benchmark_run.log"
 RUN_RECORD = "benchmark_run.json"
+RESCORE_DIR = "rescore"
 FOLDS_DIR = "folds"
 # appended to every recipe by --quick: a tiny network, one epoch, no loader processes
 QUICK_OVERRIDES = ("trainer.max_epochs=1", "data.image_size=64", "model.base_channels=4",
@@ -73,8 +80,10 @@ QUICK_OVERRIDES = ("trainer.max_epochs=1", "data.image_size=64", "model.base_cha
 QUICK_FOLDS = 2
 QUICK_RECIPES = 2
 QUICK_NOTE = "QUICK MODE — not a result"
+TUNED_BASELINE = "otsu+watershed-tuned"
 BASELINE_LABELS = {"otsu+cc": "Otsu + connected components",
-                   "otsu+watershed": "Otsu + bloodseg watershed"}
+                   "otsu+watershed": "Otsu + bloodseg watershed",
+                   TUNED_BASELINE: "Otsu + bloodseg watershed, tuned"}
 # reported metric -> its key(s) in test_metrics.json after "test/" (or "test/native_"),
 # in order of preference, and its key in InstanceStats.aggregate() for the baselines
 METRICS = {
@@ -314,14 +323,59 @@ def read_run(run_dir: Path) -> tuple[dict, dict, list[dict]]:
     return metrics, resolution, per_image
 
 
+def _run_train_py(cmd: list[str], log: Path) -> tuple[int, float, float]:
+    """(exit code, wall s, CPU s of the subprocess) of ``train.py``, its output in ``log``."""
+    env = os.environ | {"HYDRA_FULL_ERROR": "1", "PYTHONUNBUFFERED": "1"}
+    cpu0, t0 = _children_cpu(), time.perf_counter()
+    with open(log, "wb") as out:
+        rc = subprocess.run(cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out,
+                            stderr=subprocess.STDOUT, env=env).returncode
+    return rc, time.perf_counter() - t0, _children_cpu() - cpu0
+
+
+def rescore_fold(recipe: str, overrides: list[str], fold: int, fold_dir: Path, run_dir: Path,
+                 seed: int, quick: bool) -> dict:
+    """Test a finished run's ``best.ckpt`` again under the recipe as it is now (its
+    post-processing, tuning included), in ``<run>/rescore/``; training time is the run's."""
+    record = rundir.read_json(run_dir / RUN_RECORD)
+    ckpt = run_dir / "checkpoints" / "best.ckpt"
+    test_dir = run_dir / RESCORE_DIR
+    args = merge_overrides(run_overrides(overrides, fold_dir, test_dir, seed, quick),
+                           ["train=false", f"ckpt_path={hydra_value(ckpt)}"])
+    cmd = [sys.executable, str(ROOT / "train.py"), *args]
+    if test_dir.exists():
+        shutil.rmtree(test_dir)
+    test_dir.mkdir(parents=True)
+    log = test_dir / RUN_LOG
+    print(f"[{recipe} fold {fold}] re-testing {ckpt} (log: {log})", flush=True)
+    rc, wall, cpu = _run_train_py(cmd, log)
+    result = {"status": "ok", "resumed": True, "rescored": True,
+              "wall_s": record.get("wall_s"), "cpu_s": record.get("cpu_s"),
+              "rescore_wall_s": round(wall, 2), "rescore_cpu_s": round(cpu, 2),
+              "trained_with": record.get("overrides")}
+    if rc != 0 or not (test_dir / rundir.TEST_METRICS).is_file():
+        error = f"re-test exit code {rc}: {summarize_error(log)}"
+        print(f"[{recipe} fold {fold}] FAILED ({error}); last lines of {log}:\n{_tail(log)}\n",
+              file=sys.stderr, flush=True)
+        return {**result, "status": "failed", "error": error, "run_dir": str(test_dir),
+                "command": shlex.join(cmd)}
+    metrics, resolution, per_image = read_run(test_dir)
+    print(f"[{recipe} fold {fold}] re-tested: {_brief(metrics)} in {wall:.0f} s", flush=True)
+    return {**result, "run_dir": str(test_dir), "command": shlex.join(cmd),
+            "metrics": metrics, "resolution": resolution, "per_image": per_image}
+
+
 def run_fold(recipe: str, overrides: list[str], fold: int, fold_dir: Path, run_dir: Path,
-             seed: int, quick: bool, resume: bool) -> dict:
-    """Train + test one (recipe, fold) in a subprocess (or reuse it with ``resume``)."""
+             seed: int, quick: bool, resume: bool, rescore: bool = False) -> dict:
+    """Train + test one (recipe, fold) in a subprocess (or reuse it with ``resume``, or
+    re-test its checkpoint with ``rescore``)."""
     args = run_overrides(overrides, fold_dir, run_dir, seed, quick)
     cmd = [sys.executable, str(ROOT / "train.py"), *args]
     record_path = run_dir / RUN_RECORD
     old = rundir.read_json(record_path) if record_path.is_file() else {}
     done = (run_dir / rundir.TEST_METRICS).is_file()
+    if rescore and done and (run_dir / "checkpoints" / "best.ckpt").is_file():
+        return rescore_fold(recipe, overrides, fold, fold_dir, run_dir, seed, quick)
     if resume and done and old.get("overrides", args) == args:
         print(f"[{recipe} fold {fold}] done before, reusing {run_dir}", flush=True)
         result = {"status": "ok", "resumed": True, "wall_s": old.get("wall_s"),
@@ -335,12 +389,7 @@ def run_fold(recipe: str, overrides: list[str], fold: int, fold_dir: Path, run_d
         run_dir.mkdir(parents=True)
         log = run_dir / RUN_LOG
         print(f"[{recipe} fold {fold}] training (log: {log})", flush=True)
-        env = os.environ | {"HYDRA_FULL_ERROR": "1", "PYTHONUNBUFFERED": "1"}
-        cpu0, t0 = _children_cpu(), time.perf_counter()
-        with open(log, "wb") as out:
-            rc = subprocess.run(cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out,
-                                stderr=subprocess.STDOUT, env=env).returncode
-        wall, cpu = time.perf_counter() - t0, _children_cpu() - cpu0
+        rc, wall, cpu = _run_train_py(cmd, log)
         result = {"status": "ok", "resumed": False, "wall_s": round(wall, 2),
                   "cpu_s": round(cpu, 2)}
         write_text_atomic(record_path, json.dumps(
@@ -368,14 +417,16 @@ def _brief(metrics: dict) -> str:
 # -- baselines -----------------------------------------------------------------------------
 
 
-def run_baselines(samples: dict[str, Sample], fold_names: Sequence[Sequence[str]]
-                  ) -> dict[str, list[dict]]:
-    """Both Otsu baselines on each fold's test images, at native resolution."""
+def run_baselines(samples: dict[str, Sample], fold_names: Sequence[Sequence[str]],
+                  cut_cell_frac: float = 0.0) -> dict[str, list[dict]]:
+    """Both Otsu baselines on each fold's test images, at native resolution; the watershed
+    drops frame-cut cells as the recipes' post-processing does (``cut_cell_frac``)."""
     out: dict[str, list[dict]] = {m: [] for m in BASELINES}
+    watershed = Watershed(min_cut_area_frac=cut_cell_frac)
     for k, names in enumerate(fold_names):
         items = [(n, samples[n].image, samples[n].mask) for n in names]
         cpu0, t0 = time.process_time(), time.perf_counter()
-        scores = score_baselines(items)
+        scores = score_baselines(items, watershed)
         wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
         for method in BASELINES:
             agg = scores.stats[method].aggregate()
@@ -394,6 +445,50 @@ def run_baselines(samples: dict[str, Sample], fold_names: Sequence[Sequence[str]
         print(f"[baselines fold {k}] " + "; ".join(
             f"{m}: {_brief(out[m][-1]['metrics'])}" for m in BASELINES) +
               f" in {wall:.1f} s", flush=True)
+    return out
+
+
+def run_tuned_baseline(samples: dict[str, Sample], fold_names: Sequence[Sequence[str]],
+                       cut_cell_frac: float, dice: Sequence[float]) -> list[dict]:
+    """Otsu + watershed with its split depth chosen per fold on the fold's training images
+    (``bloodseg.tuning``, as the recipes' ``callbacks.watershed.tune`` does), scored on its
+    test images: networks that tune their post-processing meet a baseline that does too.
+    ``dice``: each fold's pooled Otsu Dice (tuning does not move the foreground)."""
+    from bloodseg.io import read_image, read_mask
+    from bloodseg.labels import MIN_CELL_AREA, instances_from_mask
+    from bloodseg.metrics import InstanceStats
+    from bloodseg.postprocess import otsu_foreground
+    from bloodseg.tuning import TuningItem, search
+
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    items = {}
+    for name, sample in samples.items():
+        fg = otsu_foreground(read_image(sample.image))
+        truth = instances_from_mask(read_mask(sample.mask), MIN_CELL_AREA)
+        items[name] = TuningItem(name, fg[None].astype(np.float32), truth)
+    shared_cpu, shared_wall = time.process_time() - cpu0, time.perf_counter() - t0
+    out = []
+    for k, names in enumerate(fold_names):
+        cpu0, t0 = time.process_time(), time.perf_counter()
+        test = set(names)
+        result = search(Watershed(min_cut_area_frac=cut_cell_frac),
+                        [it for n, it in items.items() if n not in test])
+        stats = InstanceStats()
+        for n in names:
+            stats.update(n, items[n].truth, result.postprocess(items[n].outputs[0]))
+        agg = stats.aggregate()
+        metrics = {name: float(agg[key]) if key else float(dice[k])
+                   for name, (_, key) in METRICS.items()}
+        out.append({
+            "status": "ok", "tuned": result.best,
+            "wall_s": round(time.perf_counter() - t0 + shared_wall / len(fold_names), 2),
+            "cpu_s": round(time.process_time() - cpu0 + shared_cpu / len(fold_names), 2),
+            "time_note": "Otsu on all images once, then tuning on the training images",
+            "metrics": metrics, "resolution": {name: "native" for name in METRICS},
+            "per_image": [{"file": r["file"], "true_count": r["true_count"],
+                           "pred_count": r["pred_count"]} for r in stats.rows],
+        })
+        print(f"[{TUNED_BASELINE} fold {k}] {result.best}: {_brief(metrics)}", flush=True)
     return out
 
 
@@ -524,7 +619,13 @@ def results_markdown(results: dict, figure: str | None = "counts.png") -> str:
     if failures:
         lines += ["Failed runs (their logs: `benchmark_run.log` in the run folder):", *failures,
                   ""]
-    lines.append("Baseline times are for both baselines together (one Otsu pass per image). "
+    tuned = results["methods"].get(TUNED_BASELINE, {}).get("folds", [])
+    picks = "/".join(", ".join(f"{k} {v:g}" for k, v in f["tuned"].items())
+                     for f in tuned if f.get("tuned"))
+    lines.append("The first two baselines' times are for both together (one Otsu pass per "
+                 "image). The tuned baseline chooses the watershed's split depth per fold on "
+                 "the fold's training images, as the recipes' `callbacks.watershed.tune` does"
+                 + (f" (per fold: {picks})" if picks else "") + ". "
                  "Recipes are Hydra overrides of `train.py`; each run also gets "
                  f"`{' '.join(results['fixed_overrides'])}`"
                  + (f" and, quick mode, `{' '.join(QUICK_OVERRIDES)}`" if quick else "")
@@ -533,6 +634,18 @@ def results_markdown(results: dict, figure: str | None = "counts.png") -> str:
     for name, overrides in results["recipes"].items():
         lines.append(f"- `{name}`: `{shlex.join(overrides)}`")
     lines.append("")
+    cut = data.get("cut_cell_frac")
+    if cut:
+        lines += [f"Cells cut by the image frame and under {cut:g}× a typical cell are dropped "
+                  "by every watershed here, baselines included, as the masks leave them out "
+                  "(`data.cut_cell_frac`).", ""]
+    rescored = sorted({n for n, m in results["methods"].items()
+                       for f in m["folds"] if f.get("rescored")})
+    if rescored:
+        lines += [f"Re-tested with `--rescore`: {', '.join(f'`{n}`' for n in rescored)}: "
+                  "their checkpoints were trained as recorded in each run's "
+                  f"`{RUN_RECORD}` (training times are those runs'), then tested under the "
+                  "recipe as listed above.", ""]
     commit = results["git"].get("commit")
     commit_text = f" at commit `{commit[:10]}`" + (" (uncommitted changes)"
                                                   if results["git"].get("dirty") else "") \
@@ -621,6 +734,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          "checks the pipeline, gives no result")
     ap.add_argument("--resume", action="store_true",
                     help="reuse (recipe, fold) runs that already have test_metrics.json")
+    ap.add_argument("--cut-cell-frac", type=float, default=None,
+                    help="the baselines drop frame-cut cells under this x a typical cell, as "
+                         f"the data's masks do (default: {CUT_CELL_FRAC} for BBBC041Seg, the "
+                         "data.cut_cell_frac of data=bbbc041seg; 0 for synthetic folders)")
+    ap.add_argument("--rescore", action="store_true",
+                    help="re-test finished runs' best.ckpt under the recipes as they are now "
+                         "(post-processing changes); train only the missing ones")
     ap.add_argument("--readme", type=Path, default=None,
                     help=f"rewrite this README's {SECTION} section (not with --quick)")
     ap.add_argument("--section", default=SECTION, help="README section name")
@@ -673,7 +793,12 @@ def main(argv: list[str] | None = None) -> int:
           flush=True)
 
     by_name = {s.name: s for s in samples}
-    baselines = run_baselines(by_name, fold_names)
+    kind = data_kind(data_root)
+    cut = args.cut_cell_frac if args.cut_cell_frac is not None else (
+        CUT_CELL_FRAC if kind == "real" else 0.0)
+    baselines = run_baselines(by_name, fold_names, cut)
+    baselines[TUNED_BASELINE] = run_tuned_baseline(
+        by_name, fold_names, cut, [f["metrics"]["dice"] for f in baselines[BASELINES[0]]])
     sizes = _image_sizes(baselines)
     fold_sizes = sorted({len(f) for f in fold_names})
     results = {
@@ -686,7 +811,8 @@ def main(argv: list[str] | None = None) -> int:
         "started": started.isoformat(timespec="seconds"),
         "finished": None,
         "host": {"cpus": os.cpu_count(), "machine": platform.machine(), **_versions()},
-        "data": {"root": str(data_root), "name": data_root.name, "kind": data_kind(data_root),
+        "data": {"root": str(data_root), "name": data_root.name, "kind": kind,
+                 "cut_cell_frac": cut,
                  "n_pairs": len(samples),
                  "folds": folds, "seed": args.seed, "image_sizes": sizes,
                  "fold_sizes_text": "/".join(str(n) for n in fold_sizes),
@@ -707,7 +833,8 @@ def main(argv: list[str] | None = None) -> int:
         method = results["methods"][name]
         for k, fold_dir in enumerate(fold_dirs):
             method["folds"].append(run_fold(name, overrides, k, fold_dir, work / name / f"fold{k}",
-                                            args.seed, args.quick, args.resume))
+                                            args.seed, args.quick, args.resume,
+                                            args.rescore))
             write_outputs(results, out)  # an interrupted benchmark keeps what it measured
 
     results["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -11,10 +11,16 @@ gap-separated masks for BBBC041Seg). Per epoch it logs, under ``val/`` or ``test
 testing it writes ``per_image.csv``, ``size_hist.csv`` and ``samples/`` (the first
 ``n_samples`` test images with truth, probability and instances, for the report), and
 sends a size histogram and overlays to W&B when a W&B logger is attached.
+
+With ``tune`` it first chooses the post-processing's parameters on the run's own training
+(or validation) images, scored at native resolution (:mod:`bloodseg.tuning`), tests with
+them, writes ``tuning.json`` and stores them in the tested checkpoint when the run wrote it,
+so ``bloodseg-evaluate`` and ``bloodseg-predict`` use them too.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 from pathlib import Path
@@ -25,7 +31,9 @@ import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 
-from bloodseg import rundir
+from bloodseg import rundir, tuning
+from bloodseg.checkpoint import update_hparams
+from bloodseg.config import to_plain
 from bloodseg.metrics import InstanceStats
 from bloodseg.module import foreground
 from bloodseg.postprocess import Watershed
@@ -61,6 +69,52 @@ def build_postprocess(postprocess: Any) -> Any:
     return instantiate(postprocess)
 
 
+def _tune_spec(tune: Any) -> dict | None:
+    """The ``tune`` option with its defaults filled in (None: no tuning)."""
+    tune = to_plain(tune)
+    if not tune:
+        return None
+    unknown = set(tune) - {"split", "metric", "grid"}
+    if unknown:
+        raise ValueError(f"callbacks.watershed.tune: unknown keys {sorted(unknown)}; "
+                         "it takes split, metric and grid")
+    spec = {"split": "train", "metric": "f1", "grid": None, **tune}
+    if spec["split"] not in ("train", "val"):
+        raise ValueError(f"callbacks.watershed.tune.split must be train or val, "
+                         f"got {spec['split']!r}")
+    if spec["metric"] not in tuning.METRICS:
+        raise ValueError(f"callbacks.watershed.tune.metric must be one of {tuning.METRICS}, "
+                         f"got {spec['metric']!r}")
+    return spec
+
+
+def postprocess_config(postprocess: Any) -> dict:
+    """The Hydra config (``_target_`` + fields) that rebuilds a post-processor dataclass."""
+    cls = type(postprocess)
+    return {"_target_": f"{cls.__module__}.{cls.__qualname__}",
+            **dataclasses.asdict(postprocess)}
+
+
+def tuning_items(pl_module, loader) -> list[tuning.TuningItem]:
+    """The network's outputs (float16, network size) and true instances of every image of
+    ``loader`` (native ones when the batches carry them)."""
+    items = []
+    training = pl_module.training
+    pl_module.eval()
+    try:
+        with torch.inference_mode():
+            for batch in loader:
+                out = pl_module.predict_outputs(batch["image"].to(pl_module.device))
+                out = out.float().cpu().numpy().astype(np.float16)
+                truths = batch.get("native_instances", batch["instances"])
+                for name, o, t in zip(batch["name"], out, truths):
+                    t = t.cpu().numpy() if torch.is_tensor(t) else np.asarray(t)
+                    items.append(tuning.TuningItem(name, o, t))
+    finally:
+        pl_module.train(training)
+    return items
+
+
 def gather_stats(stats: InstanceStats, pixels: list[int],
                  trainer: pl.Trainer) -> tuple[InstanceStats, list[int]]:
     """All ranks' rows (and pixel sums) on every rank (DDP splits the images between ranks)."""
@@ -92,12 +146,20 @@ class WatershedCallback(pl.Callback):
         val_every_n_epochs: post-process validation batches only every n-th epoch (the CPU
             watershed must not make a fast GPU wait every epoch); test is always complete.
         val_max_images: post-process at most this many validation images per epoch.
+        tune: None, or ``{split: train | val, metric: f1 | count_mae, grid: {name: [values]}
+            | None}``: before testing, choose the post-processing parameters on the ``split``
+            images (``train`` = train + val) by ``metric`` over ``grid`` (default: the
+            post-processor's ``tune_grid()``). Under DDP every rank tunes on all images (same
+            weights, same result).
     """
 
     def __init__(self, postprocess: Any = None, output_dir: str | None = None,
                  n_samples: int = 4, wandb_images: int = 4, hist_bins: int = 30,
-                 val_every_n_epochs: int = 1, val_max_images: int | None = None) -> None:
+                 val_every_n_epochs: int = 1, val_max_images: int | None = None,
+                 tune: dict | None = None) -> None:
         super().__init__()
+        self.tune = _tune_spec(tune)
+        self.tuned: dict[str, Any] = {}
         if val_every_n_epochs < 1:
             raise ValueError(f"val_every_n_epochs must be >= 1, got {val_every_n_epochs}")
         self.val_every_n_epochs = val_every_n_epochs
@@ -170,6 +232,36 @@ class WatershedCallback(pl.Callback):
                 "true_count": int(len(np.unique(batch["instances"][i].cpu().numpy())) - 1),
             })
 
+    # -- tuning --------------------------------------------------------------------------
+
+    def on_test_start(self, trainer, pl_module) -> None:
+        if self.tune is None:
+            return
+        loader_of = getattr(trainer.datamodule, "tuning_dataloader", None)
+        if loader_of is None:
+            raise ValueError("callbacks.watershed.tune needs a datamodule with "
+                             "tuning_dataloader() (bloodseg's BloodCellDataModule)")
+        items = tuning_items(pl_module, loader_of(self.tune["split"]))
+        result = tuning.search(self.postprocess, items, self.tune["grid"], self.tune["metric"])
+        before = {k: getattr(self.postprocess, k) for k in result.best}
+        self.postprocess, self.tuned = result.postprocess, result.best
+        config = {**(to_plain(pl_module.hparams.get("postprocess")) or {}),
+                  **postprocess_config(result.postprocess)}
+        pl_module.hparams["postprocess"] = config
+        log.info("post-processing tuned on %d %s images (%s): %s (was %s)", len(items),
+                 self.tune["split"], self.tune["metric"], result.best, before)
+        if not trainer.is_global_zero or self.output_dir is None:
+            return
+        updated = None
+        ckpt = Path(trainer.ckpt_path) if trainer.ckpt_path else None
+        # only a checkpoint this run wrote: never rewrite a file the user passed in
+        if ckpt is not None and ckpt.is_file() and ckpt.resolve().is_relative_to(
+                self.output_dir.resolve()):
+            updated = str(update_hparams(ckpt, {"postprocess": config}))
+        rundir.write_tuning(self.output_dir, {
+            **self.tune, "n_images": len(items), "before": before, "chosen": result.best,
+            "checkpoint_updated": updated, "tried": result.rows})
+
     # -- per epoch -----------------------------------------------------------------------
 
     def on_validation_epoch_start(self, trainer, pl_module) -> None:
@@ -194,6 +286,9 @@ class WatershedCallback(pl.Callback):
                 # values are identical on all ranks after the gather: no further sync needed
                 pl_module.log(f"{stage}/{name}{suffix}", float(agg[key]), on_epoch=True,
                               rank_zero_only=True)
+        if stage == "test":
+            for key, value in self.tuned.items():
+                pl_module.log(f"test/tuned_{key}", float(value), rank_zero_only=True)
         return stats
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:

@@ -21,10 +21,12 @@ __all__ = [
     "MIN_CELL_AREA",
     "centroids",
     "components",
+    "drop_cut_cells",
     "instance_areas",
     "instances_from_mask",
     "mask_from_instances",
     "relabel_sequential",
+    "typical_area",
 ]
 
 # BBBC041Seg instances are 8-connected mask components of more than this many px (native size).
@@ -32,6 +34,10 @@ MIN_CELL_AREA = 15
 # Gap between touching cells in BBBC041Seg masks, as a fraction of the cell diameter
 # (2-3 px for ~100 px cells).
 GAP_FRAC = 0.025
+# BBBC041Seg draws a cell cut by the image frame only when most of it is visible: of the 371
+# frame-touching cells in the 40 shared masks, 1% are under 0.35x and 5% under 0.43x the
+# typical cell area, while cut cells a network finds but the masks leave out are ~0.35x.
+CUT_CELL_FRAC = 0.4
 
 
 def relabel_sequential(labels: np.ndarray) -> np.ndarray:
@@ -65,6 +71,45 @@ def instance_areas(labels: np.ndarray) -> np.ndarray:
         return np.zeros(0, np.int64)
     counts = np.bincount(labels.ravel())[1:]
     return counts[counts > 0]
+
+
+def typical_area(areas: np.ndarray, floor: int = 0) -> float:
+    """The area of the object a random object pixel lies in: the area-weighted median of the
+    ``areas`` above ``floor`` (of all of them if none is; 0.0 if there are none).
+
+    A plain median is taken over by specks wherever they outnumber the cells (a pale smear's
+    80 specks of ~60 px beside 30 cells of ~10,000 px: median ~80 px); weighting by area
+    lets each object count by the pixels it covers.
+    """
+    areas = np.asarray(areas)
+    big = areas[areas > floor]
+    big = np.sort(big if big.size else areas).astype(np.float64)
+    if big.size == 0:
+        return 0.0
+    cum = np.cumsum(big)
+    return float(big[np.searchsorted(cum, 0.5 * cum[-1])])
+
+
+def drop_cut_cells(labels: np.ndarray, min_frac: float = CUT_CELL_FRAC,
+                   typical: float | None = None) -> np.ndarray:
+    """``labels`` (ids 1..N) without the instances that touch the image frame and cover less
+    than ``min_frac`` x the typical area (:func:`typical_area` of all instances, or
+    ``typical``), renumbered 1..M: the cells BBBC041Seg's masks leave out as mostly cut off.
+    ``min_frac=0`` returns ``labels`` unchanged."""
+    labels = np.asarray(labels)
+    if min_frac <= 0 or labels.size == 0 or labels.max() <= 0:
+        return labels
+    areas = np.bincount(labels.ravel())
+    areas[0] = 0
+    if typical is None:
+        typical = typical_area(areas[areas > 0])
+    frame = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
+    cut = frame[(frame > 0) & (areas[frame] < min_frac * typical)]
+    if cut.size == 0:
+        return labels
+    lut = np.arange(areas.size, dtype=np.int32)
+    lut[cut] = 0
+    return relabel_sequential(np.take(lut, labels))
 
 
 def centroids(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -10,6 +10,8 @@ Both sides go through this module, so the schema below is the only list of files
       test_metrics.json    test metrics + the checkpoint and data that produced them
       per_image.csv        one row per test image: counts, TP/FP/FN, F1, AP
       size_hist.csv        predicted vs true cell-area histogram (common bins)
+      tuning.json          post-processing parameters chosen on training images, every
+                           value tried and its scores (only with callbacks.watershed.tune)
       samples/             index.json + <name>_{image,mask,prob,instances}.png test samples
       checkpoints/         best.ckpt, last.ckpt
       error.txt            the exception of a failed run (absent when it succeeded)
@@ -38,6 +40,7 @@ PER_IMAGE = "per_image.csv"
 SIZE_HIST = "size_hist.csv"
 SAMPLES = "samples"
 ERROR = "error.txt"
+TUNING = "tuning.json"
 SAMPLE_KINDS = ("image", "mask", "prob", "instances")
 
 PER_IMAGE_COLUMNS = [
@@ -79,6 +82,11 @@ def write_test_metrics(out: str | Path, metrics: dict, ckpt_path: str | Path | N
     """``test_metrics.json``: the metrics plus what produced them."""
     payload = {"ckpt_path": str(ckpt_path), "tta": tta, **data_info, "metrics": metrics}
     return write_text_atomic(Path(out) / TEST_METRICS, json.dumps(payload, indent=2))
+
+
+def write_tuning(out: str | Path, tuning: dict) -> Path:
+    """``tuning.json``: the post-processing parameters chosen after training and the grid."""
+    return write_text_atomic(Path(out) / TUNING, json.dumps(tuning, indent=2, default=str))
 
 
 def write_per_image(out: str | Path, rows: Sequence[dict]) -> Path:

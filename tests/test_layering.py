@@ -17,16 +17,17 @@ PACKAGE = Path(__file__).resolve().parents[1] / "bloodseg"
 
 # lowest first; a module may import only from lower ranks (or its own sub-package)
 RANKS = {
-    "io": 0, "checkpoint": 0, "cli_errors": 0,
-    "labels": 1, "transforms": 1, "rundir": 1,
+    "io": 0, "cli_errors": 0,
+    "labels": 1, "transforms": 1, "rundir": 1, "checkpoint": 1,
     "augment": 1, "targets": 1,
     "config": 2, "render": 2,
     "data": 3,
     "models": 4, "losses": 4,
     "module": 5, "postprocess": 5, "metrics": 5,
-    "callbacks": 6, "loggers": 6,
-    "ddp": 7, "sweep": 7,  # run orchestration used by the train entry point / Hydra
-    "report": 8,           # figures and tables from run folders
+    "tuning": 6,           # post-processing parameters chosen on training images
+    "callbacks": 7, "loggers": 7,
+    "ddp": 8, "sweep": 8,  # run orchestration used by the train entry point / Hydra
+    "report": 9,           # figures and tables from run folders
 }
 ENTRY_POINTS = {
     "__init__", "train", "evaluate", "predict", "report.__main__",

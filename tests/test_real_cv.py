@@ -17,7 +17,8 @@ from bloodseg.data.synthetic import write_dataset
 from tests.conftest import REPO
 
 SCRIPT = REPO / "benchmarks" / "real_cv.py"
-TINY = 'tiny="data.image_size=64 model.base_channels=4 trainer=cpu trainer.max_epochs=1"'
+TINY = ('tiny="data.image_size=64 model.base_channels=4 trainer=cpu trainer.max_epochs=1 '
+        'callbacks.watershed.tune={split:train}"')
 README_STUB = "# readme\nbefore\n<!-- benchmark:begin -->\nold\n<!-- benchmark:end -->\nafter\n"
 
 
@@ -112,7 +113,7 @@ def test_quick_benchmark_end_to_end(tmp_path, capsys):
 
     res = json.loads((out / "results.json").read_text())
     assert res["quick"] is True and res["data"]["n_pairs"] == 8 and res["data"]["folds"] == 2
-    assert set(res["methods"]) == {"otsu+cc", "otsu+watershed", "tiny"}
+    assert set(res["methods"]) == {"otsu+cc", "otsu+watershed", cv.TUNED_BASELINE, "tiny"}
     for name, method in res["methods"].items():
         assert len(method["folds"]) == 2 and all(f["status"] == "ok" for f in method["folds"])
         for f in method["folds"]:
@@ -121,11 +122,14 @@ def test_quick_benchmark_end_to_end(tmp_path, capsys):
             assert len(f["per_image"]) == 4
         assert method["summary"]["folds_ok"] == 2
     assert all(f["resolution"]["dice"] == "native"
-               for m in ("otsu+cc", "otsu+watershed") for f in res["methods"][m]["folds"])
+               for m in ("otsu+cc", "otsu+watershed", cv.TUNED_BASELINE)
+               for f in res["methods"][m]["folds"])
+    assert all("split_ratio" in f["tuned"] for f in res["methods"][cv.TUNED_BASELINE]["folds"])
 
     md = (out / "results.md").read_text()
     assert cv.QUICK_NOTE in md and "python benchmarks/real_cv.py --quick" in md
-    for label in ("Otsu + connected components", "Otsu + bloodseg watershed", "`tiny`"):
+    for label in ("Otsu + connected components", "Otsu + bloodseg watershed",
+                  "Otsu + bloodseg watershed, tuned", "`tiny`"):
         row = next(ln for ln in md.splitlines() if ln.startswith(f"| {label} |"))
         assert "±" in row and "failed" not in row
     assert (out / "counts.png").stat().st_size > 5_000
@@ -150,6 +154,22 @@ def test_quick_benchmark_end_to_end(tmp_path, capsys):
     res = json.loads((out / "results.json").read_text())
     assert all(f["resumed"] for f in res["methods"]["tiny"]["folds"])
     assert metrics_file.stat().st_mtime_ns == stamp
+
+    # --rescore re-tests both checkpoints under the recipe as it is now, training kept; the
+    # checkpoint it was given is never rewritten (tuning goes to the rescore folder)
+    ckpt = work / "tiny" / "fold0" / "checkpoints" / "best.ckpt"
+    ckpt_stamp = ckpt.stat().st_mtime_ns
+    assert cv.main([*argv, "--rescore"]) == 0
+    assert ckpt.stat().st_mtime_ns == ckpt_stamp
+    tuning = json.loads((work / "tiny" / "fold0" / "rescore" / "tuning.json").read_text())
+    assert tuning["checkpoint_updated"] is None and "split_ratio" in tuning["chosen"]
+    res = json.loads((out / "results.json").read_text())
+    for k, f in enumerate(res["methods"]["tiny"]["folds"]):
+        assert f["rescored"] and f["run_dir"].endswith(f"fold{k}/rescore")
+        assert (work / "tiny" / f"fold{k}" / "rescore" / "test_metrics.json").is_file()
+        assert f["cpu_s"] is not None and f["rescore_wall_s"] > 0
+    assert metrics_file.stat().st_mtime_ns == stamp
+    assert "Re-tested with `--rescore`: `tiny`" in (out / "results.md").read_text()
     res["quick"] = False
     cv.update_readme(readme, "benchmark", res, out)
     text = readme.read_text()

@@ -22,7 +22,10 @@ from tests.test_train import TINY_DATA
 @pytest.mark.parametrize("target", ["contour", "distance", "binary_wmap"])
 def test_target_checkpoint_round_trips_through_evaluate_and_predict(tmp_path, target):
     name = "binary" if target == "binary_wmap" else target
-    extra = ["target.weight_map=unet"] if target == "binary_wmap" else []
+    # contour/distance also tune their marker threshold on the training images: the chosen
+    # value must reach the checkpoint, or evaluate below would not reproduce the test scores
+    extra = (["target.weight_map=unet"] if target == "binary_wmap" else
+             ["callbacks.watershed.tune={split:train,metric:f1}"])
     cfg = compose_cfg(tmp_path, [*TINY_DATA, f"target={name}", *extra, "model.base_channels=4",
                                  "trainer.max_epochs=2", "data.scale=1.0", "data.crop_size=48",
                                  "augment=strong"])
@@ -36,6 +39,13 @@ def test_target_checkpoint_round_trips_through_evaluate_and_predict(tmp_path, ta
     assert module.postprocess_config()["_target_"].endswith(
         {"binary": "Watershed", "contour": "ContourWatershed",
          "distance": "DistanceWatershed"}[name])
+    if name != "binary":
+        tuning = json.loads((Path(cfg.paths.output_dir) / "tuning.json").read_text())
+        assert tuning["checkpoint_updated"] == str(ckpt) and tuning["n_images"] == 8
+        chosen = tuning["chosen"]["marker_threshold"]
+        assert module.postprocess_config()["marker_threshold"] == chosen
+        assert metrics["test/tuned_marker_threshold"] == pytest.approx(chosen)
+        assert len(tuning["tried"]) >= 6
 
     # evaluate with nothing but the checkpoint and the data: same test scores as training
     ecfg = compose_cfg(tmp_path / "eval", ["data=synthetic", *[o for o in TINY_DATA if

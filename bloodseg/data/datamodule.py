@@ -76,6 +76,9 @@ class BloodCellDataModule(pl.LightningDataModule):
             :func:`bloodseg.data.synthetic.write_dataset`, ``size`` as [height, width] like
             ``image_size``) plus ``cache_dir``; used only when ``kind="synthetic"``.
         in_channels: must agree with ``color``; exists so model configs can read it.
+        cut_cell_frac: how the masks treat cells cut by the image frame: those covering less
+            than this fraction of a typical cell are not drawn (BBBC041Seg: 0.4,
+            ``labels.CUT_CELL_FRAC``; 0: all drawn). The post-processing configs read it.
     """
 
     def __init__(
@@ -101,6 +104,7 @@ class BloodCellDataModule(pl.LightningDataModule):
         in_channels: int | None = None,
         pin_memory: bool = False,
         decode_threads: int = 4,
+        cut_cell_frac: float = 0.0,
     ) -> None:
         super().__init__()
         if in_channels is not None and in_channels != channels(color):
@@ -157,6 +161,9 @@ class BloodCellDataModule(pl.LightningDataModule):
         )
         self.pin_memory = pin_memory
         self.decode_threads = decode_threads
+        if not 0.0 <= float(cut_cell_frac) < 1.0:
+            raise DataError(f"data.cut_cell_frac must be in [0, 1), got {cut_cell_frac}")
+        self.cut_cell_frac = float(cut_cell_frac)
         self.datasets: dict[str, SegmentationDataset] = {}
 
     @staticmethod
@@ -214,7 +221,7 @@ class BloodCellDataModule(pl.LightningDataModule):
             augment=build_augment(self.augment_spec) if train else None,
             target=self.target,
             crop_hw=self.crop_hw if train and self.scale is not None else None,
-            native=split == "test" and self.native_eval,
+            native=split in ("test", "tuning") and self.native_eval,
             repeats=self.crops_per_image if train and self.scale is not None else 1)
 
     def setup(self, stage: str | None = None) -> None:
@@ -254,6 +261,23 @@ class BloodCellDataModule(pl.LightningDataModule):
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
 
+    def tuning_dataloader(self, split: str = "train") -> DataLoader:
+        """Whole training (``split="train"``: train + val) or validation images, unaugmented,
+        with their native instances, for choosing post-processing parameters after training
+        (:class:`bloodseg.callbacks.WatershedCallback` ``tune``)."""
+        if split not in ("train", "val"):
+            raise ValueError(f"tuning split must be 'train' or 'val', got {split!r}")
+        samples = list_split(self.root, "train")
+        if split == "val":
+            samples = self.split_train_val(samples)[1]
+        if not samples:
+            raise DataError(f"{self.root}: no {split} images to tune the post-processing on")
+        self.datasets["tuning"] = self._dataset(samples, "tuning")
+        try:
+            return self._loader("tuning", shuffle=False)
+        finally:
+            del self.datasets["tuning"]  # describe() counts the splits a run trained on
+
     def describe(self) -> dict:
         """What the run trained on, for run metadata, figure captions and predict's scale."""
         sizes = [c["orig_hw"] for ds in self.datasets.values() for c in ds.cache]
@@ -267,6 +291,7 @@ class BloodCellDataModule(pl.LightningDataModule):
             "contrast": self.contrast,
             "crops_per_image": self.crops_per_image if self.scale is not None else None,
             "target": self.target.get("name", "binary"),
+            "cut_cell_frac": self.cut_cell_frac,
             "source_size": np.median(sizes, axis=0).astype(int).tolist() if sizes else None,
             **{f"n_{k}": len(v.cache) for k, v in self.datasets.items()},
         }

@@ -26,6 +26,8 @@ import numpy as np
 from scipy import ndimage
 from skimage.segmentation import watershed
 
+from bloodseg.labels import drop_cut_cells, typical_area
+
 __all__ = ["ContourWatershed", "DistanceWatershed"]
 
 MARKER_MODES = ("threshold", "hmaxima")
@@ -47,10 +49,17 @@ class _MarkerWatershed:
     min_area: int
     min_area_frac: float
     watershed_line: bool
+    min_cut_area_frac: float
 
     def foreground(self, outputs: np.ndarray) -> np.ndarray:
         """HxW float foreground probability of one image's (C, H, W) outputs."""
         raise NotImplementedError
+
+    def tune_grid(self) -> dict[str, list]:
+        """The values ``bloodseg.tuning`` tries by default: the marker threshold, which sets
+        how deep a border must be to split two cells (the network's confidence varies with
+        how long and on what it trained; 0.7 suits one net, 0.95 another)."""
+        return {"marker_threshold": [0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95]}
 
     def __call__(self, outputs: np.ndarray) -> np.ndarray:
         out = self._check(outputs)
@@ -69,7 +78,7 @@ class _MarkerWatershed:
             comp_of[mk_ids] = cc[sel]
             mk_area = np.bincount(mk_ids, minlength=n_mk + 1)
         comp_of[~self._keep_markers(mk_area)] = 0
-        return self._flood(out, cc, cc_area, mk, comp_of)
+        return drop_cut_cells(self._flood(out, cc, cc_area, mk, comp_of), self.min_cut_area_frac)
 
     def batch(self, outputs: np.ndarray) -> list[np.ndarray]:
         """Apply to a (B, C, H, W) stack; returns one int32 label map per item."""
@@ -105,7 +114,8 @@ class _MarkerWatershed:
         keep[0] = False
         if mk_area.size > 1 and self.min_marker_area_frac > 0:
             areas = mk_area[1:]
-            typical = float(np.median(_larger(areas, self.min_area)))
+            big = areas[areas > self.min_area]
+            typical = float(np.median(big if big.size else areas))
             keep[1:] = areas >= self.min_marker_area_frac * typical
         return keep
 
@@ -165,7 +175,7 @@ class _MarkerWatershed:
         areas = np.concatenate([cc_area[single], piece_area[pieces]])
         limit = self.min_area
         if areas.size and self.min_area_frac > 0:
-            typical = float(np.median(_larger(areas, self.min_area)))
+            typical = typical_area(areas, self.min_area)
             limit = max(limit, self.min_area_frac * typical)
         keep_single = single[cc_area[single] > limit]
         keep_piece = pieces[piece_area[pieces] > limit]
@@ -202,6 +212,9 @@ class ContourWatershed(_MarkerWatershed):
         (median area of the instances larger than ``min_area``); 0 disables.
     watershed_line: leave a 1-px background line between flooded neighbours, like the gaps
         of BBBC041Seg masks (so ``labels > 0`` is a gap-separated mask again).
+    min_cut_area_frac: drop instances that touch the image frame and cover less than this
+        fraction of the typical instance area (``labels.drop_cut_cells``; BBBC041Seg's masks
+        leave such cells out: 0.4); 0 keeps them.
     """
 
     channels: ClassVar[int] = 3
@@ -212,6 +225,7 @@ class ContourWatershed(_MarkerWatershed):
     min_area: int = 16
     min_area_frac: float = 0.1
     watershed_line: bool = True
+    min_cut_area_frac: float = 0.0
 
     def foreground(self, outputs: np.ndarray) -> np.ndarray:
         out = self._check(outputs)
@@ -249,6 +263,9 @@ class DistanceWatershed(_MarkerWatershed):
     min_area_frac: also drop instances of at most this fraction of the typical instance area;
         0 disables.
     watershed_line: leave a 1-px background line between flooded neighbours.
+    min_cut_area_frac: drop instances that touch the image frame and cover less than this
+        fraction of the typical instance area (``labels.drop_cut_cells``; BBBC041Seg's masks
+        leave such cells out: 0.4); 0 keeps them.
     """
 
     channels: ClassVar[int] = 2
@@ -263,6 +280,7 @@ class DistanceWatershed(_MarkerWatershed):
     min_area: int = 16
     min_area_frac: float = 0.1
     watershed_line: bool = True
+    min_cut_area_frac: float = 0.0
 
     def __post_init__(self) -> None:
         if self.markers not in MARKER_MODES:
@@ -278,9 +296,14 @@ class DistanceWatershed(_MarkerWatershed):
             return (out[1] > self.marker_threshold).view(np.uint8) & fg
         # skimage.morphology.h_maxima on a full 1600x1200 map takes ~1 s (uint8; float32 ran
         # past 14 GB here); distance peaks are smooth, so a map shrunk to r ~ 10 px suffices.
-        typical = float(np.median(_larger(cc_area[1:], self.min_area)))
+        typical = typical_area(cc_area[1:], self.min_area)
         scale = max(1, int(np.sqrt(typical / np.pi) // self._HMAX_RADIUS))
         return _h_maxima(out[1], fg, self.h, scale)
+
+    def tune_grid(self) -> dict[str, list]:
+        if self.markers == "hmaxima":
+            return {"h": [0.05, 0.1, 0.15, 0.2, 0.3]}
+        return {"marker_threshold": [0.3, 0.4, 0.5, 0.6, 0.7, 0.8]}
 
     def _keep_markers(self, mk_area: np.ndarray) -> np.ndarray:
         if self.markers == "threshold":
@@ -297,12 +320,6 @@ def _components(binary: np.ndarray) -> tuple[int, np.ndarray]:
     """(n, int32 labels 0..n): 8-connected components of a uint8 {0, 1} map."""
     n, lab = cv2.connectedComponentsWithAlgorithm(binary, 8, cv2.CV_32S, cv2.CCL_GRANA)
     return n - 1, lab
-
-
-def _larger(areas: np.ndarray, floor: int) -> np.ndarray:
-    """The areas above ``floor``, or all of them if none is (a robust typical size)."""
-    big = areas[areas > floor]
-    return big if big.size else areas
 
 
 def _h_maxima(dist: np.ndarray, fg: np.ndarray, h: float, scale: int) -> np.ndarray:

@@ -20,7 +20,7 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from bloodseg.labels import components
+from bloodseg.labels import components, drop_cut_cells
 
 __all__ = ["Watershed"]
 
@@ -60,6 +60,9 @@ class Watershed:
     core_threshold: if set, peaks come from ``prob > core_threshold`` (off by default).
     open_iterations: 3x3 openings of the foreground first.
     remove_border: drop instances that touch the image border.
+    min_cut_area_frac: drop only those that cover less than this fraction of the typical
+        instance area (``labels.drop_cut_cells``; BBBC041Seg's masks leave such cells out:
+        0.4); 0 keeps them.
     """
 
     threshold: float = 0.5
@@ -75,6 +78,7 @@ class Watershed:
     core_threshold: float | None = None
     open_iterations: int = 0
     remove_border: bool = False
+    min_cut_area_frac: float = 0.0
 
     # Peak finding runs on a map downsampled so that r is about this many px.
     _PEAK_SCALE_RADIUS = 12.0
@@ -118,6 +122,10 @@ class Watershed:
         groups = self._peak_groups(peak_map, dist, cc, boxes, radius)
         min_area = max(self.min_area, int(self.min_area_frac * np.pi * radius**2))
         return self._label(prob, cc, stats, boxes, groups, min_area)
+
+    def tune_grid(self) -> dict[str, list]:
+        """The values ``bloodseg.tuning`` tries by default: how deep a neck splits two cells."""
+        return {"split_ratio": [0.7, 0.75, 0.8, 0.85, 0.9, 0.95]}
 
     def batch(self, probs: np.ndarray) -> list[np.ndarray]:
         """Apply to a (B, H, W) stack; returns one int32 label map per item."""
@@ -249,7 +257,7 @@ class Watershed:
                 relut = np.zeros(next_id, np.int32)
                 relut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
                 labels = relut[labels]
-        return labels
+        return drop_cut_cells(labels, self.min_cut_area_frac)
 
     def _split(
         self,

@@ -1,0 +1,156 @@
+"""Post-processing chosen on training images (bloodseg.tuning), the typical cell size that
+specks cannot sway, dropping the frame-cut cells BBBC041Seg leaves out, and checkpoint
+hyper-parameter updates."""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from bloodseg.checkpoint import CheckpointError, load_checkpoint, update_hparams
+from bloodseg.labels import drop_cut_cells, typical_area
+from bloodseg.postprocess import ContourWatershed, DistanceWatershed, Watershed
+from bloodseg.targets import contour_target
+from bloodseg.tuning import TuningItem, default_grid, score, search
+
+
+def disc_labels(centres, radius=20, shape=(120, 200)) -> np.ndarray:
+    lab = np.zeros(shape, np.int32)
+    for i, (y, x) in enumerate(centres, 1):
+        cv2.circle(lab, (x, y), radius, i, -1)
+    return lab
+
+
+def one_hot(classes: np.ndarray) -> np.ndarray:
+    return np.stack([(classes == c).astype(np.float32) for c in range(3)])
+
+
+# -- typical size and frame-cut cells ------------------------------------------------------
+
+
+def test_typical_area_is_not_taken_over_by_specks():
+    areas = np.array([60] * 80 + [10_000] * 30)
+    assert np.median(areas) == 60  # the plain median is a speck
+    assert typical_area(areas) == 10_000
+    assert typical_area(areas, floor=100) == 10_000
+    assert typical_area(np.array([5, 7])) in (5, 7) and typical_area(np.zeros(0)) == 0.0
+
+
+def test_drop_cut_cells_keeps_whole_and_mostly_visible_cells():
+    lab = disc_labels([(60, 100), (60, 5), (60, 195)], radius=20)
+    # id 1 whole (~1257 px); id 2 cut at the left edge, ~65% visible; id 3 a sliver (~20%)
+    lab[lab == 3] = 0
+    cv2.circle(lab, (212, 60), 20, 3, -1)
+    lab[:, :0] = 0
+    areas = np.bincount(lab.ravel())
+    assert areas[2] / areas[1] > 0.5 and areas[3] / areas[1] < 0.3
+    out = drop_cut_cells(lab, 0.4)
+    assert out.max() == 2 and set(np.unique(out)) == {0, 1, 2}
+    assert (out > 0).sum() == areas[1] + areas[2]  # the sliver alone went
+    assert drop_cut_cells(lab, 0.0) is lab
+    assert drop_cut_cells(lab, 0.7).max() == 1  # the 65% cell goes too
+    assert drop_cut_cells(np.zeros((4, 4), np.int32)).max() == 0
+
+
+@pytest.mark.parametrize("make", [
+    lambda: Watershed(min_cut_area_frac=0.4),
+    lambda: ContourWatershed(min_cut_area_frac=0.4),
+])
+def test_postprocessors_drop_frame_slivers_only_when_asked(make):
+    truth = disc_labels([(60, 100), (60, 212)], radius=20)  # a whole cell and a sliver
+    pp = make()
+    if isinstance(pp, ContourWatershed):
+        outputs = one_hot(contour_target(truth, width=2))
+    else:
+        outputs = (truth > 0).astype(np.float32)[None]
+    assert pp(outputs).max() == 1
+    pp.min_cut_area_frac = 0.0
+    assert pp(outputs).max() == 2
+
+
+def test_specks_do_not_survive_on_a_pale_smear():
+    # 6 cells and 40 specks (a pale smear's debris): a plain median would call the specks
+    # typical and keep them all
+    truth = disc_labels([(40, 40 + 60 * i) for i in range(3)] +
+                        [(110, 40 + 60 * i) for i in range(3)], radius=22, shape=(160, 240))
+    outputs = one_hot(contour_target(truth, width=2))
+    rng = np.random.default_rng(0)
+    for y, x in rng.integers([145, 5], [158, 235], size=(40, 2)):
+        outputs[:, y - 2:y + 2, x - 2:x + 2] = [[[0.0]], [[1.0]], [[0.0]]]
+    assert ContourWatershed(min_area=4).__call__(outputs).max() == 6
+
+
+# -- tuning --------------------------------------------------------------------------------
+
+
+def neck_outputs() -> tuple[np.ndarray, np.ndarray]:
+    """Two touching cells whose border the network saw only faintly: p_interior 0.95 in the
+    cores, 0.75 across the neck. marker_threshold 0.7 floods them as one, 0.8 splits them."""
+    truth = disc_labels([(60, 78), (60, 122)], radius=22)  # touching, 1-px gap between
+    truth[:, 100] = 0
+    fg = truth > 0
+    p_int = np.where(fg, 0.95, 0.0).astype(np.float32)
+    p_int[:, 96:105] = np.where(fg[:, 96:105], 0.75, 0.0)
+    p_int[:, 100] = np.where((truth[:, 99] > 0) | (truth[:, 101] > 0), 0.75, 0.0)
+    out = np.stack([1 - np.maximum(p_int, fg), p_int, np.where(fg | (p_int > 0), 1 - p_int, 0)])
+    return out.astype(np.float32), truth
+
+
+def test_search_finds_the_threshold_that_splits():
+    outputs, truth = neck_outputs()
+    items = [TuningItem("a", outputs, truth)]
+    assert ContourWatershed(marker_threshold=0.7)(outputs).max() == 1
+    result = search(ContourWatershed(), items, {"marker_threshold": [0.8, 0.9]})
+    assert result.best == {"marker_threshold": 0.8}  # ties on F1 and MAE: the first best
+    assert result.postprocess.marker_threshold == 0.8 and result.postprocess(outputs).max() == 2
+    tried = [r["marker_threshold"] for r in result.rows]
+    assert tried == [0.7, 0.8, 0.9]  # the current value is always tried
+    assert result.rows[0]["count_mae"] == 1 and result.rows[1]["f1"] == 1.0
+    assert score(result.postprocess, items)["count_mae"] == 0
+
+
+def test_search_scores_at_the_truths_size():
+    outputs, truth = neck_outputs()
+    small = np.stack([cv2.resize(c, (100, 60), interpolation=cv2.INTER_AREA) for c in outputs])
+    result = search(ContourWatershed(), [TuningItem("a", small, truth)],
+                    {"marker_threshold": [0.8]})
+    assert result.rows[-1]["f1"] > 0.9  # upsampled to 120x200 before scoring
+
+
+def test_search_rejects_bad_requests():
+    outputs, truth = neck_outputs()
+    items = [TuningItem("a", outputs, truth)]
+    with pytest.raises(ValueError, match="no parameter 'marker_treshold'"):
+        search(ContourWatershed(), items, {"marker_treshold": [0.8]})
+    with pytest.raises(ValueError, match="metric must be one of"):
+        search(ContourWatershed(), items, metric="dice")
+    with pytest.raises(ValueError, match="no images"):
+        search(ContourWatershed(), [])
+    with pytest.raises(TypeError, match="no tune_grid"):
+        default_grid(object())
+
+
+def test_every_postprocessor_has_a_default_grid_of_its_own_parameters():
+    for pp in (Watershed(), ContourWatershed(), DistanceWatershed(),
+               DistanceWatershed(markers="hmaxima")):
+        grid = default_grid(pp)
+        assert grid and all(hasattr(pp, k) and len(v) >= 3 for k, v in grid.items())
+
+
+# -- checkpoints ---------------------------------------------------------------------------
+
+
+def test_update_hparams_rewrites_in_place(tmp_path):
+    path = tmp_path / "best.ckpt"
+    torch.save({"state_dict": {"w": torch.ones(2)},
+                "hyper_parameters": {"postprocess": {"a": 1}, "target": {"name": "x"}}}, path)
+    update_hparams(path, {"postprocess": {"a": 2}})
+    ckpt = load_checkpoint(path)
+    assert ckpt["hyper_parameters"] == {"postprocess": {"a": 2}, "target": {"name": "x"}}
+    assert torch.equal(ckpt["state_dict"]["w"], torch.ones(2))
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.ckpt"]  # no temp file left
+    torch.save({"state_dict": {}}, path)
+    with pytest.raises(CheckpointError, match="no hyper_parameters"):
+        update_hparams(path, {"postprocess": {}})
