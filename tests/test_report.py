@@ -484,3 +484,34 @@ def test_only_failed_runs_still_named_before_the_error(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{folder.resolve()}: ValueError: boom" in err and "no run folder" in err
     assert not (tmp_path / "f").exists()
+
+
+def test_baseline_rows_score_otsu_on_the_runs_test_images(tmp_path):
+    from bloodseg.data.synthetic import write_dataset
+    from bloodseg.report.__main__ import build_report
+    from bloodseg.report.baselines import OTSU, OTSU_TUNED, baseline_rows
+    from bloodseg.report.readme import readme_section
+
+    data = write_dataset(tmp_path / "data", n_train=6, n_test=3, size=(96, 128), seed=1)
+    run = make_run(tmp_path / "runs" / "a", "unet_gray", experiment=None, model="unet",
+                   color="gray", dice=0.9)
+    meta = json.loads((run / "meta.json").read_text())
+    (run / "meta.json").write_text(json.dumps({**meta, "data_root": str(data)}))
+    runs = [load_run(run)]
+    rows = baseline_rows(runs)
+    assert [r["experiment"] for r in rows] == [OTSU, OTSU_TUNED]
+    for r in rows:
+        assert 0.5 < r["dice"] <= 1 and 0 <= r["inst_f1"] <= 1 and r["count_mae"] >= 0
+        assert r["data_kind"] == "synthetic"
+    assert rows[0]["dice"] == rows[1]["dice"]  # tuning moves the split, not the foreground
+
+    written, table = build_report(runs, tmp_path / "fig", baselines=True)
+    assert list(table["experiment"]) == ["unet_gray", OTSU, OTSU_TUNED]  # references last
+    md = (tmp_path / "fig" / "results.md").read_text()
+    assert f"| {OTSU} | — | — | synthetic |" in md and "the classical pipeline" in md
+    section = readme_section(tmp_path, tmp_path / "fig", table)
+    assert "### unet_gray" in section and f"### {OTSU}" not in section
+
+    # a test folder that is gone costs its rows and a warning, not the report
+    (run / "meta.json").write_text(json.dumps({**meta, "data_root": str(tmp_path / "gone")}))
+    assert baseline_rows([load_run(run)]) == []

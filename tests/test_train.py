@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from hydra.utils import instantiate
 from omegaconf import open_dict
 
 from bloodseg.config import job_gpu, wandb_offline
@@ -81,6 +82,9 @@ def test_study_hyperparameters_compose(hydra_cfg, tmp_path):
     assert cfg.model.in_channels == 1
     cfg = hydra_cfg(tmp_path, ["experiment=unet_rgb"])
     assert cfg.model.in_channels == 3
+    cfg = hydra_cfg(tmp_path, ["scheduler=cosine", "trainer.max_epochs=7"])
+    sched = instantiate(cfg.scheduler)(optimizer=torch.optim.SGD([torch.zeros(1)], lr=1.0))
+    assert sched.T_max == 7 and sched.eta_min == 1e-5
 
 
 def test_short_training_learns_and_checkpoint_round_trips(hydra_cfg, tmp_path):

@@ -21,6 +21,7 @@ from pathlib import Path
 import pandas as pd
 
 from bloodseg.io import write_text_atomic
+from bloodseg.report.baselines import BASELINE_NOTE, baseline_rows
 from bloodseg.report.figures import (
     plot_comparison,
     plot_counts,
@@ -38,10 +39,11 @@ from bloodseg.report.tables import (
 )
 
 
-def build_report(runs: Sequence[Run], out: str | Path,
-                 found: Found | None = None) -> tuple[list[Path], pd.DataFrame]:
+def build_report(runs: Sequence[Run], out: str | Path, found: Found | None = None,
+                 baselines: bool = False) -> tuple[list[Path], pd.DataFrame]:
     """Every figure and table for ``runs`` into ``out`` (with the failed and unfinished runs
-    of ``found`` under the table); returns the files written and the results table."""
+    of ``found`` under the table, and with ``baselines`` the Otsu + watershed rows of
+    :mod:`bloodseg.report.baselines` at its foot); returns the files written and the table."""
     out = Path(out)
     runs = sorted(runs, key=lambda r: r.label.lower())
     written: list[Path] = []
@@ -50,11 +52,17 @@ def build_report(runs: Sequence[Run], out: str | Path,
         written += [p for p in (plot_panel(r, out), plot_sizes(r, out)) if p]
     written += [p for p in (plot_counts(runs, out), plot_comparison(runs, out)) if p]
     table = results_table(runs)
+    if baselines:
+        rows = baseline_rows(runs)
+        if rows:
+            table = pd.concat([table, pd.DataFrame(rows)], ignore_index=True)
     buf = io.StringIO()
     table.to_csv(buf, index=False)
     written.append(write_text_atomic(out / "results.csv", buf.getvalue()))
     md = f"# Results\n\n{kinds_caption({str(r.data_kind) for r in runs})}\n\n"
     md += results_markdown(table)
+    if baselines and len(table) > len(runs):
+        md += "\n" + BASELINE_NOTE + "\n"
     left_out = incomplete_markdown(found, out)
     if left_out:
         md += "\n" + left_out
@@ -84,6 +92,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="where figures and results.{csv,md} go (default: %(default)s)")
     p.add_argument("--readme", type=Path, default=None,
                    help="also rewrite this README between the --section markers")
+    p.add_argument("--baselines", action="store_true",
+                   help="add Otsu + watershed rows (default and tuned on the training images) "
+                        "scored on the runs' own test images")
     p.add_argument("--section", default="results",
                    help="README section to rewrite: <!-- SECTION:begin/end --> "
                         "(results for real data, demo for the synthetic demo)")
@@ -116,7 +127,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"bloodseg-report: error: {e}", file=sys.stderr)
             return 1
     assign_labels(runs)
-    written, table = build_report(runs, args.out, found)
+    written, table = build_report(runs, args.out, found, args.baselines)
     if args.readme is not None:
         written.append(update_readme(args.readme, args.out, table, args.section, found))
     print(f"bloodseg-report: {len(runs)} run(s) -> {len(written)} file(s):")
