@@ -343,12 +343,24 @@ def rescore_fold(recipe: str, overrides: list[str], fold: int, fold_dir: Path, r
     args = merge_overrides(run_overrides(overrides, fold_dir, test_dir, seed, quick),
                            ["train=false", f"ckpt_path={hydra_value(ckpt)}"])
     cmd = [sys.executable, str(ROOT / "train.py"), *args]
-    if test_dir.exists():
-        shutil.rmtree(test_dir)
-    test_dir.mkdir(parents=True)
-    log = test_dir / RUN_LOG
-    print(f"[{recipe} fold {fold}] re-testing {ckpt} (log: {log})", flush=True)
-    rc, wall, cpu = _run_train_py(cmd, log)
+    test_record = test_dir / RUN_RECORD
+    old = rundir.read_json(test_record) if test_record.is_file() else {}
+    if old.get("overrides") == args and (test_dir / rundir.TEST_METRICS).is_file() \
+            and old.get("ckpt_mtime_ns") == ckpt.stat().st_mtime_ns:
+        print(f"[{recipe} fold {fold}] re-tested before, reusing {test_dir}", flush=True)
+        wall, cpu, rc = old["rescore_wall_s"], old["rescore_cpu_s"], 0
+        log = test_dir / RUN_LOG
+    else:
+        if test_dir.exists():
+            shutil.rmtree(test_dir)
+        test_dir.mkdir(parents=True)
+        log = test_dir / RUN_LOG
+        print(f"[{recipe} fold {fold}] re-testing {ckpt} (log: {log})", flush=True)
+        rc, wall, cpu = _run_train_py(cmd, log)
+        write_text_atomic(test_record, json.dumps(
+            {"recipe": recipe, "fold": fold, "overrides": args, "command": cmd,
+             "returncode": rc, "ckpt_mtime_ns": ckpt.stat().st_mtime_ns,
+             "rescore_wall_s": round(wall, 2), "rescore_cpu_s": round(cpu, 2)}, indent=2))
     result = {"status": "ok", "resumed": True, "rescored": True,
               "wall_s": record.get("wall_s"), "cpu_s": record.get("cpu_s"),
               "rescore_wall_s": round(wall, 2), "rescore_cpu_s": round(cpu, 2),

@@ -78,8 +78,11 @@ def test_demo_quick_profile_reports(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     fig = tmp_path / "demo" / "figures"
     rows = list(csv.DictReader(open(fig / "results.csv")))
-    assert sorted(r["experiment"] for r in rows) == ["attunet_gray", "unet_gray"]
+    # the two runs, then Otsu + watershed (default, tuned) on the same test images
+    assert [r["experiment"] for r in rows] == ["attunet_gray", "unet_gray", "Otsu + watershed",
+                                               "Otsu + watershed, tuned"]
     assert all(r["data_kind"] == "synthetic" for r in rows)
+    assert all(0 <= float(r["inst_f1"]) <= 1 for r in rows)
     assert (fig / "counts.png").is_file()
     text = readme.read_text()
     assert "old demo" not in text and "old results" in text

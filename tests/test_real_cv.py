@@ -170,6 +170,10 @@ def test_quick_benchmark_end_to_end(tmp_path, capsys):
         assert f["cpu_s"] is not None and f["rescore_wall_s"] > 0
     assert metrics_file.stat().st_mtime_ns == stamp
     assert "Re-tested with `--rescore`: `tiny`" in (out / "results.md").read_text()
+    rescored = work / "tiny" / "fold0" / "rescore" / "test_metrics.json"
+    stamp = rescored.stat().st_mtime_ns
+    assert cv.main([*argv, "--rescore"]) == 0  # the same re-test is reused, not run again
+    assert rescored.stat().st_mtime_ns == stamp
     res["quick"] = False
     cv.update_readme(readme, "benchmark", res, out)
     text = readme.read_text()

@@ -59,7 +59,7 @@ class _MarkerWatershed:
         """The values ``bloodseg.tuning`` tries by default: the marker threshold, which sets
         how deep a border must be to split two cells (the network's confidence varies with
         how long and on what it trained; 0.7 suits one net, 0.95 another)."""
-        return {"marker_threshold": [0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95]}
+        return {"marker_threshold": [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95]}
 
     def __call__(self, outputs: np.ndarray) -> np.ndarray:
         out = self._check(outputs)
