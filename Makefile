@@ -28,7 +28,7 @@ GPU_CHECK_ARGS ?=
 # make benchmark-real: k-fold CV of benchmarks/recipes.yaml + Otsu baselines on real pairs
 BENCH_ARGS ?= --readme README.md
 
-.PHONY: help install test test-fast lint demo reproduce gpu-check benchmark-real clean
+.PHONY: help install test test-fast lint demo reproduce gpu-check benchmark-real benchmark-synthetic clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -74,8 +74,11 @@ reproduce: install ## the study's experiments on real BBBC041Seg (DATA_DIR, EPOC
 gpu-check: install ## one GPU session's check (<= 8 min, one H100): step TFLOP/s, Kaggle-sized epoch, CLIs -> $OUT
 	$(PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
 
-benchmark-real: install ## k-fold CV on the real pairs in ../shared/data (recipes.yaml vs Otsu) -> experiments/benchmark-real, README (CPU: ~1 h)
+benchmark-real: install ## k-fold CV on the real pairs in ../shared/data (recipes.yaml vs Otsu) -> experiments/benchmark-real, README (CPU: ~2 h)
 	$(PY) benchmarks/real_cv.py $(BENCH_ARGS)
+
+benchmark-synthetic: install ## targets vs scikit-image's watershed on synthetic smears, both styles -> experiments/benchmark-synthetic (CPU: ~15 min)
+	$(PY) benchmarks/synthetic_targets.py
 
 clean: ## remove the venv, caches and run outputs (not data/)
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info experiments/runs outputs multirun wandb
