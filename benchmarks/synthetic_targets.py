@@ -3,7 +3,7 @@
 Synthetic smears have exact instance truth, and the BCCD style's heavily overlapping cells are
 where a distance-transform watershed struggles. For each ``--styles`` style the demo's data
 (``profile=demo``: 44 training and 8 test images of 128 px, generated into ``--work``) is
-used to train one U-Net per ``--targets`` target exactly as ``make demo`` does (16 epochs,
+used to train one U-Net per ``--targets`` target exactly as ``make demo`` does (12 epochs,
 marker threshold tuned on the training images), then on the same test images it compares:
 
 * each network + its post-processing (``test/count_mae``, ``test/inst_f1`` of the run);

@@ -196,3 +196,25 @@ def test_read_run_knows_which_numbers_are_native(tmp_path):
         "test/dice": 0.9, "test/count_mae": 3.0}}))
     metrics, where, _ = cv.read_run(tmp_path)
     assert where["dice"] == where["count_mae"] == "256×256 (training size)"
+
+
+# the recipe of benchmarks/recipes.yaml that experiment=count_real packages
+COUNT_REAL_RECIPE = "distance_s05"
+
+
+def test_count_real_is_the_benchmarked_recipe(tmp_path):
+    """experiment=count_real composes to exactly the recipe the benchmark measured, so the
+    README's numbers are the experiment's."""
+    from omegaconf import OmegaConf
+
+    from tests.conftest import compose_cfg
+
+    cv = load_script()
+    recipe = cv.split_overrides(cv.load_recipes(cv.RECIPES_FILE)[COUNT_REAL_RECIPE])
+    fixed = ["data=bbbc041seg", "data.root=/d", "seed=0"]
+    a = compose_cfg(tmp_path, [*recipe, *fixed])
+    b = compose_cfg(tmp_path, ["experiment=count_real", *fixed])
+    for key in ("data", "model", "target", "loss", "augment", "optimizer", "scheduler",
+                "postprocess", "callbacks", "trainer"):
+        assert OmegaConf.to_container(a[key], resolve=True) == \
+            OmegaConf.to_container(b[key], resolve=True), key
