@@ -74,11 +74,14 @@ def _tune_spec(tune: Any) -> dict | None:
     tune = to_plain(tune)
     if not tune:
         return None
-    unknown = set(tune) - {"split", "metric", "grid"}
+    unknown = set(tune) - {"split", "metric", "grid", "max_images"}
     if unknown:
         raise ValueError(f"callbacks.watershed.tune: unknown keys {sorted(unknown)}; "
-                         "it takes split, metric and grid")
-    spec = {"split": "train", "metric": "f1", "grid": None, **tune}
+                         "it takes split, metric, grid and max_images")
+    spec = {"split": "train", "metric": "f1", "grid": None, "max_images": 50, **tune}
+    if spec["max_images"] is not None and int(spec["max_images"]) < 1:
+        raise ValueError(f"callbacks.watershed.tune.max_images must be >= 1 or null, "
+                         f"got {spec['max_images']}")
     if spec["split"] not in ("train", "val"):
         raise ValueError(f"callbacks.watershed.tune.split must be train or val, "
                          f"got {spec['split']!r}")
@@ -147,10 +150,11 @@ class WatershedCallback(pl.Callback):
             watershed must not make a fast GPU wait every epoch); test is always complete.
         val_max_images: post-process at most this many validation images per epoch.
         tune: None, or ``{split: train | val, metric: f1 | count_mae, grid: {name: [values]}
-            | None}``: before testing, choose the post-processing parameters on the ``split``
-            images (``train`` = train + val) by ``metric`` over ``grid`` (default: the
-            post-processor's ``tune_grid()``). Under DDP every rank tunes on all images (same
-            weights, same result).
+            | None, max_images: 50}``: before testing, choose the post-processing parameters
+            on the ``split`` images (``train`` = train + val; at most ``max_images`` of them,
+            evenly spaced, null = all) by ``metric`` over ``grid`` (default: the
+            post-processor's ``tune_grid()``). Under DDP every rank tunes on the same images
+            (same weights, same result).
     """
 
     def __init__(self, postprocess: Any = None, output_dir: str | None = None,
@@ -241,7 +245,7 @@ class WatershedCallback(pl.Callback):
         if loader_of is None:
             raise ValueError("callbacks.watershed.tune needs a datamodule with "
                              "tuning_dataloader() (bloodseg's BloodCellDataModule)")
-        items = tuning_items(pl_module, loader_of(self.tune["split"]))
+        items = tuning_items(pl_module, loader_of(self.tune["split"], self.tune["max_images"]))
         result = tuning.search(self.postprocess, items, self.tune["grid"], self.tune["metric"])
         before = {k: getattr(self.postprocess, k) for k in result.best}
         self.postprocess, self.tuned = result.postprocess, result.best

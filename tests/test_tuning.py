@@ -154,3 +154,33 @@ def test_update_hparams_rewrites_in_place(tmp_path):
     torch.save({"state_dict": {}}, path)
     with pytest.raises(CheckpointError, match="no hyper_parameters"):
         update_hparams(path, {"postprocess": {}})
+
+
+def test_tune_spec_defaults_and_errors():
+    from bloodseg.callbacks import _tune_spec
+
+    assert _tune_spec(None) is None and _tune_spec({}) is None
+    assert _tune_spec({"split": "val"}) == {"split": "val", "metric": "f1", "grid": None,
+                                           "max_images": 50}
+    for bad, match in (({"spilt": "train"}, "unknown keys"), ({"split": "test"}, "train or val"),
+                       ({"metric": "dice"}, "metric must be"), ({"max_images": 0}, ">= 1")):
+        with pytest.raises(ValueError, match=match):
+            _tune_spec(bad)
+
+
+def test_tuning_loader_takes_whole_images_evenly_spaced(tmp_path):
+    from bloodseg.data.datamodule import BloodCellDataModule
+    from bloodseg.data.synthetic import write_dataset
+
+    root = write_dataset(tmp_path / "d", n_train=9, n_test=2, size=(48, 64), seed=0)
+    dm = BloodCellDataModule(root=str(root), image_size=[48, 64], scale=1.0, crop_size=32,
+                             expected_counts=None, val_fraction=0.2)
+    names = [b["name"][0] for b in dm.tuning_dataloader("train")]
+    assert len(names) == 9 and names == sorted(names)
+    some = [b["name"][0] for b in dm.tuning_dataloader("train", max_images=3)]
+    assert some == [names[0], names[4], names[8]]
+    batch = next(iter(dm.tuning_dataloader("val")))
+    hw = tuple(batch["native_instances"][0].shape)
+    assert tuple(batch["image"].shape[-2:]) == hw and min(hw) > 32  # whole images, not crops
+    assert len(list(dm.tuning_dataloader("val"))) == 2
+    assert "tuning" not in dm.datasets

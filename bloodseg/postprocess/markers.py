@@ -303,7 +303,9 @@ class DistanceWatershed(_MarkerWatershed):
     def tune_grid(self) -> dict[str, list]:
         if self.markers == "hmaxima":
             return {"h": [0.05, 0.1, 0.15, 0.2, 0.3]}
-        return {"marker_threshold": [0.3, 0.4, 0.5, 0.6, 0.7, 0.8]}
+        # the size filter too: over-split cells leave small second cores behind
+        return {"marker_threshold": [0.3, 0.4, 0.5, 0.6],
+                "min_marker_area_frac": [0.2, 0.3, 0.4, 0.5]}
 
     def _keep_markers(self, mk_area: np.ndarray) -> np.ndarray:
         if self.markers == "threshold":
