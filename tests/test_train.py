@@ -212,6 +212,7 @@ def test_every_profile_model_pair_composes_and_builds(hydra_cfg, tmp_path, profi
     assert cfg.data.kind == "synthetic" and cfg.data.image_size <= 128
     net = instantiate(cfg.model).eval()
     with torch.no_grad():
-        assert net(torch.zeros(1, cfg.data.in_channels, 64, 64)).shape == (1, 1, 64, 64)
+        out = net(torch.zeros(1, cfg.data.in_channels, 64, 64))
+    assert out.shape == (1, cfg.target.channels, 64, 64)  # the demo's target has 2 channels
     if model in ("unet", "resunet", "attunet"):
         assert cfg.model.base_channels <= 16, "profiles narrow the from-scratch networks"
