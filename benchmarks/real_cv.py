@@ -323,14 +323,30 @@ def read_run(run_dir: Path) -> tuple[dict, dict, list[dict]]:
     return metrics, resolution, per_image
 
 
-def _run_train_py(cmd: list[str], log: Path) -> tuple[int, float, float]:
-    """(exit code, wall s, CPU s of the subprocess) of ``train.py``, its output in ``log``."""
+def _run_train_py(cmd: list[str], folder: Path, label: str, doing: str
+                  ) -> tuple[int, float, float, Path]:
+    """Run ``train.py`` into an emptied ``folder``, its output in ``folder/RUN_LOG``;
+    (exit code, wall s, CPU s of the subprocess, the log)."""
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    log = folder / RUN_LOG
+    print(f"[{label}] {doing} (log: {log})", flush=True)
     env = os.environ | {"HYDRA_FULL_ERROR": "1", "PYTHONUNBUFFERED": "1"}
     cpu0, t0 = _children_cpu(), time.perf_counter()
     with open(log, "wb") as out:
         rc = subprocess.run(cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out,
                             stderr=subprocess.STDOUT, env=env).returncode
-    return rc, time.perf_counter() - t0, _children_cpu() - cpu0
+    return rc, time.perf_counter() - t0, _children_cpu() - cpu0, log
+
+
+def _failed(label: str, error: str, log: Path, folder: Path, cmd: list[str],
+            result: dict) -> dict:
+    """Report a failed ``train.py`` run (its error and log tail on stderr) as a result row."""
+    print(f"[{label}] FAILED ({error}); last lines of {log}:\n{_tail(log)}\n",
+          file=sys.stderr, flush=True)
+    return {**result, "status": "failed", "error": error, "run_dir": str(folder),
+            "command": shlex.join(cmd)}
 
 
 def rescore_fold(recipe: str, overrides: list[str], fold: int, fold_dir: Path, run_dir: Path,
@@ -351,12 +367,8 @@ def rescore_fold(recipe: str, overrides: list[str], fold: int, fold_dir: Path, r
         wall, cpu, rc = old["rescore_wall_s"], old["rescore_cpu_s"], 0
         log = test_dir / RUN_LOG
     else:
-        if test_dir.exists():
-            shutil.rmtree(test_dir)
-        test_dir.mkdir(parents=True)
-        log = test_dir / RUN_LOG
-        print(f"[{recipe} fold {fold}] re-testing {ckpt} (log: {log})", flush=True)
-        rc, wall, cpu = _run_train_py(cmd, log)
+        rc, wall, cpu, log = _run_train_py(cmd, test_dir, f"{recipe} fold {fold}",
+                                           f"re-testing {ckpt}")
         write_text_atomic(test_record, json.dumps(
             {"recipe": recipe, "fold": fold, "overrides": args, "command": cmd,
              "returncode": rc, "ckpt_mtime_ns": ckpt.stat().st_mtime_ns,
@@ -366,11 +378,8 @@ def rescore_fold(recipe: str, overrides: list[str], fold: int, fold_dir: Path, r
               "rescore_wall_s": round(wall, 2), "rescore_cpu_s": round(cpu, 2),
               "trained_with": record.get("overrides")}
     if rc != 0 or not (test_dir / rundir.TEST_METRICS).is_file():
-        error = f"re-test exit code {rc}: {summarize_error(log)}"
-        print(f"[{recipe} fold {fold}] FAILED ({error}); last lines of {log}:\n{_tail(log)}\n",
-              file=sys.stderr, flush=True)
-        return {**result, "status": "failed", "error": error, "run_dir": str(test_dir),
-                "command": shlex.join(cmd)}
+        return _failed(f"{recipe} fold {fold}", f"re-test exit code {rc}: {summarize_error(log)}",
+                       log, test_dir, cmd, result)
     metrics, resolution, per_image = read_run(test_dir)
     print(f"[{recipe} fold {fold}] re-tested: {_brief(metrics)} in {wall:.0f} s", flush=True)
     return {**result, "run_dir": str(test_dir), "command": shlex.join(cmd),
@@ -396,12 +405,7 @@ def run_fold(recipe: str, overrides: list[str], fold: int, fold_dir: Path, run_d
         if resume and done:
             print(f"[{recipe} fold {fold}] the recipe changed since {run_dir} ran; rerunning",
                   flush=True)
-        if run_dir.exists():
-            shutil.rmtree(run_dir)
-        run_dir.mkdir(parents=True)
-        log = run_dir / RUN_LOG
-        print(f"[{recipe} fold {fold}] training (log: {log})", flush=True)
-        rc, wall, cpu = _run_train_py(cmd, log)
+        rc, wall, cpu, log = _run_train_py(cmd, run_dir, f"{recipe} fold {fold}", "training")
         result = {"status": "ok", "resumed": False, "wall_s": round(wall, 2),
                   "cpu_s": round(cpu, 2)}
         write_text_atomic(record_path, json.dumps(
@@ -410,10 +414,7 @@ def run_fold(recipe: str, overrides: list[str], fold: int, fold_dir: Path, run_d
         if rc != 0 or not (run_dir / rundir.TEST_METRICS).is_file():
             error = summarize_error(log)
             error = f"exit code {rc}: {error}" if rc else f"no {rundir.TEST_METRICS}: {error}"
-            print(f"[{recipe} fold {fold}] FAILED ({error}); last lines of {log}:\n"
-                  f"{_tail(log)}\n", file=sys.stderr, flush=True)
-            return {**result, "status": "failed", "error": error, "run_dir": str(run_dir),
-                    "command": shlex.join(cmd)}
+            return _failed(f"{recipe} fold {fold}", error, log, run_dir, cmd, result)
     metrics, resolution, per_image = read_run(run_dir)
     print(f"[{recipe} fold {fold}] {_brief(metrics)} in {result['wall_s']} s "
           f"(CPU {result['cpu_s']} s)", flush=True)

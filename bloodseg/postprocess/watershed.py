@@ -13,6 +13,7 @@ history in ``benchmarks/README.md``).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import cv2
@@ -248,16 +249,8 @@ class Watershed:
         labels = lut[cc]
         for c, (inside, ids) in pieces.items():
             labels[boxes[c]][inside] = ids
-        if self.remove_border and next_id > 1:
-            edge = np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]])
-            keep = np.ones(next_id, bool)
-            keep[np.unique(edge)] = False
-            keep[0] = False
-            if not keep[1:].all():
-                relut = np.zeros(next_id, np.int32)
-                relut[keep] = np.arange(1, int(keep.sum()) + 1, dtype=np.int32)
-                labels = relut[labels]
-        return drop_cut_cells(labels, self.min_cut_area_frac)
+        # remove_border: every frame-touching cell is "cut", whatever its size
+        return drop_cut_cells(labels, math.inf if self.remove_border else self.min_cut_area_frac)
 
     def _split(
         self,
