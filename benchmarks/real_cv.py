@@ -361,8 +361,11 @@ def rescore_fold(recipe: str, overrides: list[str], fold: int, fold_dir: Path, r
     cmd = [sys.executable, str(ROOT / "train.py"), *args]
     test_record = test_dir / RUN_RECORD
     old = rundir.read_json(test_record) if test_record.is_file() else {}
+    # the same arguments, checkpoint and code (a committed, clean tree): nothing could differ
+    code = git_info(SCORING_CODE)
+    same_code = code["commit"] is not None and code["dirty"] is False and old.get("code") == code
     if old.get("overrides") == args and (test_dir / rundir.TEST_METRICS).is_file() \
-            and old.get("ckpt_mtime_ns") == ckpt.stat().st_mtime_ns:
+            and old.get("ckpt_mtime_ns") == ckpt.stat().st_mtime_ns and same_code:
         print(f"[{recipe} fold {fold}] re-tested before, reusing {test_dir}", flush=True)
         wall, cpu, rc = old["rescore_wall_s"], old["rescore_cpu_s"], 0
         log = test_dir / RUN_LOG
@@ -371,7 +374,7 @@ def rescore_fold(recipe: str, overrides: list[str], fold: int, fold_dir: Path, r
                                            f"re-testing {ckpt}")
         write_text_atomic(test_record, json.dumps(
             {"recipe": recipe, "fold": fold, "overrides": args, "command": cmd,
-             "returncode": rc, "ckpt_mtime_ns": ckpt.stat().st_mtime_ns,
+             "returncode": rc, "ckpt_mtime_ns": ckpt.stat().st_mtime_ns, "code": code,
              "rescore_wall_s": round(wall, 2), "rescore_cpu_s": round(cpu, 2)}, indent=2))
     result = {"status": "ok", "resumed": True, "rescored": True,
               "wall_s": record.get("wall_s"), "cpu_s": record.get("cpu_s"),
@@ -463,7 +466,8 @@ def run_baselines(samples: dict[str, Sample], fold_names: Sequence[Sequence[str]
 
 def run_tuned_baseline(samples: dict[str, Sample], fold_names: Sequence[Sequence[str]],
                        cut_cell_frac: float, dice: Sequence[float]) -> list[dict]:
-    """Otsu + watershed with its split depth chosen per fold on the fold's training images
+    """Otsu + watershed with its own grid (split depth; the frame-cut cut-off where the data
+    has a rule) chosen per fold on the fold's training images
     (``bloodseg.tuning``, as the recipes' ``callbacks.watershed.tune`` does), scored on its
     test images: networks that tune their post-processing meet a baseline that does too.
     ``dice``: each fold's pooled Otsu Dice (tuning does not move the foreground)."""
@@ -555,15 +559,22 @@ def _json_safe(obj):
     return obj
 
 
-def git_info() -> dict:
+def git_info(paths: Sequence[str] = ()) -> dict:
+    """The commit (the last one touching ``paths``, if given) and whether they have
+    uncommitted changes; ``None`` for both outside a git checkout."""
     def git(*a: str) -> str:
         return subprocess.run(["git", *a], cwd=ROOT, capture_output=True, text=True,
                               stdin=subprocess.DEVNULL, timeout=30, check=True).stdout.strip()
     try:
-        return {"commit": git("rev-parse", "HEAD"),
-                "dirty": bool(git("status", "--porcelain", "--untracked-files=no"))}
+        return {"commit": git("log", "-1", "--format=%H", "HEAD", "--", *paths),
+                "dirty": bool(git("status", "--porcelain", "--untracked-files=no", "--", *paths))}
     except (OSError, subprocess.SubprocessError):
         return {"commit": None, "dirty": None}
+
+
+# What a re-test's scores depend on besides its arguments and checkpoint (README or benchmark
+# edits do not change them)
+SCORING_CODE = ("bloodseg", "conf", "train.py")
 
 
 def _versions() -> dict:
@@ -636,7 +647,8 @@ def results_markdown(results: dict, figure: str | None = "counts.png") -> str:
     picks = "/".join(", ".join(f"{k} {v:g}" for k, v in f["tuned"].items())
                      for f in tuned if f.get("tuned"))
     lines.append("The first two baselines' times are for both together (one Otsu pass per "
-                 "image). The tuned baseline chooses the watershed's split depth per fold on "
+                 "image). The tuned baseline chooses the watershed's own grid (split depth, and "
+                 "the frame-cut cut-off where the data has a rule) per fold on "
                  "the fold's training images, as the recipes' `callbacks.watershed.tune` does"
                  + (f" (per fold: {picks})" if picks else "") + ". "
                  "Recipes are Hydra overrides of `train.py`; each run also gets "
@@ -651,7 +663,8 @@ def results_markdown(results: dict, figure: str | None = "counts.png") -> str:
     if cut:
         lines += [f"Cells cut by the image frame and under {cut:g}× a typical cell are dropped "
                   "by every watershed here, baselines included, as the masks leave them out "
-                  "(`data.cut_cell_frac`).", ""]
+                  "(`data.cut_cell_frac`); runs that tune (and the tuned baseline) choose "
+                  "this cut-off on their training images instead.", ""]
     rescored = sorted({n for n, m in results["methods"].items()
                        for f in m["folds"] if f.get("rescored")})
     if rescored:

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from bloodseg.labels import drop_cut_cells
 from bloodseg.metrics import InstanceStats
 from bloodseg.transforms import upsample
 
@@ -76,16 +77,29 @@ def _with_current(postprocess: Any, grid: dict[str, Sequence]) -> dict[str, list
     return out
 
 
-def score(postprocess: Any, items: Sequence[TuningItem]) -> dict[str, float]:
-    """Micro F1 / AP at IoU 0.5 and count MAE / bias of ``postprocess`` on ``items``, with
-    each image's outputs upsampled to its truth's size."""
+# Every post-processor drops frame-cut cells as its very last step (labels.drop_cut_cells),
+# so one labelling per setting of the other parameters serves every cut-off tried.
+LAST_STEP = "min_cut_area_frac"
+
+
+def _labels(postprocess: Any, items: Sequence[TuningItem]) -> list[np.ndarray]:
+    return [postprocess(upsample(np.asarray(item.outputs, np.float32), item.truth.shape))
+            for item in items]
+
+
+def _scores(items: Sequence[TuningItem], labels: Sequence[np.ndarray]) -> dict[str, float]:
     stats = InstanceStats()
-    for item in items:
-        out = np.asarray(item.outputs, np.float32)
-        stats.update(item.name, item.truth, postprocess(upsample(out, item.truth.shape)))
+    for item, lab in zip(items, labels):
+        stats.update(item.name, item.truth, lab)
     agg = stats.aggregate()
     return {"f1": float(agg["f1"]), "ap50": float(agg["ap"]),
             "count_mae": float(agg["count_mae"]), "count_bias": float(agg["count_bias"])}
+
+
+def score(postprocess: Any, items: Sequence[TuningItem]) -> dict[str, float]:
+    """Micro F1 / AP at IoU 0.5 and count MAE / bias of ``postprocess`` on ``items``, with
+    each image's outputs upsampled to its truth's size."""
+    return _scores(items, _labels(postprocess, items))
 
 
 def _rank(row: dict, metric: str) -> tuple:
@@ -104,13 +118,22 @@ def search(postprocess: Any, items: Sequence[TuningItem], grid: dict[str, Sequen
     if not items:
         raise ValueError("no images to tune the post-processing on")
     grid = _with_current(postprocess, grid if grid else default_grid(postprocess))
+    cuts = grid.pop(LAST_STEP, None)
     rows = []
     for values in itertools.product(*grid.values()):
         params = dict(zip(grid, values))
-        row = {**params, **score(dataclasses.replace(postprocess, **params), items)}
-        rows.append(row)
-        log.info("tuning %s: F1 %.3f, count MAE %.2f", params, row["f1"], row["count_mae"])
+        if cuts is None:
+            tries = [(params, score(dataclasses.replace(postprocess, **params), items))]
+        else:
+            raw = _labels(dataclasses.replace(postprocess, **params, **{LAST_STEP: 0.0}), items)
+            tries = [({**params, LAST_STEP: cut},
+                      _scores(items, [drop_cut_cells(lab, cut) for lab in raw])) for cut in cuts]
+        for tried, scores in tries:
+            rows.append({**tried, **scores})
+            log.info("tuning %s: F1 %.3f, count MAE %.2f", tried, scores["f1"],
+                     scores["count_mae"])
+    keys = [*grid, *([LAST_STEP] if cuts is not None else [])]
     best_row = max(rows, key=lambda r: _rank(r, metric))
-    best = {k: best_row[k] for k in grid}
+    best = {k: best_row[k] for k in keys}
     return TuningResult(best=best, postprocess=dataclasses.replace(postprocess, **best),
                         metric=metric, rows=rows)

@@ -100,7 +100,7 @@ def test_a_failed_run_is_a_row_not_a_crash(tmp_path, monkeypatch, capsys, script
 
 
 @pytest.mark.slow
-def test_quick_benchmark_end_to_end(tmp_path, capsys):
+def test_quick_benchmark_end_to_end(tmp_path, capsys, monkeypatch):
     cv = load_script()
     data = write_dataset(tmp_path / "data", n_train=6, n_test=2, size=(64, 64), seed=0)
     before = snapshot(data)
@@ -159,6 +159,8 @@ def test_quick_benchmark_end_to_end(tmp_path, capsys):
     # checkpoint it was given is never rewritten (tuning goes to the rescore folder)
     ckpt = work / "tiny" / "fold0" / "checkpoints" / "best.ckpt"
     ckpt_stamp = ckpt.stat().st_mtime_ns
+    code = {"commit": "a" * 40, "dirty": False}
+    monkeypatch.setattr(cv, "git_info", lambda paths=(): dict(code))
     assert cv.main([*argv, "--rescore"]) == 0
     assert ckpt.stat().st_mtime_ns == ckpt_stamp
     tuning = json.loads((work / "tiny" / "fold0" / "rescore" / "tuning.json").read_text())
@@ -174,6 +176,9 @@ def test_quick_benchmark_end_to_end(tmp_path, capsys):
     stamp = rescored.stat().st_mtime_ns
     assert cv.main([*argv, "--rescore"]) == 0  # the same re-test is reused, not run again
     assert rescored.stat().st_mtime_ns == stamp
+    code["dirty"] = True  # other code may score otherwise: re-tested again
+    assert cv.main([*argv, "--rescore"]) == 0
+    assert rescored.stat().st_mtime_ns != stamp
     res["quick"] = False
     cv.update_readme(readme, "benchmark", res, out)
     text = readme.read_text()

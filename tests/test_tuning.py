@@ -4,13 +4,15 @@ hyper-parameter updates."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import cv2
 import numpy as np
 import pytest
 import torch
 
 from bloodseg.checkpoint import CheckpointError, load_checkpoint, update_hparams
-from bloodseg.labels import drop_cut_cells, typical_area
+from bloodseg.labels import CUT_CELL_GRID, drop_cut_cells, typical_area
 from bloodseg.postprocess import ContourWatershed, DistanceWatershed, Watershed
 from bloodseg.targets import contour_target
 from bloodseg.tuning import TuningItem, default_grid, score, search
@@ -130,6 +132,66 @@ def test_search_rejects_bad_requests():
         search(ContourWatershed(), [])
     with pytest.raises(TypeError, match="no tune_grid"):
         default_grid(object())
+
+
+def cells_and_cut_cells() -> tuple[np.ndarray, np.ndarray]:
+    """Binary outputs and truth: three whole cells, a cell cut by the left edge to 0.82 of a
+    whole one (which the truth keeps) and one cut by the right edge to 0.62 (left out)."""
+    shown = disc_labels([(60, 40), (60, 100), (60, 160), (20, 9), (100, 216)], radius=18,
+                        shape=(120, 220))
+    truth = np.where(shown == 5, 0, shown)
+    return (shown > 0).astype(np.float32)[None], truth
+
+
+@pytest.mark.parametrize("make", [
+    lambda c: Watershed(min_cut_area_frac=c),
+    lambda c: ContourWatershed(min_cut_area_frac=c),
+    lambda c: DistanceWatershed(min_cut_area_frac=c),
+])
+def test_the_cut_rule_is_every_postprocessors_last_step(make):
+    # search() scores every cut-off on one labelling made with the cut-off 0: that is only
+    # right if each post-processor drops cut cells last, on its finished labels
+    from bloodseg.targets import distance_target
+
+    shown = disc_labels([(60, 40), (60, 76), (20, -2), (100, 208), (-5, 120)], radius=18,
+                        shape=(120, 220))
+    outputs = {ContourWatershed: one_hot(contour_target(shown, width=2)),
+               DistanceWatershed: np.stack([(shown > 0).astype(np.float32),
+                                            distance_target(shown)]),
+               Watershed: (shown > 0).astype(np.float32)[None]}[type(make(0.0))]
+    raw = make(0.0)(outputs)
+    assert raw.max() == 5
+    counts = []
+    for cut in (0.3, 0.5, 0.7, 0.9):
+        labels = make(cut)(outputs)
+        np.testing.assert_array_equal(labels, drop_cut_cells(raw, cut))
+        counts.append(labels.max())
+    assert counts[0] == 5 and counts[-1] <= 3 and counts == sorted(counts, reverse=True)
+
+
+def test_search_picks_the_cut_off_the_truth_follows():
+    outputs, truth = cells_and_cut_cells()
+    items = [TuningItem("a", outputs, truth)]
+    pp = Watershed(min_cut_area_frac=0.4)
+    assert pp(outputs).max() == 5  # 0.4 keeps the 0.62 cell the truth left out
+    result = search(pp, items, {"min_cut_area_frac": [0.3, 0.5, 0.7, 0.9]})
+    assert result.best == {"min_cut_area_frac": 0.7}  # 0.9 would drop the 0.82 cell too
+    assert [r["min_cut_area_frac"] for r in result.rows] == [0.3, 0.4, 0.5, 0.7, 0.9]
+    assert [r["count_bias"] for r in result.rows] == [1, 1, 1, 0, -1]
+    assert result.postprocess(outputs).max() == 4 and score(result.postprocess, items)["f1"] == 1.0
+    both = search(pp, items, {"split_ratio": [0.8, 0.9], "min_cut_area_frac": [0.7]})  # +0.85, +0.4
+    assert len(both.rows) == 3 * 2 and set(both.best) == {"split_ratio", "min_cut_area_frac"}
+    for row in both.rows:  # each try's scores are those of the post-processor it names
+        tried = dataclasses.replace(pp, **{k: row[k] for k in both.best})
+        assert score(tried, items)["f1"] == row["f1"]
+
+
+def test_the_cut_off_is_tuned_only_where_the_data_has_a_rule():
+    for pp in (Watershed, ContourWatershed, DistanceWatershed):
+        assert "min_cut_area_frac" not in default_grid(pp())
+        assert default_grid(pp(min_cut_area_frac=0.4))["min_cut_area_frac"] == list(CUT_CELL_GRID)
+    assert "min_cut_area_frac" not in default_grid(Watershed(min_cut_area_frac=0.4,
+                                                             remove_border=True))
 
 
 def test_every_postprocessor_has_a_default_grid_of_its_own_parameters():

@@ -26,7 +26,7 @@ import numpy as np
 from scipy import ndimage
 from skimage.segmentation import watershed
 
-from bloodseg.labels import drop_cut_cells, typical_area
+from bloodseg.labels import cut_cell_grid, drop_cut_cells, typical_area
 
 __all__ = ["ContourWatershed", "DistanceWatershed"]
 
@@ -58,8 +58,10 @@ class _MarkerWatershed:
     def tune_grid(self) -> dict[str, list]:
         """The values ``bloodseg.tuning`` tries by default: the marker threshold, which sets
         how deep a border must be to split two cells (the network's confidence varies with
-        how long and on what it trained; 0.7 suits one net, 0.95 another)."""
-        return {"marker_threshold": [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95]}
+        how long and on what it trained; 0.7 suits one net, 0.95 another), and where the data
+        has a rule for frame-cut cells, its cut-off (``labels.cut_cell_grid``)."""
+        return {"marker_threshold": [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95],
+                **cut_cell_grid(self.min_cut_area_frac)}
 
     def __call__(self, outputs: np.ndarray) -> np.ndarray:
         out = self._check(outputs)
@@ -301,11 +303,12 @@ class DistanceWatershed(_MarkerWatershed):
         return _h_maxima(out[1], fg, self.h, scale)
 
     def tune_grid(self) -> dict[str, list]:
+        cut = cut_cell_grid(self.min_cut_area_frac)
         if self.markers == "hmaxima":
-            return {"h": [0.05, 0.1, 0.15, 0.2, 0.3]}
+            return {"h": [0.05, 0.1, 0.15, 0.2, 0.3], **cut}
         # the size filter too: over-split cells leave small second cores behind
         return {"marker_threshold": [0.3, 0.4, 0.5, 0.6],
-                "min_marker_area_frac": [0.2, 0.3, 0.4, 0.5]}
+                "min_marker_area_frac": [0.2, 0.3, 0.4, 0.5], **cut}
 
     def _keep_markers(self, mk_area: np.ndarray) -> np.ndarray:
         if self.markers == "threshold":

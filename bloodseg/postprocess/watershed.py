@@ -21,7 +21,7 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from bloodseg.labels import components, drop_cut_cells
+from bloodseg.labels import components, cut_cell_grid, drop_cut_cells
 
 __all__ = ["Watershed"]
 
@@ -125,8 +125,10 @@ class Watershed:
         return self._label(prob, cc, stats, boxes, groups, min_area)
 
     def tune_grid(self) -> dict[str, list]:
-        """The values ``bloodseg.tuning`` tries by default: how deep a neck splits two cells."""
-        return {"split_ratio": [0.7, 0.75, 0.8, 0.85, 0.9, 0.95]}
+        """The values ``bloodseg.tuning`` tries by default: how deep a neck splits two cells,
+        and where the data has a rule for frame-cut cells, its cut-off."""
+        cut = {} if self.remove_border else cut_cell_grid(self.min_cut_area_frac)
+        return {"split_ratio": [0.7, 0.75, 0.8, 0.85, 0.9, 0.95], **cut}
 
     def batch(self, probs: np.ndarray) -> list[np.ndarray]:
         """Apply to a (B, H, W) stack; returns one int32 label map per item."""
