@@ -122,17 +122,13 @@ def search(postprocess: Any, items: Sequence[TuningItem], grid: dict[str, Sequen
     rows = []
     for values in itertools.product(*grid.values()):
         params = dict(zip(grid, values))
-        if cuts is None:
-            tries = [(params, score(dataclasses.replace(postprocess, **params), items))]
-        else:
-            raw = _labels(dataclasses.replace(postprocess, **params, **{LAST_STEP: 0.0}), items)
-            tries = [({**params, LAST_STEP: cut},
-                      _scores(items, [drop_cut_cells(lab, cut) for lab in raw])) for cut in cuts]
-        for tried, scores in tries:
-            rows.append({**tried, **scores})
-            log.info("tuning %s: F1 %.3f, count MAE %.2f", tried, scores["f1"],
-                     scores["count_mae"])
-    keys = [*grid, *([LAST_STEP] if cuts is not None else [])]
+        raw = _labels(dataclasses.replace(postprocess, **params, **{LAST_STEP: 0.0}), items)
+        for cut in cuts or [getattr(postprocess, LAST_STEP)]:
+            tried = {**params, LAST_STEP: cut} if cuts else params
+            row = {**tried, **_scores(items, [drop_cut_cells(lab, cut) for lab in raw])}
+            rows.append(row)
+            log.info("tuning %s: F1 %.3f, count MAE %.2f", tried, row["f1"], row["count_mae"])
+    keys = [*grid, *([LAST_STEP] if cuts else [])]
     best_row = max(rows, key=lambda r: _rank(r, metric))
     best = {k: best_row[k] for k in keys}
     return TuningResult(best=best, postprocess=dataclasses.replace(postprocess, **best),
