@@ -5,21 +5,21 @@ only, so a booby-trapped ``.ckpt`` cannot run anything; bloodseg's own checkpoin
 nothing else (configs are saved as plain dicts). Every failure names the file.
 
     >>> ckpt = load_checkpoint("run/checkpoints/best.ckpt")   # dict
-    >>> update_hparams("run/checkpoints/best.ckpt", {"postprocess": {...}})  # in place, atomic
+
+What the dict may hold is checked by :mod:`bloodseg.spec`; nothing ever rewrites a checkpoint
+(tuned post-processing goes beside it, ``postprocess.json``).
 """
 
 from __future__ import annotations
 
-import io
 import pickle
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from bloodseg.io import write_bytes_atomic
-
-HINT = "pass ckpt_path=<run>/checkpoints/best.ckpt (written by bloodseg-train)"
+HINT = ("pass ckpt_path=<run>/checkpoints/best.ckpt (written by bloodseg-train) or "
+        "weights=<name> (python -m bloodseg.weights lists them)")
 
 
 class CheckpointError(ValueError):
@@ -48,16 +48,3 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
         raise CheckpointError(f"{path}: not a bloodseg checkpoint (a {type(ckpt).__name__}, "
                               f"not a dict); {HINT}")
     return ckpt
-
-
-def update_hparams(path: str | Path, updates: dict[str, Any]) -> Path:
-    """Replace top-level entries of a checkpoint's ``hyper_parameters`` (what
-    ``SegmentationModule.from_checkpoint`` rebuilds from), written to a temporary file and
-    renamed over ``path``: a crash leaves the old checkpoint, never half a new one."""
-    ckpt = load_checkpoint(path)
-    if not isinstance(ckpt.get("hyper_parameters"), dict):
-        raise CheckpointError(f"{path}: has no hyper_parameters to update; {HINT}")
-    ckpt["hyper_parameters"].update(updates)
-    buf = io.BytesIO()
-    torch.save(ckpt, buf)
-    return write_bytes_atomic(path, buf.getvalue())

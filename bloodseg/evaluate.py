@@ -1,67 +1,69 @@
-"""``bloodseg-evaluate``: test a checkpoint; pixel + instance metrics to JSON and CSV.
+"""``bloodseg-evaluate``: score a model file on images with known instances.
 
-    bloodseg-evaluate ckpt_path=experiments/runs/Unet_gray/<time>/checkpoints/best.ckpt
-    bloodseg-evaluate ckpt_path=... data=synthetic tta=true
+    bloodseg-evaluate ckpt_path=experiments/runs/count_real/<time>/checkpoints/best.ckpt
+    bloodseg-evaluate ckpt_path=... data.root=/data/other-smears predict.tta=true
+    bloodseg-evaluate weights=count_real data.root=../shared/data/bbbc041seg-mini
+
+The model is read from its stored spec (:mod:`bloodseg.spec`: nothing in it is instantiated)
+and run through the one inference path with its own preprocessing and its tuned
+post-processing (``postprocess.json`` beside the weights), so evaluating a run's checkpoint
+on its data reproduces the run's own ``test_metrics.json``. ``data.root`` defaults to the
+folder the model was trained on (said in the log); pass it to evaluate other images.
 
 Writes the test files of a run folder (:mod:`bloodseg.rundir`: ``test_metrics.json``,
-``per_image.csv``, ``size_hist.csv``, ``samples/``) into the Hydra output folder
+``per_image.csv``, ``size_hist.csv``, ``samples/``) into the output folder
 (``experiments/runs/evaluate/<time>`` unless overridden).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 
 import hydra
-import pytorch_lightning as pl
-from hydra.utils import instantiate
-from omegaconf import DictConfig, open_dict
+from omegaconf import DictConfig
 
 import bloodseg  # noqa: F401  (resolvers)
-from bloodseg import rundir
-from bloodseg.callbacks import WatershedCallback
+from bloodseg import evaluation
+from bloodseg.checkpoint import CheckpointError
 from bloodseg.cli_errors import hydra_override_hints
-from bloodseg.config import CONF_DIR, instantiate_group
-from bloodseg.module import SegmentationModule
-from bloodseg.transforms import channels
+from bloodseg.config import CONF_DIR
+from bloodseg.data.bbbc041seg import list_split
+from bloodseg.inference import predictor_from_config
+from bloodseg.io import DataError
 
 log = logging.getLogger(__name__)
 
 
-def follow_checkpoint(cfg: DictConfig, module: SegmentationModule) -> None:
-    """Read the data as the network was trained: same color, size/scale and target."""
-    info = module.hparams.get("data_info") or {}
-    with open_dict(cfg):
-        for key in ("color", "image_size", "scale", "target"):
-            want = module.hparams.target if key == "target" else info.get(key)
-            if (key in info or key == "target") and cfg.data.get(key) != want:
-                log.info("data.%s=%s (from the checkpoint)", key, want)
-                cfg.data[key] = want
-        cfg.data.in_channels = channels(cfg.data.color)
-
-
 def evaluate(cfg: DictConfig) -> dict:
     out = Path(cfg.paths.output_dir)
-    pl.seed_everything(cfg.seed, workers=True)
-    module = SegmentationModule.from_checkpoint(cfg.ckpt_path, tta=bool(cfg.tta))
-    follow_checkpoint(cfg, module)
-    datamodule = instantiate(cfg.data)
-    postprocess = cfg.get("postprocess") or module.postprocess_config()  # as trained by default
-    callback = WatershedCallback(postprocess, output_dir=str(out), n_samples=cfg.n_samples)
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=[callback],
-                                      logger=instantiate_group(cfg.get("logger")) or False)
-    results = trainer.test(module, datamodule=datamodule)
-    metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
-    rundir.write_test_metrics(out, metrics, cfg.ckpt_path, bool(cfg.tta), datamodule.describe())
+    predictor, weights = predictor_from_config(cfg)
+    root = (cfg.get("data") or {}).get("root")
+    if not root:
+        root = predictor.spec.provenance.get("data_root")
+        if not root:
+            raise DataError(f"{weights}: the model does not say which data it was trained on; "
+                            "pass data.root=<folder with train/ and test/>")
+        log.info("data.root=%s (the folder the model was trained on; pass data.root= to "
+                 "evaluate other images)", root)
+    samples = list_split(root, (cfg.get("data") or {}).get("split", "test"))
+    scored = evaluation.test_stage(predictor, samples, out, weights, {"data_root": str(root)},
+                                   int(cfg.get("n_samples", 4)))
+    shown = {k: round(v, 4) for k, v in scored.metrics.items()}
+    log.info("test metrics: %s", shown)
     log.info("wrote %s", out / "test_metrics.json")
-    return metrics
+    return scored.metrics
 
 
 @hydra_override_hints  # a clear hint for unquoted paths, before Hydra parses
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")
 def main(cfg: DictConfig) -> None:
-    evaluate(cfg)
+    try:
+        evaluate(cfg)
+    except (DataError, CheckpointError) as err:
+        print(f"error: {err}", file=sys.stderr)
+        sys.exit(2)
 
 
 if __name__ == "__main__":

@@ -1,26 +1,27 @@
 """``SegmentationModule``: the LightningModule that trains any bloodseg network.
 
-The network, optimizer and scheduler arrive as Hydra configs (optimizer/scheduler with
-``_partial_: true``) and are instantiated here, so a checkpoint alone rebuilds the
-model (:meth:`SegmentationModule.from_checkpoint`). Pixel metrics come from
-torchmetrics and are logged per epoch as ``train/...``, ``val/...``, ``test/...``;
-the loss is a ``conf/loss`` config (:mod:`bloodseg.losses`).
+The network arrives as a Hydra config of a registered network (``conf/model``) and is built
+through the registry (:class:`bloodseg.spec.Network`); optimizer/scheduler configs
+(``_partial_: true``) are instantiated here from the user's own config. Every checkpoint it
+writes carries the :class:`~bloodseg.spec.ModelSpec` (network, target, preprocessing,
+post-processing, provenance) under ``bloodseg_spec``; models are loaded for use from that
+spec alone (:func:`bloodseg.inference.load_model`), never from ``hyper_parameters``. Pixel
+metrics come from torchmetrics and are logged per epoch as ``train/...`` and ``val/...``; the
+loss is a ``conf/loss`` config (:mod:`bloodseg.losses`).
 
     >>> module = SegmentationModule(model={"_target_": "bloodseg.models.unet.UNet",
     ...                                    "in_channels": 1}, loss="bce")
-    >>> module = SegmentationModule.from_checkpoint("run/checkpoints/best.ckpt", tta=True)
 """
 
 from __future__ import annotations
 
-from pathlib import Path
+import datetime
 from typing import Any
 
 import pytorch_lightning as pl
 import torch
 from hydra.utils import instantiate
 from omegaconf import DictConfig
-from torch import nn
 from torchmetrics import MetricCollection
 from torchmetrics.classification import (
     BinaryAccuracy,
@@ -30,48 +31,42 @@ from torchmetrics.classification import (
     BinaryRecall,
 )
 
-from bloodseg.checkpoint import load_checkpoint
-from bloodseg.config import group_config, to_plain
+import bloodseg
+from bloodseg.config import to_plain
+from bloodseg.inference import tta_outputs
 from bloodseg.losses import WeightedBCELoss, build_loss
+from bloodseg.spec import (
+    DEFAULT_POSTPROCESS,
+    SPEC_KEY,
+    ModelSpec,
+    Network,
+    Postprocess,
+    Target,
+)
 
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-4}
 
 
-TARGET_CHANNELS = {"binary": 1, "contour": 3, "distance": 2}
-
-
-def to_outputs(logits: torch.Tensor, target: str) -> torch.Tensor:
-    """Logits -> the target's probability maps (float32)."""
-    logits = logits.float()
-    return torch.softmax(logits, dim=1) if target == "contour" else torch.sigmoid(logits)
-
-
-def foreground(outputs: torch.Tensor, target: str) -> torch.Tensor:
-    """(B, 1, H, W) foreground probability from the target's probability maps."""
-    if target == "contour":
-        return outputs[:, 1:2] + outputs[:, 2:3]  # interior + border
-    return outputs[:, :1]
-
-
-def pixel_metrics(prefix: str, threshold: float = 0.5) -> MetricCollection:
-    """IoU, Dice (= binary F1 over pixels), precision, recall and pixel accuracy."""
+def pixel_metrics(prefix: str, threshold: float = 0.5, **kwargs: Any) -> MetricCollection:
+    """IoU, Dice (= binary F1 over pixels), precision, recall and pixel accuracy (``kwargs``
+    go to every metric, e.g. ``sync_on_compute=False`` for one process's own images)."""
     return MetricCollection(
         {
-            "iou": BinaryJaccardIndex(threshold=threshold),
-            "dice": BinaryF1Score(threshold=threshold),
-            "precision": BinaryPrecision(threshold=threshold),
-            "recall": BinaryRecall(threshold=threshold),
-            "accuracy": BinaryAccuracy(threshold=threshold),
+            "iou": BinaryJaccardIndex(threshold=threshold, **kwargs),
+            "dice": BinaryF1Score(threshold=threshold, **kwargs),
+            "precision": BinaryPrecision(threshold=threshold, **kwargs),
+            "recall": BinaryRecall(threshold=threshold, **kwargs),
+            "accuracy": BinaryAccuracy(threshold=threshold, **kwargs),
         },
         prefix=prefix,
     )
 
 
 class SegmentationModule(pl.LightningModule):
-    """Binary segmentation of blood cells with one logit channel.
+    """Segmentation of blood cells for any target (``conf/target``).
 
     Args:
-        model: Hydra config of the network (``_target_`` + kwargs), e.g. ``cfg.model``.
+        model: Hydra config of a registered network (``_target_`` + kwargs), e.g. ``cfg.model``.
         loss: Hydra config of the loss (``cfg.loss``) or a ``conf/loss`` name (``bce``, the
             study's; ``dice``; ``bce_dice``).
         optimizer: Hydra partial of a ``torch.optim`` class; called with ``params=``.
@@ -79,13 +74,14 @@ class SegmentationModule(pl.LightningModule):
             monitors ``scheduler_monitor``.
         threshold: probability threshold of the pixel metrics.
         channels_last: use the channels-last memory format (faster convs on GPUs).
-        data_info: what the network was trained on (color, image size, source image
-            size); filled in at fit start so evaluate/predict can read it back.
+        data_info: what the network was trained on (``datamodule.describe()``: color, image
+            size, scale, contrast, source size); filled in at fit start, it becomes the spec's
+            preprocessing.
         target: what the network learns (``conf/target``): ``{"name": "binary" | "contour" |
             "distance", ...}``; the output channels follow it.
-        postprocess: the post-processing config trained with (``cfg.postprocess``), saved so
-            evaluate/predict use the same one unless told otherwise.
-        tta: at validation/test, average the predictions over the four flips (an evaluation
+        postprocess: the post-processing config trained with (``cfg.postprocess``); the spec
+            carries it until tuning chooses better values (``postprocess.json``).
+        tta: at validation, average the predictions over the four flips (an evaluation
             choice, not saved with the model).
     """
 
@@ -118,10 +114,17 @@ class SegmentationModule(pl.LightningModule):
                 "postprocess": to_plain(postprocess),
             }
         )
-        self.target = self.hparams.target["name"]
-        if self.target not in TARGET_CHANNELS:
-            raise ValueError(f"target {self.target!r} unknown; valid: {', '.join(TARGET_CHANNELS)}")
-        self.net: nn.Module = instantiate(self.hparams.model)
+        # the spec's parts, checked now: a config that cannot make a valid model file fails
+        # before the first epoch, not at the first checkpoint
+        self.network = Network.from_config(self.hparams.model)
+        self.target_spec = Target.from_dict(self.hparams.target, "target config")
+        self.target = self.target_spec.name
+        pp = self.hparams.postprocess
+        self.postprocess_spec = (Postprocess.from_config(pp) if pp else
+                                 Postprocess(DEFAULT_POSTPROCESS[self.target]))
+        #: set by the trainer's caller (train.py): config hash, run name...; copied into the spec
+        self.provenance: dict[str, Any] = {}
+        self.net = self.network.build()
         # the U-Net paper's weight map weights its loss, BCE, pixel by pixel
         weighted = self.hparams.target.get("weight_map")
         self.criterion = WeightedBCELoss() if weighted else build_loss(self.hparams.loss)
@@ -133,52 +136,56 @@ class SegmentationModule(pl.LightningModule):
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
 
-    @classmethod
-    def from_checkpoint(cls, path: str | Path, map_location: str | torch.device = "cpu",
-                        tta: bool = False) -> SegmentationModule:
-        """Rebuild from a checkpoint alone (no weight download); safe on untrusted files."""
-        ckpt = load_checkpoint(path, map_location)
-        hp = dict(ckpt.get("hyper_parameters") or {})
-        if "model" not in hp or "state_dict" not in ckpt:
-            raise ValueError(f"{path}: not a bloodseg checkpoint (no model config or weights "
-                             "in it); pass ckpt_path=<run>/checkpoints/best.ckpt")
-        if "pretrained" in hp["model"]:
-            hp["model"] = {**hp["model"], "pretrained": False}
-        module = cls(**hp, tta=tta)
-        module.load_state_dict(ckpt["state_dict"])
-        return module.eval()
+    # -- the model file ------------------------------------------------------------------
 
-    def postprocess_config(self) -> dict:
-        """The post-processing the network was trained with (binary default: the watershed)."""
-        if self.hparams.get("postprocess"):
-            return dict(self.hparams.postprocess)
-        return group_config("postprocess", {"binary": "watershed"}.get(self.target, self.target))
+    def model_spec(self) -> ModelSpec:
+        """What this network is, for its checkpoints (:mod:`bloodseg.spec`)."""
+        info = self.hparams.get("data_info") or {}
+        pre = {k: info[k] for k in ("color", "image_size", "scale", "source_size", "contrast",
+                                    "cut_cell_frac") if info.get(k) is not None}
+        pre.setdefault("color", "gray" if self.network.kwargs.get("in_channels") == 1
+                       else "rgb")
+        provenance = {
+            "bloodseg_version": bloodseg.__version__,
+            **self.provenance,
+            **{k: info[k] for k in ("data_root", "data_kind") if k in info},
+            "saved": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        }
+        if self._trainer is not None:
+            provenance["epochs"] = self.trainer.current_epoch
+            provenance["global_step"] = self.trainer.global_step
+            provenance["metrics"] = {k: round(float(v), 6) for k, v in
+                                     self.trainer.callback_metrics.items() if k.startswith("val/")
+                                     and v.numel() == 1}
+        return ModelSpec.from_dict({
+            "version": 1,
+            "network": {"name": self.network.name, "kwargs": self.network.kwargs},
+            "target": self.target_spec.to_dict(),
+            "preprocess": pre,
+            "postprocess": {"name": self.postprocess_spec.name,
+                            "fields": self.postprocess_spec.fields},
+            "provenance": provenance,
+        }, "this run's model")
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint[SPEC_KEY] = self.model_spec().to_dict()
 
     def on_fit_start(self) -> None:
         describe = getattr(self.trainer.datamodule, "describe", None)
         if describe is not None:
             self.hparams["data_info"] = describe()
 
+    # -- steps ---------------------------------------------------------------------------
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.hparams.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
-    def _logits_and_outputs(self, x: torch.Tensor, tta: bool) -> tuple[torch.Tensor, torch.Tensor]:
-        """Logits of ``x`` and the target's probability maps (with ``tta``, averaged over the
-        four flips; the identity flip's logits are the ones returned): four passes, not five."""
-        logits = self(x)
-        outputs = to_outputs(logits.detach(), self.target)
-        if tta:
-            flipped = [to_outputs(self(x.flip(d)), self.target).flip(d)
-                       for d in ((-1,), (-2,), (-2, -1))]
-            outputs = torch.stack([outputs, *flipped]).mean(0)
-        return logits, outputs
-
     def predict_outputs(self, x: torch.Tensor, tta: bool | None = None) -> torch.Tensor:
         """(B, C, H, W) probability maps of the target (binary: the foreground probability;
         contour: softmax over background/interior/border; distance: foreground, distance)."""
-        return self._logits_and_outputs(x, self.tta if tta is None else tta)[1]
+        return tta_outputs(self, x, self.target_spec.decode, self.tta if tta is None else tta)[1]
 
     def _loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
         if "weight" in batch:
@@ -186,10 +193,10 @@ class SegmentationModule(pl.LightningModule):
         return self.criterion(logits, batch["target"])
 
     def _step(self, batch: dict, metrics: MetricCollection, stage: str) -> dict:
-        logits, outputs = self._logits_and_outputs(batch["image"],
-                                                   self.tta and stage != "train")
+        logits, outputs = tta_outputs(self, batch["image"], self.target_spec.decode,
+                                      self.tta and stage != "train")
         loss = self._loss(logits, batch)
-        metrics.update(foreground(outputs, self.target), batch["mask"].int())
+        metrics.update(self.target_spec.foreground(outputs), batch["mask"].int())
         bs = outputs.shape[0]
         self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True,
                  prog_bar=True, batch_size=bs, sync_dist=stage != "train")

@@ -11,8 +11,12 @@ Both sides go through this module, so the schema below is the only list of files
       per_image.csv        one row per test image: counts, TP/FP/FN, F1, AP
       size_hist.csv        predicted vs true cell-area histogram (common bins)
       tuning.json          post-processing parameters chosen on training images, every
-                           value tried and its scores (only with callbacks.watershed.tune)
-      samples/             index.json + <name>_{image,mask,prob,instances}.png test samples
+                           value tried and its scores (only with tune)
+      postprocess.json     the tuned post-processing, tied to checkpoints/best.ckpt by its
+                           sha256 (bloodseg.inference reads it; written by tune and
+                           bloodseg-tune, never into a checkpoint)
+      samples/             index.json + <name>_{image,mask,prob,instances,truth}.png test
+                           samples at native size (truth: the true instances)
       checkpoints/         best.ckpt, last.ckpt
       error.txt            the exception of a failed run (absent when it succeeded)
       .hydra/              the composed config (Hydra)
@@ -41,6 +45,7 @@ SIZE_HIST = "size_hist.csv"
 SAMPLES = "samples"
 ERROR = "error.txt"
 TUNING = "tuning.json"
+TUNED = "postprocess.json"
 SAMPLE_KINDS = ("image", "mask", "prob", "instances")
 
 PER_IMAGE_COLUMNS = [
@@ -107,7 +112,7 @@ def write_size_hist(out: str | Path, pred_areas: np.ndarray, true_areas: np.ndar
 
 def write_samples(out: str | Path, samples: Sequence[dict]) -> None:
     """Test samples for the report: dicts with name, image (RGB uint8), mask {0,1}, prob
-    (float 0..1), instances (labels) and true_count."""
+    (float 0..1), instances (labels), true_count and optionally truth (true labels)."""
     folder = Path(out) / SAMPLES
     index = []
     for s in samples:
@@ -116,6 +121,8 @@ def write_samples(out: str | Path, samples: Sequence[dict]) -> None:
         write_png_atomic(f"{base}_mask.png", s["mask"] * 255)
         write_png_atomic(f"{base}_prob.png", (s["prob"] * 255).round().astype(np.uint8))
         write_png_atomic(f"{base}_instances.png", s["instances"].astype(np.uint16))
+        if s.get("truth") is not None:
+            write_png_atomic(f"{base}_truth.png", s["truth"].astype(np.uint16))
         index.append({"name": s["name"], "true_count": s["true_count"],
                       "pred_count": int(s["instances"].max())})
     if index:

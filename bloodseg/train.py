@@ -1,16 +1,22 @@
-"""``bloodseg-train`` / ``python train.py``: train (and test) one configured experiment.
+"""``bloodseg-train`` / ``python train.py``: fit -> tune -> test one configured experiment.
 
     python train.py model=attunet data=synthetic trainer.max_epochs=5
     python train.py experiment=resunet_grayscale_scheduler
     python train.py -m model=unet,resunet,vgg11unet,vgg16unet,attunet          # sweep
     python train.py -m model=unet,attunet hydra/launcher=joblib trainer=gpu    # 1 job/GPU
 
-Each run writes a run folder (its files: :mod:`bloodseg.rundir`). :func:`train` is
-importable so tests run it on a composed config.
+Each run writes a run folder (its files: :mod:`bloodseg.rundir`). After fitting, ``tune``
+chooses the post-processing on the training images and writes ``postprocess.json`` beside the
+weights; the test stage then scores the best checkpoint through the one inference path
+(:mod:`bloodseg.evaluation`), exactly as ``bloodseg-evaluate`` would. A resume
+(``ckpt_path=``) checks the checkpoint's stored spec before Lightning reads it, and composes
+everything else from the user's own config. :func:`train` is importable so tests run it on a
+composed config.
 """
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import time
@@ -24,9 +30,11 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import bloodseg  # noqa: F401  (registers the config resolvers)
-from bloodseg import ddp, rundir
+from bloodseg import ddp, evaluation, rundir
 from bloodseg.cli_errors import hydra_override_hints
 from bloodseg.config import CONF_DIR, instantiate_group
+from bloodseg.data.bbbc041seg import list_split
+from bloodseg.inference import Predictor, check_model_file, write_tuned
 from bloodseg.io import write_text_atomic
 from bloodseg.module import SegmentationModule
 
@@ -43,9 +51,20 @@ def build_module(cfg: DictConfig) -> SegmentationModule:
         target=cfg.get("target"),
         postprocess=cfg.get("postprocess"),
     )
+    module.provenance = {"run": str(cfg.get("name")), "config_sha256": config_hash(cfg)}
     if cfg.get("compile"):
         module.net = torch.compile(module.net)
     return module
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """A short hash of the resolved config minus paths (same experiment, same hash)."""
+    import hashlib
+
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    for key in ("paths", "hydra"):
+        plain.pop(key, None)
+    return hashlib.sha256(OmegaConf.to_yaml(OmegaConf.create(plain)).encode()).hexdigest()[:16]
 
 
 def is_ddp_worker() -> bool:
@@ -64,6 +83,9 @@ def train(cfg: DictConfig) -> dict:
     ddp_env = ddp.snapshot_env()
     pl.seed_everything(cfg.seed, workers=True)
 
+    tune = evaluation.tune_spec(cfg.get("tune"))  # a bad tune option fails before training
+    if cfg.get("ckpt_path"):
+        check_model_file(cfg.ckpt_path)  # a stranger's file is checked before Lightning reads it
     datamodule = instantiate(cfg.data)
     # Load and check every split the run will touch now: a bad test mask must stop the run
     # before the first epoch, not after the last.
@@ -81,7 +103,7 @@ def train(cfg: DictConfig) -> dict:
         lg.log_hyperparams(resolved)  # W&B and CSV carry the full experiment config
 
     try:
-        return fit_and_test(cfg, out, trainer, module, datamodule)
+        return fit_and_test(cfg, out, trainer, module, datamodule, tune)
     finally:
         finish_wandb(loggers)
         if not is_ddp_worker():
@@ -98,26 +120,85 @@ def finish_wandb(loggers: list) -> None:
         wandb.finish()
 
 
-def fit_and_test(cfg: DictConfig, out: Path, trainer: pl.Trainer, module, datamodule) -> dict:
+def fit_and_test(cfg: DictConfig, out: Path, trainer: pl.Trainer, module, datamodule,
+                 tune: dict | None = None) -> dict:
+    """fit -> tune -> test; returns the test metrics (empty where there was no test)."""
     started = time.time()
     if cfg.get("train", True):
         trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
     train_time = time.time() - started
 
+    weights = None
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if cfg.get("train", True) and best and Path(best).is_file():
+        weights = best
+    elif not cfg.get("train", True):
+        weights = cfg.get("ckpt_path")
     test_metrics: dict = {}
-    if cfg.get("test", True):
-        ckpt = None
-        best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
-        if cfg.get("train", True) and best and Path(best).is_file():
-            ckpt = best
-        elif not cfg.get("train", True):
-            ckpt = cfg.get("ckpt_path")
-        results = trainer.test(module, datamodule=datamodule, ckpt_path=ckpt)
-        test_metrics = {k: float(v) for k, v in (results[0] if results else {}).items()}
-
+    # the stages after fit run once, on rank 0: every rank holds the same weights. Without a
+    # checkpoint (fast_dev_run, checkpointing off) they use the weights in memory.
+    if trainer.is_global_zero and (tune or cfg.get("test", True)) and (
+            weights or cfg.get("train", True)):
+        test_metrics = tune_and_test(cfg, out, trainer, datamodule, weights, tune, module)
     if trainer.is_global_zero:
         write_run_files(cfg, out, trainer, module, datamodule, test_metrics, train_time)
     return test_metrics
+
+
+def tune_and_test(cfg: DictConfig, out: Path, trainer: pl.Trainer, datamodule,
+                  weights: str | None, tune: dict | None, module: SegmentationModule) -> dict:
+    """The tuning and test stages on ``weights`` (None: the module's weights in memory),
+    through the one inference path."""
+    p = cfg.get("predict") or {}
+    options = {"device": str(trainer.strategy.root_device), "mode": p.get("mode", "auto"),
+               "tta": bool(p.get("tta", False)), "batch_size": int(p.get("batch_size", 8))}
+    if weights:
+        predictor = Predictor.load(weights, **options)
+    else:
+        log.info("no checkpoint was written: testing the weights in memory")
+        predictor = Predictor(module.model_spec(), copy.deepcopy(module.net), **options)
+    root = datamodule.root
+    if tune:
+        samples = evaluation.tuning_samples(root, tune["split"], tune["max_images"],
+                                            datamodule.val_fraction, datamodule.seed)
+        result = evaluation.tune_stage(predictor, samples, tune)
+        chosen = evaluation.tuned_postprocess(result)
+        record = evaluation.tuning_record(tune, result, len(samples))
+        rundir.write_tuning(out, record)
+        if weights:
+            log.info("wrote %s", write_tuned(weights, chosen, record, out / rundir.TUNED))
+        predictor = predictor.with_postprocess(chosen)
+    if not cfg.get("test", True):
+        return {}
+    scored = evaluation.test_stage(predictor, list_split(root, "test"), out,
+                                   weights or "(weights in memory)",
+                                   datamodule.describe(), int(cfg.get("n_samples", 4)))
+    log_test(trainer, scored)
+    return scored.metrics
+
+
+def log_test(trainer: pl.Trainer, scored: evaluation.Scored) -> None:
+    """Test metrics to every logger (CSV, W&B), and W&B's size histogram and overlays."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    for lg in trainer.loggers:
+        lg.log_metrics(scored.metrics, step=trainer.global_step)
+        lg.save()
+        if isinstance(lg, WandbLogger):
+            import numpy as np
+            import wandb
+
+            from bloodseg.render import overlay
+
+            areas = np.concatenate(scored.stats.areas) if scored.stats.areas else np.zeros(0)
+            lg.experiment.log({
+                "test/cell_area_px": wandb.Histogram(areas, num_bins=30),
+                "test/overlays": [
+                    wandb.Image(overlay(p["image"], p["instances"]),
+                                caption=f"{p['name']}: {int(p['instances'].max())} cells "
+                                        f"(truth {p['true_count']})")
+                    for p in scored.pictures],
+            })
 
 
 def write_run_files(cfg, out: Path, trainer: pl.Trainer, module, datamodule,

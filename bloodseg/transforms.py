@@ -8,6 +8,7 @@ DataModule, ``bloodseg-predict`` or a notebook.
     >>> rgb = denormalize(batch["image"][0])     # back to HxWx3 uint8 for pictures
     >>> maps = upsample(outputs, (1200, 1600))   # (C, h, w) maps -> native size
     >>> img = adjust_contrast(img, "percentile") # pale and dark smears alike
+    >>> small = prepare_image(img, "gray", "percentile", (600, 800))  # the network's view
 """
 
 from __future__ import annotations
@@ -93,3 +94,21 @@ def adjust_contrast(image: np.ndarray, mode: str | None) -> np.ndarray:
     if mode not in CONTRAST:
         raise ValueError(f"data.contrast must be one of {', '.join(CONTRAST)}, got {mode!r}")
     return CONTRAST[mode](image)
+
+
+def scaled_hw(hw: tuple[int, int], scale: float) -> tuple[int, int]:
+    """``hw`` shrunk (or grown) by ``scale``, each side at least 1 px."""
+    return max(1, round(hw[0] * scale)), max(1, round(hw[1] * scale))
+
+
+def prepare_image(image: np.ndarray, color: str, contrast: str | None,
+                  size_hw: tuple[int, int]) -> np.ndarray:
+    """An RGB or gray uint8 image as a network sees it, before :func:`normalize`: in ``color``,
+    contrast adjusted on the whole image, then resized to ``size_hw`` (INTER_AREA, the
+    antialiasing choice when shrinking). Training data and every inference path go through
+    this one function, so a model sees the same pixels in training and in use."""
+    image = adjust_contrast(to_color(image, color), contrast)
+    if image.shape[:2] != tuple(size_hw):
+        interp = cv2.INTER_AREA if size_hw[0] < image.shape[0] else cv2.INTER_LINEAR
+        image = cv2.resize(image, (size_hw[1], size_hw[0]), interpolation=interp)
+    return image

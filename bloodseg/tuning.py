@@ -52,13 +52,14 @@ class TuningResult:
     postprocess: Any
     metric: str
     rows: list[dict[str, Any]] = field(default_factory=list)
+    before: dict[str, Any] = field(default_factory=dict)  # the values the search started from
 
 
 def default_grid(postprocess: Any) -> dict[str, list]:
     """The post-processor's own grid (``tune_grid()``), or an error naming the fix."""
     if not hasattr(postprocess, "tune_grid"):
         raise TypeError(f"{type(postprocess).__name__} has no tune_grid(); pass a grid, "
-                        "e.g. callbacks.watershed.tune.grid={threshold:[0.4,0.5,0.6]}")
+                        "e.g. tune.grid={threshold:[0.4,0.5,0.6]}")
     return postprocess.tune_grid()
 
 
@@ -132,4 +133,5 @@ def search(postprocess: Any, items: Sequence[TuningItem], grid: dict[str, Sequen
     best_row = max(rows, key=lambda r: _rank(r, metric))
     best = {k: best_row[k] for k in keys}
     return TuningResult(best=best, postprocess=dataclasses.replace(postprocess, **best),
-                        metric=metric, rows=rows)
+                        metric=metric, rows=rows,
+                        before={k: getattr(postprocess, k) for k in best})

@@ -19,23 +19,28 @@ PACKAGE = Path(__file__).resolve().parents[1] / "bloodseg"
 RANKS = {
     "io": 0, "cli_errors": 0,
     "labels": 1, "transforms": 1, "rundir": 1, "checkpoint": 1,
-    "augment": 1, "targets": 1,
-    "config": 2, "render": 2,
+    "augment": 1, "targets": 1, "measure": 1,
+    "config": 2, "render": 2, "weights": 2,
     "data": 3,
     "models": 4, "losses": 4,
-    "module": 5, "postprocess": 5, "metrics": 5,
+    "postprocess": 5, "metrics": 5,
+    "spec": 6,             # the model spec: registries + checks, no Hydra instantiate
     "tuning": 6,           # post-processing parameters chosen on training images
-    "callbacks": 7, "loggers": 7,
-    "ddp": 8, "sweep": 8,  # run orchestration used by the train entry point / Hydra
-    "report": 9,           # figures and tables from run folders
+    "inference": 7,        # the one inference path (model files -> outputs -> instances)
+    "module": 8,           # the LightningModule (writes the spec into its checkpoints)
+    "evaluation": 9,       # test and tuning stages through the inference path
+    "callbacks": 10, "loggers": 10,
+    "ddp": 11, "sweep": 11,  # run orchestration used by the train entry point / Hydra
+    "report": 12,          # figures and tables from run folders
 }
 ENTRY_POINTS = {
-    "__init__", "train", "evaluate", "predict", "report.__main__",
-    "data.cli", "models.__main__",
+    "__init__", "train", "evaluate", "predict", "tune", "report.__main__",
+    "data.cli", "models.__main__", "weights.__main__",
 }
 # report draws from run folders alone: it must run where torch does not
 REPORT_MAY_NOT_IMPORT = {"module", "callbacks", "models", "losses", "checkpoint", "train",
-                         "evaluate", "predict", "ddp", "sweep"}
+                         "evaluate", "predict", "tune", "ddp", "sweep", "spec", "inference",
+                         "evaluation"}
 
 
 def module_name(path: Path, package: Path = PACKAGE) -> str:

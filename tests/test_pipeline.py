@@ -15,8 +15,8 @@ import pytest
 import torch
 
 from bloodseg.checkpoint import CheckpointError
-from bloodseg.module import SegmentationModule
-from bloodseg.predict import Predictor, blend_window, list_inputs, tile_starts
+from bloodseg.inference import Predictor, blend_window, load_model, tile_starts
+from bloodseg.predict import list_inputs
 from tests.conftest import REPO
 
 
@@ -35,6 +35,9 @@ def test_run_folder_has_callback_outputs(trained_run):
     assert any(r.get("val/count_mae_trainres") for r in rows)
     assert any(r.get("val/inst_f1_trainres") for r in rows)
     assert any(r.get("test/map") for r in rows) and any(r.get("test/native_dice") for r in rows)
+    test = json.loads((trained_run / "test_metrics.json").read_text())["metrics"]
+    logged = [r for r in rows if r.get("test/map")][-1]
+    assert float(logged["test/map"]) == pytest.approx(test["test/map"])  # CSV == JSON
     per_image = read_csv(trained_run / "per_image.csv")
     assert len(per_image) == 3 and all(int(r["true_count"]) > 0 for r in per_image)
     index = json.loads((trained_run / "samples" / "index.json").read_text())
@@ -56,19 +59,21 @@ def test_tile_starts_cover_with_overlap():
 
 
 def test_predictor_tile_and_resize_agree_on_training_sized_input(trained_run):
-    module = SegmentationModule.from_checkpoint(trained_run / "checkpoints" / "best.ckpt")
+    best = trained_run / "checkpoints" / "best.ckpt"
     image = cv2.imread(str(next((trained_run / "samples").glob("*_image.png"))))[:, :, ::-1]
-    tile = Predictor(module, mode="tile").outputs(image)
-    resize = Predictor(module, mode="resize").outputs(image)
+    tile = Predictor.load(best, mode="tile").outputs(image)
+    resize = Predictor.load(best, mode="resize").outputs(image)
+    auto = Predictor.load(best).outputs(image)  # trained on squashed images: resize
     assert tile.shape == resize.shape == (1, *image.shape[:2])
     assert np.allclose(tile, resize, atol=1e-4)  # one tile == the whole image here
-    tta = Predictor(module, mode="tile", tta=True).outputs(image)
+    np.testing.assert_array_equal(auto, resize)
+    tta = Predictor.load(best, mode="tile", tta=True).outputs(image)
     assert 0 <= tta.min() and tta.max() <= 1 and not np.allclose(tta, tile)
 
 
 def test_predictor_tiles_large_images_at_training_scale(trained_run):
-    module = SegmentationModule.from_checkpoint(trained_run / "checkpoints" / "best.ckpt")
-    pred = Predictor(module, mode="tile", scale=1.0, batch_size=3)
+    pred = Predictor.load(trained_run / "checkpoints" / "best.ckpt", mode="tile", scale=1.0,
+                          batch_size=3)
     big = np.full((300, 410, 3), 200, np.uint8)
     prob = pred.outputs(big)
     assert prob.shape == (1, 300, 410) and np.isfinite(prob).all()
@@ -77,18 +82,27 @@ def test_predictor_tiles_large_images_at_training_scale(trained_run):
 def test_evaluate_writes_metrics(trained_run, tmp_path):
     data_dir = trained_run.parent / "data"
     out = tmp_path / "eval"
+    # only the checkpoint: the data folder comes from its spec, and the log says so
     proc = run_entry("bloodseg.evaluate", [
-        f"ckpt_path={trained_run / 'checkpoints' / 'best.ckpt'}", "data=synthetic",
-        "data.synthetic.n_train=12", "data.synthetic.n_test=3", "data.synthetic.size=[128,128]",
-        f"paths.data_dir={data_dir}", "data.num_workers=0", "trainer=cpu",
-        f"hydra.run.dir={out}", "tta=true"], cwd=tmp_path)
+        f"ckpt_path={trained_run / 'checkpoints' / 'best.ckpt'}", f"hydra.run.dir={out}"],
+        cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    result = json.loads((out / "test_metrics.json").read_text())
-    assert result["tta"] is True and result["data_kind"] == "synthetic"
+    assert "the folder the model was trained on" in proc.stdout + proc.stderr
+    assert str(data_dir) in json.loads((out / "test_metrics.json").read_text())["data_root"]
+    # the run's own numbers, exactly: one inference path
+    ours = json.loads((trained_run / "test_metrics.json").read_text())["metrics"]
+    assert json.loads((out / "test_metrics.json").read_text())["metrics"] == ours
+    # with TTA, other numbers and the choice recorded
+    tta = tmp_path / "tta"
+    proc = run_entry("bloodseg.evaluate", [
+        f"ckpt_path={trained_run / 'checkpoints' / 'best.ckpt'}", f"hydra.run.dir={tta}",
+        "predict.tta=true"], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads((tta / "test_metrics.json").read_text())
+    assert result["tta"] is True
     for key in ("test/dice", "test/iou", "test/count_mae", "test/inst_f1", "test/inst_ap"):
         assert key in result["metrics"]
-    assert len(read_csv(out / "per_image.csv")) == 3
-    assert (out / "metrics.csv").is_file()
+    assert len(read_csv(tta / "per_image.csv")) == 3
 
 
 @pytest.mark.real
@@ -131,9 +145,9 @@ def test_list_inputs_errors(tmp_path):
 
 
 def test_checkpoint_rebuilds_without_downloading(trained_run):
-    module = SegmentationModule.from_checkpoint(trained_run / "checkpoints" / "best.ckpt")
-    assert not module.training
+    spec, net = load_model(trained_run / "checkpoints" / "best.ckpt")
+    assert not net.training and spec.network.name == "unet"
     with torch.no_grad():
-        assert module(torch.zeros(1, 1, 50, 70)).shape == (1, 1, 50, 70)
+        assert net(torch.zeros(1, 1, 50, 70)).shape == (1, 1, 50, 70)
     with pytest.raises(CheckpointError, match="missing.ckpt: checkpoint not found"):
-        SegmentationModule.from_checkpoint(REPO / "missing.ckpt")
+        load_model(REPO / "missing.ckpt")

@@ -14,14 +14,13 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import open_dict
 
 from bloodseg.cli_errors import check_overrides, quote_value, quoting_hint
-from bloodseg.module import SegmentationModule
+from bloodseg.inference import Predictor
 from bloodseg.predict import (
     OutputFolderError,
-    Predictor,
     TileProgress,
+    check_output,
     output_names,
     predict,
-    prepare_output,
 )
 from tests.conftest import compose_cfg
 from tests.test_pipeline import read_csv, run_entry
@@ -83,20 +82,23 @@ def test_reused_output_is_refused_and_overwrite_replaces_only_our_results(traine
     assert (out / ".hydra").is_dir() and (out / "predict.log").is_file()
 
 
-def test_prepare_output_ignores_hydra_files_and_never_deletes_inputs(tmp_path):
+def test_check_output_ignores_hydra_files_and_never_deletes_inputs(tmp_path):
     out = tmp_path / "run"
     (out / ".hydra").mkdir(parents=True)
     (out / "predict.log").write_text("")
-    assert prepare_output(out) == out
-    assert prepare_output(tmp_path / "new") == tmp_path / "new"
+    assert check_output(out) == []
+    assert check_output(tmp_path / "new") == []
     (tmp_path / "file").write_text("")
     with pytest.raises(OutputFolderError, match="is a file"):
-        prepare_output(tmp_path / "file")
+        check_output(tmp_path / "file")
+    with pytest.raises(OutputFolderError, match="is a file"):  # a path under a file
+        check_output(tmp_path / "file" / "sub")
     write_images(out / "masks", ["old.png"])
     with pytest.raises(OutputFolderError, match="not empty .*masks.*overwrite=true"):
-        prepare_output(out)
+        check_output(out)
     with pytest.raises(OutputFolderError, match="would delete the input"):
-        prepare_output(out, overwrite=True, inputs=[out / "masks" / "old.png"])
+        check_output(out, overwrite=True, inputs=[out / "masks" / "old.png"])
+    assert check_output(out, overwrite=True) == [out / "masks"]  # listed, not deleted
     assert (out / "masks" / "old.png").is_file()
 
 
@@ -135,11 +137,10 @@ def test_same_stem_and_comma_names_map_unambiguously(trained_run, tmp_path):
 
 
 def test_many_tiles_warn_up_front_and_report_progress(trained_run, caplog):
-    module = SegmentationModule.from_checkpoint(ckpt(trained_run))
     image = np.full((300, 300, 3), 120, np.uint8)
     calls = []
-    pred = Predictor(module, mode="tile", scale=1.0, batch_size=4, warn_tiles=5)
-    with caplog.at_level(logging.WARNING, logger="bloodseg.predict"):
+    pred = Predictor.load(ckpt(trained_run), mode="tile", scale=1.0, batch_size=4, warn_tiles=5)
+    with caplog.at_level(logging.WARNING, logger="bloodseg.inference"):
         pred.outputs(image, name="huge.png", progress=lambda d, t: calls.append((d, t)))
     assert calls == [(4, 9), (8, 9), (9, 9)]
     [record] = [r for r in caplog.records if r.levelno == logging.WARNING]
@@ -147,8 +148,8 @@ def test_many_tiles_warn_up_front_and_report_progress(trained_run, caplog):
     assert msg.startswith("huge.png: 300x300 px at predict.scale=1 is 9 tiles of 128x128 px")
     assert "predict.scale" in msg and "predict.mode=resize" in msg
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="bloodseg.predict"):
-        Predictor(module, mode="tile", scale=1.0).outputs(image)  # 9 <= 200 tiles
+    with caplog.at_level(logging.WARNING, logger="bloodseg.inference"):
+        Predictor.load(ckpt(trained_run), mode="tile", scale=1.0).outputs(image)  # 9 <= 200
     assert not caplog.records
 
 

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from bloodseg.callbacks import WatershedCallback
+from bloodseg import tuning
 from bloodseg.data.datamodule import BloodCellDataModule
 from bloodseg.data.dataset import random_crop
 from bloodseg.metrics import InstanceStats
@@ -69,27 +69,26 @@ def test_scale_mode_caches_at_scale_and_crops_training_items(tmp_path):
 
 
 def test_outputs_upsampled_from_a_small_size_score_like_native_ones():
-    """The test phase scores upsampled outputs at native size: a map computed at 1/4 of the
-    native size must give the same cells and scores as the native map itself."""
+    """Tests score upsampled outputs at native size: a map computed at 1/4 of the native size
+    must give the same cells and scores as the native map itself."""
     native = disc_labels()
     prob = soft_map(native)
     small = cv2.resize(prob, (160, 120), interpolation=cv2.INTER_AREA)[None]
 
-    cb = WatershedCallback(Watershed())
-    cb.on_test_epoch_start(None, None)
-    cb._process_native({"outputs": torch.from_numpy(small[None])},
-                       {"name": ["a"], "native_instances": [torch.from_numpy(native)]})
+    got = tuning.score(Watershed(), [tuning.TuningItem("a", small, native)])
     direct = InstanceStats()
     direct.update("a", native, Watershed()(prob))
-    got, want = cb.stats["test"].aggregate(), direct.aggregate()
-    assert got["true_count_mean"] == want["true_count_mean"] == native.max()
-    assert got["pred_count_mean"] == want["pred_count_mean"]
+    want = direct.aggregate()
+    assert got["count_mae"] == want["count_mae"] == 0
     assert got["f1"] == want["f1"] == 1.0
-    assert abs(got["mean_matched_iou"] - want["mean_matched_iou"]) < 0.03
-    fg, truth = prob > 0.5, native > 0
-    direct_dice = 2 * (fg & truth).sum() / (fg.sum() + truth.sum())
-    assert abs(2 * cb.pixels[0] / cb.pixels[1] - direct_dice) < 0.01  # native pixel Dice
-    assert upsample(small, native.shape).shape == (1, *native.shape)
+    up = upsample(small, native.shape)
+    assert up.shape == (1, *native.shape)
+    truth = native > 0
+
+    def dice(fg):
+        return 2 * (fg & truth).sum() / (fg.sum() + truth.sum())
+
+    assert abs(dice(up[0] > 0.5) - dice(prob > 0.5)) < 0.01  # native pixel Dice
 
 
 def test_percentile_contrast_makes_pale_and_dark_smears_alike(tmp_path):

@@ -16,8 +16,8 @@ from omegaconf import open_dict
 
 from bloodseg.config import job_gpu, wandb_offline
 from bloodseg.ddp import hydra_ddp_command
+from bloodseg.inference import load_model
 from bloodseg.losses import build_loss
-from bloodseg.module import SegmentationModule
 from bloodseg.train import train
 from tests.conftest import CONF, REPO
 
@@ -103,11 +103,12 @@ def test_short_training_learns_and_checkpoint_round_trips(hydra_cfg, tmp_path):
         assert any(r.get(key) for r in rows), key
     best = out / "checkpoints" / "best.ckpt"
     assert best.is_file() and (out / "checkpoints" / "last.ckpt").is_file()
-    module = SegmentationModule.from_checkpoint(best)
-    assert module.hparams.data_info["color"] == "gray"
-    assert module.hparams.data_info["image_size"] == [64, 64]
+    spec, net = load_model(best)
+    assert spec.preprocess.color == "gray" and spec.preprocess.image_size == (64, 64)
+    assert spec.provenance["epochs"] >= 1 and spec.provenance["config_sha256"]
+    assert "val/loss" in spec.provenance["metrics"]
     x = torch.zeros(1, 1, 64, 64)
-    assert module(x).shape == (1, 1, 64, 64)
+    assert net(x).shape == (1, 1, 64, 64)
 
 
 @pytest.mark.parametrize("name", ["bce", "dice", "bce_dice"])

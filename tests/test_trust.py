@@ -16,8 +16,8 @@ from omegaconf import open_dict
 
 from bloodseg.checkpoint import CheckpointError, load_checkpoint
 from bloodseg.data.datamodule import BloodCellDataModule
+from bloodseg.inference import load_model
 from bloodseg.io import DataError
-from bloodseg.module import SegmentationModule
 from bloodseg.train import run_recorded
 from tests.conftest import REPO
 from tests.test_train import TINY_DATA
@@ -50,7 +50,7 @@ def test_booby_trapped_checkpoints_are_refused_and_never_run(trained_run, tmp_pa
     torch.save({**genuine, "extra": Payload(marker)}, trapped)
     for path in (plain, trapped):
         with pytest.raises(CheckpointError, match="refused") as info:
-            SegmentationModule.from_checkpoint(path)
+            load_model(path)
         assert str(path) in str(info.value)
     # the real commands refuse it too, with the message and a non-zero exit
     image = next((trained_run / "samples").glob("*_image.png"))
@@ -62,7 +62,7 @@ def test_booby_trapped_checkpoints_are_refused_and_never_run(trained_run, tmp_pa
         assert "refused" in proc.stderr + proc.stdout
     assert not marker.exists(), "the checkpoint's payload ran"
     # and a genuine bloodseg checkpoint still loads safely
-    assert SegmentationModule.from_checkpoint(trained_run / "checkpoints" / "best.ckpt")
+    assert load_model(trained_run / "checkpoints" / "best.ckpt")
 
 
 @pytest.mark.parametrize("content", [b"", b"hello, I am a text file\n", os.urandom(2048),
@@ -81,7 +81,7 @@ def test_checkpoint_without_a_model_is_named(tmp_path):
     path = tmp_path / "weights.ckpt"
     torch.save({"state_dict": {}}, path)
     with pytest.raises(ValueError, match=f"{path}: not a bloodseg checkpoint"):
-        SegmentationModule.from_checkpoint(path)
+        load_model(path)
 
 
 # -- 3: fail before training, with the error in the run folder ---------------------------------

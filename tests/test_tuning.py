@@ -9,9 +9,7 @@ import dataclasses
 import cv2
 import numpy as np
 import pytest
-import torch
 
-from bloodseg.checkpoint import CheckpointError, load_checkpoint, update_hparams
 from bloodseg.labels import CUT_CELL_GRID, drop_cut_cells, typical_area
 from bloodseg.postprocess import ContourWatershed, DistanceWatershed, Watershed
 from bloodseg.targets import contour_target
@@ -201,48 +199,45 @@ def test_every_postprocessor_has_a_default_grid_of_its_own_parameters():
         assert grid and all(hasattr(pp, k) and len(v) >= 3 for k, v in grid.items())
 
 
-# -- checkpoints ---------------------------------------------------------------------------
-
-
-def test_update_hparams_rewrites_in_place(tmp_path):
-    path = tmp_path / "best.ckpt"
-    torch.save({"state_dict": {"w": torch.ones(2)},
-                "hyper_parameters": {"postprocess": {"a": 1}, "target": {"name": "x"}}}, path)
-    update_hparams(path, {"postprocess": {"a": 2}})
-    ckpt = load_checkpoint(path)
-    assert ckpt["hyper_parameters"] == {"postprocess": {"a": 2}, "target": {"name": "x"}}
-    assert torch.equal(ckpt["state_dict"]["w"], torch.ones(2))
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.ckpt"]  # no temp file left
-    torch.save({"state_dict": {}}, path)
-    with pytest.raises(CheckpointError, match="no hyper_parameters"):
-        update_hparams(path, {"postprocess": {}})
+# -- the tuning stage ------------------------------------------------------------------------
 
 
 def test_tune_spec_defaults_and_errors():
-    from bloodseg.callbacks import _tune_spec
+    from bloodseg.evaluation import tune_spec
 
-    assert _tune_spec(None) is None and _tune_spec({}) is None
-    assert _tune_spec({"split": "val"}) == {"split": "val", "metric": "f1", "grid": None,
-                                           "max_images": 50}
+    assert tune_spec(None) is None and tune_spec({}) is None
+    assert tune_spec({"split": "val"}) == {"split": "val", "metric": "f1", "grid": None,
+                                          "max_images": 50}
     for bad, match in (({"spilt": "train"}, "unknown keys"), ({"split": "test"}, "train or val"),
                        ({"metric": "dice"}, "metric must be"), ({"max_images": 0}, ">= 1")):
         with pytest.raises(ValueError, match=match):
-            _tune_spec(bad)
+            tune_spec(bad)
 
 
-def test_tuning_loader_takes_whole_images_evenly_spaced(tmp_path):
+def test_tuning_samples_are_training_images_evenly_spaced(tmp_path):
     from bloodseg.data.datamodule import BloodCellDataModule
     from bloodseg.data.synthetic import write_dataset
+    from bloodseg.evaluation import tuning_samples
 
     root = write_dataset(tmp_path / "d", n_train=9, n_test=2, size=(48, 64), seed=0)
-    dm = BloodCellDataModule(root=str(root), image_size=[48, 64], scale=1.0, crop_size=32,
-                             expected_counts=None, val_fraction=0.2)
-    names = [b["name"][0] for b in dm.tuning_dataloader("train")]
+    names = [s.name for s in tuning_samples(root, "train")]
     assert len(names) == 9 and names == sorted(names)
-    some = [b["name"][0] for b in dm.tuning_dataloader("train", max_images=3)]
+    some = [s.name for s in tuning_samples(root, "train", max_images=3)]
     assert some == [names[0], names[4], names[8]]
-    batch = next(iter(dm.tuning_dataloader("val")))
-    hw = tuple(batch["native_instances"][0].shape)
-    assert tuple(batch["image"].shape[-2:]) == hw and min(hw) > 32  # whole images, not crops
-    assert len(list(dm.tuning_dataloader("val"))) == 2
-    assert "tuning" not in dm.datasets
+    val = tuning_samples(root, "val", val_fraction=0.2, seed=42)
+    dm = BloodCellDataModule(root=str(root), expected_counts=None, val_fraction=0.2, seed=42)
+    assert [s.name for s in val] == [s.name for s in dm.split_train_val(dm_train(root))[1]]
+    assert len(val) == 2 and not set(s.name for s in val) & {"test"}
+
+
+def dm_train(root):
+    from bloodseg.data.bbbc041seg import list_split
+
+    return list_split(root, "train")
+
+
+def test_callback_refuses_the_old_tune_option_with_the_new_one():
+    from bloodseg.callbacks import WatershedCallback
+
+    with pytest.raises(ValueError, match=r"tune=\{split:train,metric:f1\}"):
+        WatershedCallback(tune={"split": "train"})

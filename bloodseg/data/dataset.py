@@ -27,29 +27,25 @@ from torch.utils.data import Dataset, default_collate
 from bloodseg.data.bbbc041seg import Sample, read_native_instances, read_pair
 from bloodseg.labels import instances_from_mask, mask_from_instances
 from bloodseg.targets import contour_target, distance_target, unet_weight_map
-from bloodseg.transforms import adjust_contrast, normalize
+from bloodseg.transforms import normalize, prepare_image, scaled_hw
 
 Augment = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
-
-
-def scaled_hw(hw: tuple[int, int], scale: float) -> tuple[int, int]:
-    return max(1, round(hw[0] * scale)), max(1, round(hw[1] * scale))
 
 
 def load_sample(sample: Sample, color: str, size_hw: tuple[int, int] | None = None,
                 scale: float | None = None, separate_touching: bool = True,
                 contrast: str | None = None) -> dict:
     """Decode one pair, derive its instances, resize (to ``size_hw`` or by ``scale``);
-    ``contrast="percentile"`` stretches the whole image's intensities first."""
+    ``contrast="percentile"`` stretches the whole image's intensities first. The image goes
+    through :func:`bloodseg.transforms.prepare_image`, as it does at inference."""
     image, mask, inst = read_pair(sample, color)  # one decode per file, sizes checked
-    image = adjust_contrast(image, contrast)
     if inst is None:
         inst = instances_from_mask(mask)
     orig_hw = image.shape[:2]
     h, w = size_hw if scale is None else scaled_hw(orig_hw, scale)
+    image = prepare_image(image, color, contrast, (h, w))
     if orig_hw != (h, w):
-        # INTER_AREA is the antialiasing choice for downscaling; labels must not blend.
-        image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
+        # labels must not blend
         mask = cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST)
         inst = cv2.resize(inst.astype(np.float32), (w, h), interpolation=cv2.INTER_NEAREST)
         inst = inst.astype(np.int32)

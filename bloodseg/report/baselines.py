@@ -7,7 +7,7 @@ images it says whether training paid. For every test folder the runs name (``dat
 * ``Otsu + watershed``: :func:`bloodseg.postprocess.otsu_foreground`, then
   :class:`bloodseg.postprocess.Watershed` with its defaults;
 * ``Otsu + watershed, tuned``: the same with its split depth chosen on that folder's
-  *training* images (:mod:`bloodseg.tuning`), as runs with ``callbacks.watershed.tune`` do.
+  *training* images (:mod:`bloodseg.tuning`), as runs with ``tune`` do.
 
 Both drop frame-cut cells as the runs' data does (``cut_cell_frac`` in ``meta.json``). The
 scoring code is imported only when rows are asked for (``bloodseg-report --baselines``): the
@@ -31,7 +31,7 @@ OTSU_TUNED = "Otsu + watershed, tuned"
 BASELINE_NOTE = (
     f"*{OTSU}*: the classical pipeline (Otsu foreground, bloodseg's watershed) on the same "
     f"test images, no training; *{OTSU_TUNED}*: its split depth chosen on the training "
-    "images, as runs with `callbacks.watershed.tune` choose theirs.")
+    "images, as runs with `tune` choose theirs.")
 
 
 def is_baseline(row: Any) -> bool:

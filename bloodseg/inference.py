@@ -1,0 +1,377 @@
+"""The one inference path: image -> the spec's preprocessing -> network -> native-size outputs
+-> post-processing.
+
+A run's test scoring, the tuning stage, ``bloodseg-evaluate``, ``bloodseg-predict`` and
+exports all go through :class:`Predictor`, so one model file gives one answer everywhere.
+
+    >>> predictor = Predictor.load("run/checkpoints/best.ckpt")      # or a weights bundle
+    >>> image = predictor.read("smear.png")                         # RGB uint8, any size
+    >>> outputs = predictor.outputs(image)                          # (C, H, W) at native size
+    >>> labels = predictor.labels(outputs)                          # int32 0..N instances
+
+Model files are read with ``torch.load(weights_only=True)`` (:mod:`bloodseg.checkpoint`) and
+their spec is validated (:mod:`bloodseg.spec`) before anything is built. The post-processing
+is, in this order: the caller's (``postprocess=``), a tuned file beside the weights
+(``postprocess.json``, :func:`read_tuned`, only if it was tuned for exactly these weights), or
+the spec's own.
+
+Modes: ``auto`` runs what the network was trained for: the whole image at the training scale
+(tiles beyond :data:`MAX_WHOLE_PIXELS`), or, for networks trained on squashed images (no
+scale), the image squashed to the training size. ``whole``, ``tile`` and ``resize`` force one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bloodseg import rundir
+from bloodseg.checkpoint import HINT, CheckpointError, load_checkpoint
+from bloodseg.io import read_image, write_text_atomic
+from bloodseg.spec import SPEC_KEY, ModelSpec, Postprocess, SpecError, spec_of_checkpoint
+from bloodseg.transforms import normalize, prepare_image, scaled_hw, upsample
+
+log = logging.getLogger(__name__)
+
+MODES = ("auto", "whole", "tile", "resize")
+#: images needing more tiles than this get a warning with ways to go faster
+WARN_TILES = 200
+#: ``auto`` runs the whole scaled image up to this many pixels, tiles beyond (memory)
+MAX_WHOLE_PIXELS = 2048 * 2048
+BUNDLE_FORMAT = "bloodseg-model"
+TUNED_FORMAT = "bloodseg-postprocess"
+TUNED_FILE = rundir.TUNED
+
+
+# -- model files -----------------------------------------------------------------------------
+
+
+def network_state(ckpt: Mapping, source: str) -> dict[str, torch.Tensor]:
+    """The network's weights of a Lightning checkpoint (``net.*``) or a bundle."""
+    if ckpt.get("format") == BUNDLE_FORMAT:
+        state = ckpt.get("weights")
+    else:
+        state = {k[len("net."):]: v for k, v in (ckpt.get("state_dict") or {}).items()
+                 if k.startswith("net.")}
+    if not isinstance(state, Mapping) or not state:
+        raise CheckpointError(f"{source}: holds no network weights; {HINT}")
+    # torch.compile wraps the network: its keys carry an _orig_mod. prefix
+    return {k.replace("_orig_mod.", "", 1): v for k, v in state.items()}
+
+
+def load_model(path: str | Path, map_location: str | torch.device = "cpu"
+               ) -> tuple[ModelSpec, torch.nn.Module]:
+    """The validated spec and the network with its weights (eval mode, float32)."""
+    path = Path(path)
+    ckpt = load_checkpoint(path, map_location)
+    spec = spec_of_checkpoint(ckpt, str(path))
+    net = spec.network.build(pretrained=False)  # the weights come from the file
+    state = network_state(ckpt, str(path))
+    try:
+        net.load_state_dict({k: v.float() for k, v in state.items()})
+    except RuntimeError as err:
+        raise CheckpointError(f"{path}: its weights do not fit its network "
+                              f"{spec.network.name} {spec.network.kwargs}: {err}") from None
+    return spec, net.eval()
+
+
+def check_model_file(path: str | Path) -> ModelSpec:
+    """Refuse a checkpoint whose stored content is not a valid bloodseg model (e.g. before a
+    resume hands it to Lightning); returns its spec."""
+    path = Path(path)
+    return spec_of_checkpoint(load_checkpoint(path), str(path))
+
+
+def save_bundle(path: str | Path, spec: ModelSpec, state: Mapping[str, torch.Tensor],
+                half: bool = True) -> Path:
+    """A weights-only model file: the spec (with its post-processing) and the network's
+    weights (float16 by default: half the size, the same counts)."""
+    import io
+
+    from bloodseg.io import write_bytes_atomic
+
+    weights = {k: (v.half() if half and v.is_floating_point() else v).contiguous().cpu()
+               for k, v in state.items()}
+    buf = io.BytesIO()
+    torch.save({"format": BUNDLE_FORMAT, SPEC_KEY: spec.to_dict(), "weights": weights}, buf)
+    return write_bytes_atomic(path, buf.getvalue())
+
+
+def file_sha256(path: str | Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def model_file(ckpt_path: str | Path | None = None, weights: str | None = None) -> Path:
+    """The model file of ``ckpt_path=<file>`` or ``weights=<shipped name>`` (exactly one)."""
+    if bool(ckpt_path) == bool(weights):
+        raise CheckpointError("pass exactly one of ckpt_path=<checkpoint or bundle file> and "
+                              "weights=<name> (python -m bloodseg.weights lists the shipped "
+                              "models)")
+    if weights:
+        from bloodseg.weights import weights_path
+
+        return weights_path(str(weights))
+    return Path(str(ckpt_path))
+
+
+def predictor_from_config(cfg: Mapping) -> tuple[Predictor, Path]:
+    """The predictor of a CLI config (``ckpt_path`` | ``weights``, ``postprocess`` = the
+    user's own ``conf/postprocess`` choice, ``postprocess_file``, ``predict.*`` options) and
+    its model file."""
+    path = model_file(cfg.get("ckpt_path"), cfg.get("weights"))
+    pp = cfg.get("postprocess")
+    p = cfg.get("predict") or {}
+    predictor = Predictor.load(
+        path, postprocess=Postprocess.from_config(pp) if pp else None,
+        postprocess_file=cfg.get("postprocess_file"), mode=p.get("mode", "auto"),
+        scale=p.get("scale"), overlap=p.get("overlap", 0.25), batch_size=p.get("batch_size", 8),
+        tta=bool(p.get("tta", False)), device=p.get("device", "auto"))
+    return predictor, path
+
+
+# -- tuned post-processing beside the weights ----------------------------------------------
+
+
+def tuned_path(weights: str | Path) -> Path:
+    """Where the tuned post-processing of ``weights`` lives: the run folder of
+    ``<run>/checkpoints/x.ckpt``, else the weights' own folder."""
+    folder = Path(weights).resolve().parent
+    return (folder.parent if folder.name == "checkpoints" else folder) / TUNED_FILE
+
+
+def write_tuned(weights: str | Path, postprocess: Postprocess, tuning: dict,
+                out: str | Path | None = None) -> Path:
+    """``postprocess.json``: the chosen post-processing, tied to ``weights`` by its sha256."""
+    weights = Path(weights)
+    out = Path(out) if out is not None else tuned_path(weights)
+    record = {"format": TUNED_FORMAT, "version": 1,
+              "weights": {"name": weights.name, "sha256": file_sha256(weights)},
+              "postprocess": {"name": postprocess.name, "fields": postprocess.fields},
+              "tuning": tuning}
+    return write_text_atomic(out, json.dumps(record, indent=2, default=float))
+
+
+def read_tuned(weights: str | Path, path: str | Path | None = None) -> Postprocess | None:
+    """The tuned post-processing of ``weights`` (validated like a spec), or None when there is
+    none or it was tuned for other weights (logged: a stale file must not apply silently)."""
+    explicit = path is not None
+    path = Path(path) if explicit else tuned_path(weights)
+    if not path.is_file():
+        if explicit:
+            raise SpecError(f"{path}: no such file; pass postprocess_file=<run>/{TUNED_FILE}")
+        return None
+    try:
+        record = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise SpecError(f"{path}: not a bloodseg {TUNED_FILE} ({err}); delete it and re-run "
+                        "bloodseg-tune") from None
+    if not isinstance(record, dict) or record.get("format") != TUNED_FORMAT:
+        raise SpecError(f"{path}: not a bloodseg {TUNED_FILE}; delete it and re-run "
+                        "bloodseg-tune")
+    want = (record.get("weights") or {}).get("sha256")
+    if want != file_sha256(weights):
+        msg = (f"{path} was tuned for other weights than {weights} (sha256 differs); "
+               "not used. Re-run bloodseg-tune for these weights")
+        if explicit:
+            raise SpecError(msg)
+        log.warning(msg)
+        return None
+    return Postprocess.from_dict(record.get("postprocess"), str(path))
+
+
+# -- tiles -----------------------------------------------------------------------------------
+
+
+def tile_starts(length: int, tile: int, overlap: float) -> list[int]:
+    """Tile origins covering ``length`` with at least ``overlap`` shared between neighbours."""
+    if length <= tile:
+        return [0]
+    step = max(1, int(tile * (1 - overlap)))
+    starts = list(range(0, length - tile, step))
+    return starts + [length - tile]
+
+
+def blend_window(h: int, w: int) -> np.ndarray:
+    """Weights that fade towards tile borders, where a network sees the least context."""
+    wy = np.minimum(np.arange(h) + 1, np.arange(h)[::-1] + 1).astype(np.float32)
+    wx = np.minimum(np.arange(w) + 1, np.arange(w)[::-1] + 1).astype(np.float32)
+    return np.outer(wy / wy.max(), wx / wx.max()) + 1e-3
+
+
+def tta_outputs(net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, decode,
+                tta: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits of ``x`` and the decoded probability maps; with ``tta`` averaged over the four
+    flips (the identity's logits are returned): four passes, not five."""
+    logits = net(x)
+    outputs = decode(logits.detach())
+    if tta:
+        flipped = [decode(net(x.flip(d))).flip(d) for d in ((-1,), (-2,), (-2, -1))]
+        outputs = torch.stack([outputs, *flipped]).mean(0)
+    return logits, outputs
+
+
+# -- the predictor ---------------------------------------------------------------------------
+
+
+class Predictor:
+    """Probability maps and instances at native resolution from a network and its spec.
+
+    Args:
+        spec: the model's :class:`~bloodseg.spec.ModelSpec`.
+        net: the network with its weights.
+        postprocess: overrides the spec's post-processing (a :class:`Postprocess`).
+        mode: ``auto`` | ``whole`` | ``tile`` | ``resize`` (module docstring).
+        scale: input px -> network px; None = as in training.
+        overlap: tile overlap (fraction of the tile).
+        batch_size: tiles per forward pass.
+        tta: average the outputs over the four flips.
+        device: ``auto`` (CUDA if present), ``cpu``, ``cuda``, ``cuda:1``...
+    """
+
+    def __init__(self, spec: ModelSpec, net: torch.nn.Module,
+                 postprocess: Postprocess | None = None, mode: str = "auto",
+                 scale: float | Sequence[float] | None = None, overlap: float = 0.25,
+                 batch_size: int = 8, tta: bool = False, device: str = "auto",
+                 warn_tiles: int = WARN_TILES) -> None:
+        if mode not in MODES:
+            raise ValueError(f"predict.mode must be one of {', '.join(MODES)}, got {mode!r}")
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.device = torch.device(device)
+        self.spec = spec.replace(postprocess=postprocess) if postprocess else spec
+        self.net = net.to(self.device).eval()
+        self.postprocess = self.spec.postprocess.build()
+        pre = self.spec.preprocess
+        self.tile_hw = pre.image_size
+        source = pre.source_size or self.tile_hw
+        if scale is None and pre.scale:
+            self.scale = (pre.scale, pre.scale)  # trained on scaled crops
+        elif scale is None:
+            self.scale = (self.tile_hw[0] / source[0], self.tile_hw[1] / source[1])
+        elif isinstance(scale, int | float):
+            self.scale = (float(scale), float(scale))
+        else:
+            self.scale = tuple(float(s) for s in scale)
+        if mode == "auto":
+            mode = "whole" if pre.scale or scale is not None else "resize"
+        self.mode, self.overlap, self.batch_size, self.tta = mode, overlap, batch_size, tta
+        self.warn_tiles = warn_tiles
+
+    @classmethod
+    def load(cls, path: str | Path, postprocess: Postprocess | None = None,
+             postprocess_file: str | Path | None = None, device: str = "auto",
+             **options: Any) -> Predictor:
+        """A predictor for a checkpoint or weights bundle; its tuned ``postprocess.json`` (if
+        tuned for exactly these weights) unless ``postprocess`` is given."""
+        spec, net = load_model(path)
+        if postprocess is None:
+            postprocess = read_tuned(path, postprocess_file)
+            if postprocess is not None:
+                log.info("post-processing tuned for %s: %s", Path(path).name, postprocess.fields)
+        return cls(spec, net, postprocess=postprocess, device=device, **options)
+
+    def with_postprocess(self, postprocess: Postprocess) -> Predictor:
+        """The same network and options with another post-processing (nothing reloaded)."""
+        new = Predictor.__new__(Predictor)
+        new.__dict__.update(self.__dict__)
+        new.spec = self.spec.replace(postprocess=postprocess)
+        new.postprocess = new.spec.postprocess.build()
+        return new
+
+    # -- pixels --------------------------------------------------------------------------
+
+    @staticmethod
+    def read(path: str | Path) -> np.ndarray:
+        """The one image reader of inference: RGB uint8 from gray/RGB/RGBA, 8 or 16 bit."""
+        return read_image(path, color="rgb", strict=False)
+
+    def _normalize(self, image: np.ndarray) -> np.ndarray:
+        return normalize(image, self.spec.preprocess.color)
+
+    def _run(self, chunks: list[np.ndarray]) -> np.ndarray:
+        x = torch.from_numpy(np.stack(chunks)).to(self.device)
+        with torch.inference_mode():
+            _, out = tta_outputs(self.net, x, self.spec.target.decode, self.tta)
+        return out.float().cpu().numpy()
+
+    def tile_plan(self, h: int, w: int) -> tuple[tuple[int, int], tuple[int, int],
+                                                  list[tuple[int, int]]]:
+        """Scaled size, tile size and tile origins for an ``h`` x ``w`` image (tile mode)."""
+        sh, sw = max(1, round(h * self.scale[0])), max(1, round(w * self.scale[1]))
+        th, tw = min(self.tile_hw[0], sh), min(self.tile_hw[1], sw)
+        boxes = [(y, x) for y in tile_starts(sh, th, self.overlap)
+                 for x in tile_starts(sw, tw, self.overlap)]
+        return (sh, sw), (th, tw), boxes
+
+    def network_size(self, h: int, w: int) -> tuple[int, int]:
+        """The size the network sees an ``h`` x ``w`` image at."""
+        if self.mode == "resize":
+            return self.tile_hw
+        if self.scale[0] == self.scale[1]:
+            return scaled_hw((h, w), self.scale[0])  # as the training data was scaled
+        return max(1, round(h * self.scale[0])), max(1, round(w * self.scale[1]))
+
+    def network_outputs(self, image: np.ndarray, name: str = "image",
+                        progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """(C, h, w) probability maps at the network's resolution (:meth:`network_size`) for
+        an RGB or gray uint8 image of any size."""
+        h, w = image.shape[:2]
+        sh, sw = self.network_size(h, w)
+        scaled = self._normalize(prepare_image(image, self.spec.preprocess.color,
+                                               self.spec.preprocess.contrast, (sh, sw)))
+        if self.mode == "resize" or (self.mode == "whole" and sh * sw <= MAX_WHOLE_PIXELS):
+            return self._run([scaled])[0]
+        (sh, sw), (th, tw), boxes = self.tile_plan(h, w)
+        if len(boxes) > self.warn_tiles:
+            log.warning(
+                "%s: %dx%d px at predict.scale=%.3g is %d tiles of %dx%d px on %s; this can "
+                "take a long time. To go faster, lower predict.scale (if the cells are larger "
+                "than in training) or use predict.mode=resize (one coarse pass).",
+                name, w, h, self.scale[0], len(boxes), tw, th, self.device)
+        acc = np.zeros((self.spec.target.channels, sh, sw), np.float32)
+        weight = np.zeros((sh, sw), np.float32)
+        window = blend_window(th, tw)
+        for i in range(0, len(boxes), self.batch_size):
+            batch = boxes[i:i + self.batch_size]
+            probs = self._run([scaled[:, y:y + th, x:x + tw] for y, x in batch])
+            for (y, x), p in zip(batch, probs):
+                acc[:, y:y + th, x:x + tw] += p * window
+                weight[y:y + th, x:x + tw] += window
+            if progress is not None:
+                progress(i + len(batch), len(boxes))
+        return acc / weight
+
+    def outputs(self, image: np.ndarray, name: str = "image",
+                progress: Callable[[int, int], None] | None = None) -> np.ndarray:
+        """(C, H, W) probability maps of the network's target at the image's own size
+        (binary: the foreground; contour: background/interior/border; distance: foreground,
+        distance). ``progress(done, total)`` is called with the tile count in tile mode."""
+        maps = self.network_outputs(image, name, progress)
+        return upsample(maps, image.shape[:2])
+
+    def labels(self, outputs: np.ndarray) -> np.ndarray:
+        """Counted instances (int32 0..N) of native-size outputs."""
+        return self.postprocess(outputs)
+
+    def foreground(self, outputs: np.ndarray) -> np.ndarray:
+        """HxW foreground probability of outputs (what the masks threshold)."""
+        return self.postprocess.foreground(outputs)
+
+    def mask(self, outputs: np.ndarray) -> np.ndarray:
+        """HxW bool foreground, as the post-processing thresholds it."""
+        return self.foreground(outputs) > self.postprocess.threshold
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """Instances of an RGB or gray uint8 image."""
+        return self.labels(self.outputs(image))

@@ -1,0 +1,507 @@
+"""The model spec: what a trained counter is, as typed, versioned plain data.
+
+A checkpoint (or a shipped weights bundle) is data, never code. Next to the weights it holds a
+:class:`ModelSpec`:
+
+- ``network``: a registry name (``conf/model/<name>.yaml``) and plain kwargs, checked against
+  the class's signature;
+- ``target``: what the network learned (``binary`` | ``contour`` | ``distance``) and its
+  fields; it decodes logits into probability maps (:meth:`Target.decode`);
+- ``preprocess``: color, network input size, scale, contrast, normalisation, source size and
+  the data's frame-cut rule;
+- ``postprocess``: a registry name (``conf/postprocess/<name>.yaml``) and its dataclass fields,
+  type-checked;
+- ``provenance``: bloodseg version, config hash, data folder, epochs, metrics (shown, never
+  interpreted).
+
+:meth:`ModelSpec.from_dict` validates all of it. Names map to classes only through the
+registries, whose files ship with bloodseg; nothing read from a file is ever passed to Hydra's
+``instantiate``, ``get_class`` or ``locate``. A key that is not part of the spec, a Hydra key
+(``_target_``, ``_args_``, ...) anywhere, or a value of the wrong type is refused with a
+:class:`SpecError` naming the file and the key.
+
+    >>> spec = ModelSpec.from_dict(ckpt["bloodseg_spec"], source="best.ckpt")
+    >>> net = spec.network.build()                       # weights: load_state_dict
+    >>> pp = spec.postprocess.build()                    # DistanceWatershed(...)
+    >>> outputs = spec.target.decode(net(x))             # (B, C, H, W) probabilities
+
+Checkpoints written before the spec existed (bloodseg 0.1, Lightning ``hyper_parameters``
+only) are migrated by :func:`migrate_hparams`, through the same registries and checks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+
+from bloodseg.checkpoint import CheckpointError
+from bloodseg.config import group_config, group_names
+from bloodseg.targets import CONTOUR_MODES
+from bloodseg.transforms import COLORS, CONTRAST, channels
+
+SPEC_VERSION = 1
+SPEC_KEY = "bloodseg_spec"  # where a Lightning checkpoint keeps the spec
+# Hydra's special keys: a stored config holding one of these is trying to build something
+HYDRA_KEYS = ("_target_", "_args_", "_partial_", "_recursive_", "_convert_")
+NORMALIZATIONS = ("imagenet",)  # transforms.normalize: ImageNet mean/std (VGG encoders)
+
+# target name -> (output channels, {field: allowed type or tuple of allowed values})
+TARGETS: dict[str, tuple[int, dict[str, Any]]] = {
+    "binary": (1, {"weight_map": (None, "unet"), "w0": float, "sigma": float}),
+    "contour": (3, {"width": int, "mode": CONTOUR_MODES}),
+    "distance": (2, {}),
+}
+# what a binary network's probability map goes through unless told otherwise
+DEFAULT_POSTPROCESS = {"binary": "watershed", "contour": "contour", "distance": "distance"}
+
+
+class SpecError(CheckpointError):
+    """A model spec that cannot be used; the message names the file and the key."""
+
+
+# -- plain values ----------------------------------------------------------------------------
+
+Plain = None | bool | int | float | str | list | dict
+
+
+def _fail(source: str, key: str, why: str) -> SpecError:
+    return SpecError(f"{source}: {key}: {why}. A bloodseg model file holds plain settings only; "
+                     "retrain it, or get the file from its author again")
+
+
+def check_plain(value: Any, source: str, key: str) -> Any:
+    """``value`` as plain JSON-like data (tuples become lists), or a :class:`SpecError`.
+
+    Refuses Hydra keys and any other ``_``-prefixed key at any depth: a spec never needs them,
+    and a config holding them is trying to make Hydra build something.
+    """
+    if value is None or isinstance(value, bool | int | float | str):
+        return value
+    if isinstance(value, list | tuple):
+        return [check_plain(v, source, f"{key}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, Mapping):
+        out = {}
+        for k, v in value.items():
+            if not isinstance(k, str):
+                raise _fail(source, key, f"key {k!r} is not a string")
+            if k.startswith("_"):
+                raise _fail(source, f"{key}.{k}", "refused: a Hydra/private key has no place "
+                            "in a model spec (nothing read from a model file is instantiated)")
+            out[k] = check_plain(v, source, f"{key}.{k}")
+        return out
+    raise _fail(source, key, f"a {type(value).__name__} is not plain data")
+
+
+def _type_ok(value: Any, hint: Any) -> bool:
+    origin = typing.get_origin(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_type_ok(value, a) for a in typing.get_args(hint))
+    if origin is typing.Literal:
+        return value in typing.get_args(hint)
+    if hint is type(None) or hint is None:
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, int | float) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    return False  # containers, classes: no post-processor field needs them
+
+
+def _mapping(value: Any, source: str, key: str) -> Mapping:
+    if not isinstance(value, Mapping):
+        raise _fail(source, key, f"expected a mapping, got {type(value).__name__}")
+    return value
+
+
+def _only(d: Mapping, allowed: set[str], source: str, key: str) -> None:
+    extra = sorted(set(d) - allowed)
+    if extra:
+        raise _fail(source, f"{key}.{extra[0]}", f"unknown key; {key} takes "
+                    f"{', '.join(sorted(allowed))}")
+
+
+def _registry_name(value: Any, group: str, source: str, key: str) -> str:
+    names = group_names(group)
+    if not isinstance(value, str) or value not in names:
+        raise _fail(source, key, f"{value!r} is not a registered {group}; valid: "
+                    f"{', '.join(names)}")
+    return value
+
+
+def _registered_class(group: str, name: str) -> type:
+    """The class of ``conf/<group>/<name>.yaml``: bloodseg's own files, never a model file's."""
+    from hydra.utils import get_class
+
+    return get_class(group_config(group, name)["_target_"])
+
+
+def registry_name_of(group: str, target: str, source: str = "config", key: str = "_target_"
+                     ) -> str:
+    """The registry name whose ``_target_`` is ``target`` (configs and old checkpoints name
+    classes; the spec names registry entries)."""
+    names = {}
+    for n in group_names(group):
+        registered = group_config(group, n).get("_target_")
+        if not registered:  # e.g. scheduler=none
+            continue
+        names[registered] = n
+        cls = _registered_class(group, n)  # and where the class really lives
+        names[f"{cls.__module__}.{cls.__qualname__}"] = n
+    if target not in names:
+        raise _fail(source, key, f"{target!r} is not a registered {group} class; register it "
+                    f"as conf/{group}/<name>.yaml (known: {', '.join(sorted(names.values()))})")
+    return names[target]
+
+
+def _size(value: Any, source: str, key: str, optional: bool = False) -> tuple[int, int] | None:
+    if value is None and optional:
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        value = [value, value]
+    if (not isinstance(value, list | tuple) or len(value) != 2
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
+        raise _fail(source, key, f"expected [height, width] of positive ints, got {value!r}")
+    return int(value[0]), int(value[1])
+
+
+# -- the parts -------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Network:
+    """A registered network (``conf/model/<name>.yaml``) and its constructor kwargs."""
+
+    name: str
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: Any, source: str, key: str = "network") -> Network:
+        d = _mapping(d, source, key)
+        _only(d, {"name", "kwargs"}, source, key)
+        name = _registry_name(d.get("name"), "model", source, f"{key}.name")
+        kwargs = check_plain(_mapping(d.get("kwargs", {}), source, f"{key}.kwargs"), source,
+                             f"{key}.kwargs")
+        params = inspect.signature(_registered_class("model", name)).parameters
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+        for k in kwargs:
+            if k not in params and not takes_any:
+                raise _fail(source, f"{key}.kwargs.{k}", f"{name} takes no such argument; it "
+                            f"takes {', '.join(p for p in params if p != 'self')}")
+        return cls(name, kwargs)
+
+    @classmethod
+    def from_config(cls, config: Mapping, source: str = "model config") -> Network:
+        """From a Hydra model config (``_target_`` + kwargs, the user's own ``conf/model``)."""
+        config = dict(config)
+        name = registry_name_of("model", config.pop("_target_", None), source, "model._target_")
+        return cls.from_dict({"name": name, "kwargs": config}, source, "model")
+
+    def build(self, pretrained: bool | None = None) -> torch.nn.Module:
+        """The network, randomly initialised (weights: ``load_state_dict``). ``pretrained=False``
+        skips ImageNet downloads when the weights come from a file anyway."""
+        kwargs = dict(self.kwargs)
+        if pretrained is not None and "pretrained" in kwargs:
+            kwargs["pretrained"] = pretrained
+        return _registered_class("model", self.name)(**kwargs)
+
+
+@dataclass(frozen=True)
+class Target:
+    """What the network learned; its channels and how logits become probability maps."""
+
+    name: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def channels(self) -> int:
+        return TARGETS[self.name][0]
+
+    @classmethod
+    def from_dict(cls, d: Any, source: str, key: str = "target") -> Target:
+        d = dict(_mapping(d, source, key))
+        name = d.pop("name", "binary")
+        if not isinstance(name, str) or name not in TARGETS:
+            raise _fail(source, f"{key}.name", f"{name!r} is not a target; valid: "
+                        f"{', '.join(TARGETS)}")
+        want, schema = TARGETS[name]
+        got = d.pop("channels", want)
+        if got != want:
+            raise _fail(source, f"{key}.channels", f"target {name} has {want} channels, not "
+                        f"{got!r}")
+        _only(d, set(schema), source, key)
+        for k, v in d.items():
+            allowed = schema[k]
+            ok = v in allowed if isinstance(allowed, tuple) else _type_ok(v, allowed)
+            if not ok:
+                raise _fail(source, f"{key}.{k}", f"{v!r} is not allowed (expected "
+                            f"{allowed if isinstance(allowed, tuple) else allowed.__name__})")
+        return cls(name, check_plain(d, source, key))
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "channels": self.channels, **self.fields}
+
+    def decode(self, logits: torch.Tensor) -> torch.Tensor:
+        """Logits -> the target's probability maps (float32): softmax over the contour
+        classes, sigmoid of each channel otherwise."""
+        logits = logits.float()
+        return torch.softmax(logits, dim=1) if self.name == "contour" else torch.sigmoid(logits)
+
+    def foreground(self, outputs: torch.Tensor) -> torch.Tensor:
+        """(B, 1, H, W) foreground probability of decoded outputs."""
+        if self.name == "contour":
+            return outputs[:, 1:2] + outputs[:, 2:3]  # interior + border
+        return outputs[:, :1]
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How an image becomes the network's input (:func:`bloodseg.transforms.prepare_image`)."""
+
+    color: str = "gray"
+    image_size: tuple[int, int] = (256, 256)  # the network's input (crop) size
+    scale: float | None = None                # keep the aspect, shrink by this; None: squash
+    source_size: tuple[int, int] | None = None  # typical training image size (H, W)
+    contrast: str = "none"
+    normalization: str = "imagenet"
+    cut_cell_frac: float = 0.0                # the data's frame-cut rule (labels.drop_cut_cells)
+
+    @classmethod
+    def from_dict(cls, d: Any, source: str, key: str = "preprocess") -> Preprocess:
+        d = _mapping(d, source, key)
+        _only(d, {f.name for f in dataclasses.fields(cls)}, source, key)
+        color = d.get("color", "gray")
+        if color not in COLORS:
+            raise _fail(source, f"{key}.color", f"{color!r}; valid: {', '.join(COLORS)}")
+        contrast = d.get("contrast") or "none"
+        if contrast not in CONTRAST:
+            raise _fail(source, f"{key}.contrast", f"{contrast!r}; valid: {', '.join(CONTRAST)}")
+        norm = d.get("normalization", "imagenet")
+        if norm not in NORMALIZATIONS:
+            raise _fail(source, f"{key}.normalization", f"{norm!r}; valid: "
+                        f"{', '.join(NORMALIZATIONS)}")
+        scale = d.get("scale")
+        if scale is not None and not (_type_ok(scale, float) and 0 < scale <= 4):
+            raise _fail(source, f"{key}.scale", f"expected a number in (0, 4] or null, got "
+                        f"{scale!r}")
+        cut = d.get("cut_cell_frac", 0.0)
+        if not (_type_ok(cut, float) and 0 <= cut < 1):
+            raise _fail(source, f"{key}.cut_cell_frac", f"expected a number in [0, 1), got "
+                        f"{cut!r}")
+        return cls(color=color,
+                   image_size=_size(d.get("image_size", 256), source, f"{key}.image_size"),
+                   scale=None if scale is None else float(scale),
+                   source_size=_size(d.get("source_size"), source, f"{key}.source_size", True),
+                   contrast=contrast, normalization=norm, cut_cell_frac=float(cut))
+
+    @property
+    def channels(self) -> int:
+        return channels(self.color)
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["image_size"] = list(self.image_size)
+        d["source_size"] = list(self.source_size) if self.source_size else None
+        return d
+
+
+@dataclass(frozen=True)
+class Postprocess:
+    """A registered post-processor (``conf/postprocess/<name>.yaml``) and its fields."""
+
+    name: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def from_dict(cls, d: Any, source: str, key: str = "postprocess") -> Postprocess:
+        d = _mapping(d, source, key)
+        _only(d, {"name", "fields"}, source, key)
+        name = _registry_name(d.get("name"), "postprocess", source, f"{key}.name")
+        fields = dict(_mapping(d.get("fields", {}), source, f"{key}.fields"))
+        pp_cls = _registered_class("postprocess", name)
+        hints = typing.get_type_hints(pp_cls)
+        known = {f.name for f in dataclasses.fields(pp_cls)}
+        for k, v in fields.items():
+            if k not in known:
+                raise _fail(source, f"{key}.fields.{k}", f"{name} has no such field; it has "
+                            f"{', '.join(sorted(known))}")
+            if not _type_ok(v, hints[k]):
+                raise _fail(source, f"{key}.fields.{k}", f"{v!r} is not a {hints[k]}")
+        return cls(name, check_plain(fields, source, f"{key}.fields"))
+
+    @classmethod
+    def from_config(cls, config: Mapping, source: str = "postprocess config") -> Postprocess:
+        """From a Hydra post-processing config (the user's own ``conf/postprocess``)."""
+        config = dict(config)
+        name = registry_name_of("postprocess", config.pop("_target_", None), source,
+                                "postprocess._target_")
+        return cls.from_dict({"name": name, "fields": config}, source)
+
+    @classmethod
+    def of(cls, postprocess: Any) -> Postprocess:
+        """The spec of a built post-processor (e.g. the one tuning chose)."""
+        target = f"{type(postprocess).__module__}.{type(postprocess).__qualname__}"
+        return cls.from_config({"_target_": target, **dataclasses.asdict(postprocess)})
+
+    def build(self) -> Any:
+        return _registered_class("postprocess", self.name)(**self.fields)
+
+    def replace(self, **fields: Any) -> Postprocess:
+        return Postprocess.from_dict({"name": self.name, "fields": {**self.fields, **fields}},
+                                     "postprocess")
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """Everything needed to turn an image into counted cells with a network's weights."""
+
+    network: Network
+    target: Target
+    preprocess: Preprocess
+    postprocess: Postprocess
+    provenance: dict[str, Any] = field(default_factory=dict)
+    version: int = SPEC_VERSION
+
+    @classmethod
+    def from_dict(cls, d: Any, source: str = "model spec") -> ModelSpec:
+        d = _mapping(d, source, SPEC_KEY)
+        version = d.get("version")
+        if version != SPEC_VERSION:
+            raise SpecError(f"{source}: model spec version {version!r}; this bloodseg reads "
+                            f"version {SPEC_VERSION}. Upgrade bloodseg or re-export the model")
+        _only(d, {"version", "network", "target", "preprocess", "postprocess", "provenance"},
+              source, SPEC_KEY)
+        spec = cls(network=Network.from_dict(d.get("network"), source),
+                   target=Target.from_dict(d.get("target"), source),
+                   preprocess=Preprocess.from_dict(d.get("preprocess"), source),
+                   postprocess=Postprocess.from_dict(d.get("postprocess"), source),
+                   provenance=check_plain(_mapping(d.get("provenance", {}), source,
+                                                   "provenance"), source, "provenance"))
+        spec.check(source)
+        return spec
+
+    def check(self, source: str = "model spec") -> None:
+        """The parts agree: input channels follow the color, output channels the target."""
+        kw = self.network.kwargs
+        if "in_channels" in kw and kw["in_channels"] != self.preprocess.channels:
+            raise _fail(source, "network.kwargs.in_channels", f"{kw['in_channels']} does not "
+                        f"match preprocess.color={self.preprocess.color}")
+        if "classes" in kw and kw["classes"] != self.target.channels:
+            raise _fail(source, "network.kwargs.classes", f"{kw['classes']} does not match "
+                        f"target {self.target.name} ({self.target.channels} channels)")
+        pp_channels = getattr(_registered_class("postprocess", self.postprocess.name),
+                              "channels", None)
+        if pp_channels is not None and pp_channels != self.target.channels:
+            raise _fail(source, "postprocess.name", f"{self.postprocess.name} reads "
+                        f"{pp_channels}-channel outputs, but target {self.target.name} has "
+                        f"{self.target.channels}; use postprocess="
+                        f"{DEFAULT_POSTPROCESS[self.target.name]}")
+
+    def to_dict(self) -> dict:
+        return {"version": self.version,
+                "network": {"name": self.network.name, "kwargs": dict(self.network.kwargs)},
+                "target": self.target.to_dict(),
+                "preprocess": self.preprocess.to_dict(),
+                "postprocess": {"name": self.postprocess.name,
+                                "fields": dict(self.postprocess.fields)},
+                "provenance": dict(self.provenance)}
+
+    def replace(self, **changes: Any) -> ModelSpec:
+        spec = dataclasses.replace(self, **changes)
+        spec.check()
+        return spec
+
+
+# -- checkpoints -----------------------------------------------------------------------------
+
+
+#: Lightning ``hyper_parameters`` of bloodseg checkpoints: key -> the registry its configs name
+HPARAM_GROUPS = {"model": "model", "loss": "loss", "optimizer": "optimizer",
+                 "scheduler": "scheduler", "postprocess": "postprocess"}
+HPARAM_PLAIN = ("scheduler_monitor", "threshold", "channels_last", "data_info", "tta")
+
+
+def _training_config(value: Any, group: str, source: str, key: str) -> Any:
+    """A stored training config: a registered ``_target_`` (+ ``_partial_``) and plain values,
+    or a registry name; anything else is refused, naming the key."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return _registry_name(value, group, source, key)
+    value = dict(_mapping(value, source, key))
+    target = value.pop("_target_", None)
+    if target is not None:
+        registry_name_of(group, target, source, f"{key}._target_")
+    partial = value.pop("_partial_", False)
+    if not isinstance(partial, bool):
+        raise _fail(source, f"{key}._partial_", f"expected true/false, got {partial!r}")
+    return check_plain(value, source, key)
+
+
+def check_hparams(hp: Any, source: str) -> None:
+    """Refuse Lightning ``hyper_parameters`` that are not what bloodseg writes: every config in
+    them names a registered class, every other value is plain data. Models are never built
+    from them (the spec is), but a file holding a payload there is refused all the same."""
+    hp = _mapping(hp, source, "hyper_parameters")
+    _only(hp, {*HPARAM_GROUPS, *HPARAM_PLAIN, "target"}, source, "hyper_parameters")
+    for key, group in HPARAM_GROUPS.items():
+        _training_config(hp.get(key), group, source, f"hyper_parameters.{key}")
+    for key in HPARAM_PLAIN:
+        check_plain(hp.get(key), source, f"hyper_parameters.{key}")
+    if hp.get("target") is not None:
+        Target.from_dict(hp["target"], source, "hyper_parameters.target")
+
+
+def migrate_hparams(hp: Any, source: str) -> ModelSpec:
+    """The spec of a checkpoint written before specs existed (bloodseg 0.1): its Lightning
+    ``hyper_parameters`` mapped through the registries, with the same checks."""
+    check_hparams(hp, source)
+    model = dict(_mapping(hp.get("model"), source, "hyper_parameters.model"))
+    name = registry_name_of("model", model.pop("_target_", None), source,
+                            "hyper_parameters.model._target_")
+    target = Target.from_dict(hp.get("target") or {"name": "binary"}, source,
+                              "hyper_parameters.target")
+    info = dict(hp.get("data_info") or {})
+    pre = {k: info[k] for k in ("color", "image_size", "scale", "source_size", "contrast",
+                                "cut_cell_frac") if info.get(k) is not None}
+    if "color" not in pre:
+        pre["color"] = "gray" if model.get("in_channels", 3) == 1 else "rgb"
+    pp = dict(hp.get("postprocess") or {})
+    pp_name = (registry_name_of("postprocess", pp.pop("_target_"), source,
+                                "hyper_parameters.postprocess._target_")
+               if "_target_" in pp else DEFAULT_POSTPROCESS[target.name])
+    provenance = {"migrated_from": "bloodseg 0.1 hyper_parameters",
+                  **{k: info[k] for k in ("data_root", "data_kind") if k in info}}
+    return ModelSpec.from_dict({
+        "version": SPEC_VERSION,
+        "network": {"name": name, "kwargs": model},
+        "target": target.to_dict(),
+        "preprocess": pre,
+        "postprocess": {"name": pp_name, "fields": pp},
+        "provenance": provenance,
+    }, source)
+
+
+def spec_of_checkpoint(ckpt: Mapping, source: str) -> ModelSpec:
+    """The validated spec of a loaded checkpoint or bundle (migrating old checkpoints); a
+    file with neither gets one message naming it. Its ``hyper_parameters``, if any, are
+    checked too (:func:`check_hparams`)."""
+    hp = ckpt.get("hyper_parameters")
+    if SPEC_KEY in ckpt:
+        if hp is not None:
+            check_hparams(hp, source)
+        return ModelSpec.from_dict(ckpt[SPEC_KEY], source)
+    if isinstance(hp, Mapping) and "model" in hp:
+        return migrate_hparams(hp, source)
+    raise SpecError(f"{source}: not a bloodseg checkpoint (no model spec and no model config in "
+                    "it); pass ckpt_path=<run>/checkpoints/best.ckpt or weights=<name>")

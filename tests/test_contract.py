@@ -1,0 +1,188 @@
+"""The model contract: a checkpoint is data, never code.
+
+A stranger's ``.ckpt`` whose stored config holds a Hydra ``_target_`` (here: one that would
+write a marker file) in any key or nested field is refused by predict, evaluate and resume,
+with a message naming the file and the key, and the marker never appears. Checkpoints of the
+previous format (Lightning ``hyper_parameters`` only) load through a migration.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from hydra.core.global_hydra import GlobalHydra
+
+from bloodseg.checkpoint import CheckpointError
+from bloodseg.evaluate import evaluate
+from bloodseg.inference import Predictor, load_model, read_tuned, save_bundle, write_tuned
+from bloodseg.predict import predict
+from bloodseg.spec import SPEC_KEY, ModelSpec, Postprocess, SpecError
+from bloodseg.train import train
+from tests.conftest import compose_cfg
+from tests.test_pipeline import run_entry
+from tests.test_train import TINY_DATA
+
+
+def payload(marker: Path) -> dict:
+    """What Hydra's instantiate would turn into ``Path(marker).write_text("pwned")``."""
+    return {"_target_": "pathlib.Path.write_text",
+            "_args_": [{"_target_": "pathlib.Path", "_args_": [str(marker)]}, "pwned"]}
+
+
+SPEC_PLACES = [
+    ("network",), ("network", "name"), ("network", "kwargs", "base_channels"),
+    ("network", "kwargs", "extra"), ("target",), ("target", "name"), ("target", "extra"),
+    ("preprocess",), ("preprocess", "image_size"), ("preprocess", "color"),
+    ("preprocess", "extra"), ("postprocess",), ("postprocess", "name"),
+    ("postprocess", "fields", "threshold"), ("postprocess", "fields", "extra"),
+    ("provenance", "metrics"), ("provenance", "extra"), ("extra",),
+]
+HPARAM_PLACES = [
+    ("model",), ("model", "base_channels"), ("loss",), ("optimizer",), ("scheduler",),
+    ("postprocess",), ("postprocess", "threshold"), ("data_info",),
+    ("data_info", "image_size"), ("target",), ("target", "extra"), ("extra",),
+]
+CASES = ([("spec", p) for p in SPEC_PLACES] + [("hparams", p) for p in HPARAM_PLACES]
+         + [("legacy", p) for p in HPARAM_PLACES])
+
+
+def put(d: dict, place: tuple[str, ...], value) -> None:
+    for key in place[:-1]:
+        d = d[key]
+    d[place[-1]] = value
+
+
+@pytest.fixture(scope="module")
+def genuine(trained_run) -> dict:
+    return torch.load(trained_run / "checkpoints" / "best.ckpt", weights_only=True)
+
+
+def crafted(genuine: dict, kind: str, place: tuple[str, ...], folder: Path) -> tuple[Path, Path]:
+    ckpt = copy.deepcopy(genuine)
+    marker = folder / "pwned"
+    if kind == "legacy":
+        del ckpt[SPEC_KEY]
+    put(ckpt[SPEC_KEY] if kind == "spec" else ckpt["hyper_parameters"], place, payload(marker))
+    path = folder / "crafted.ckpt"
+    torch.save(ckpt, path)
+    return path, marker
+
+
+@pytest.mark.parametrize("kind,place", CASES, ids=[f"{k}:{'.'.join(p)}" for k, p in CASES])
+def test_crafted_checkpoint_is_refused_everywhere_and_never_acts(genuine, trained_run, tmp_path,
+                                                                 kind, place):
+    path, marker = crafted(genuine, kind, place, tmp_path)
+    image = next((trained_run / "samples").glob("*_image.png"))
+    key = place[0] if kind == "spec" else "hyper_parameters"
+    entries = {
+        "predict": ("predict", [f"ckpt_path={path}", f"input={image}",
+                                f"output={tmp_path / 'pred'}"], predict),
+        "evaluate": ("evaluate", [f"ckpt_path={path}"], evaluate),
+        "resume": ("train", [*TINY_DATA, f"ckpt_path={path}", "trainer.max_epochs=1"], train),
+    }
+    for entry, (config, overrides, run) in entries.items():
+        cfg = compose_cfg(tmp_path / entry, overrides, config_name=config)
+        try:
+            with pytest.raises(CheckpointError) as info:
+                run(cfg)
+        finally:
+            GlobalHydra.instance().clear()
+        msg = str(info.value)
+        assert str(path) in msg and key in msg, (entry, msg)
+    assert not marker.exists(), "the stored config acted"
+    assert not (tmp_path / "pred").exists(), "predict wrote before it checked the model"
+
+
+def test_refusals_reach_the_user_as_one_clear_line(genuine, trained_run, tmp_path):
+    path, marker = crafted(genuine, "spec", ("network", "kwargs", "base_channels"), tmp_path)
+    image = next((trained_run / "samples").glob("*_image.png"))
+    for entry, extra in (("bloodseg.evaluate", []),
+                         ("bloodseg.predict", [f"input={image}", f"output={tmp_path / 'p'}"]),
+                         ("bloodseg.train", [*TINY_DATA, "trainer.max_epochs=1"])):
+        proc = run_entry(entry, [f"ckpt_path={path}", f"hydra.run.dir={tmp_path / entry}",
+                                 *extra], tmp_path)
+        out = proc.stdout + proc.stderr
+        assert proc.returncode != 0, entry
+        assert "network.kwargs.base_channels._target_: refused" in out, (entry, out[-2000:])
+    assert not marker.exists()
+
+
+def test_tuned_file_beside_the_weights_is_checked_like_a_spec(trained_run, tmp_path):
+    weights = tmp_path / "checkpoints" / "best.ckpt"
+    weights.parent.mkdir()
+    weights.write_bytes((trained_run / "checkpoints" / "best.ckpt").read_bytes())
+    path = write_tuned(weights, Postprocess("watershed", {"threshold": 0.4}), {"metric": "f1"})
+    assert path == tmp_path / "postprocess.json"
+    assert read_tuned(weights).fields == {"threshold": 0.4}
+    record = json.loads(path.read_text())
+    record["postprocess"]["fields"]["threshold"] = payload(tmp_path / "pwned")
+    path.write_text(json.dumps(record))
+    with pytest.raises(SpecError, match=r"postprocess.json: postprocess.fields.threshold"):
+        Predictor.load(weights)
+    # tuned for other weights: not applied (and said so), never silently
+    record["postprocess"]["fields"]["threshold"] = 0.4
+    record["weights"]["sha256"] = "0" * 64
+    path.write_text(json.dumps(record))
+    assert read_tuned(weights) is None
+    with pytest.raises(SpecError, match="tuned for other weights"):
+        read_tuned(weights, path)
+    assert not (tmp_path / "pwned").exists()
+
+
+def test_previous_checkpoint_format_loads_through_the_migration(genuine, trained_run, tmp_path):
+    legacy = copy.deepcopy(genuine)
+    del legacy[SPEC_KEY]
+    path = tmp_path / "legacy.ckpt"
+    torch.save(legacy, path)
+    old_spec, _ = load_model(path)
+    new_spec, _ = load_model(trained_run / "checkpoints" / "best.ckpt")
+    assert old_spec.network == new_spec.network and old_spec.target == new_spec.target
+    assert old_spec.preprocess == new_spec.preprocess
+    assert old_spec.postprocess == new_spec.postprocess
+    assert old_spec.provenance["migrated_from"].startswith("bloodseg 0.1")
+    image = np.asarray(Predictor.read(next((trained_run / "samples").glob("*_image.png"))))
+    np.testing.assert_array_equal(Predictor.load(path)(image),
+                                  Predictor.load(trained_run / "checkpoints" / "best.ckpt",
+                                                 postprocess=new_spec.postprocess)(image))
+    # a dict with neither a spec nor a model config: one message naming the file
+    torch.save({"state_dict": {}, "hyper_parameters": {"lr": 1}}, tmp_path / "odd.ckpt")
+    with pytest.raises(CheckpointError, match=r"odd.ckpt: not a bloodseg checkpoint"):
+        load_model(tmp_path / "odd.ckpt")
+
+
+def test_spec_round_trips_and_checks_its_parts(genuine):
+    spec = ModelSpec.from_dict(genuine[SPEC_KEY], "x")
+    assert ModelSpec.from_dict(spec.to_dict(), "x") == spec
+    bad = spec.to_dict()
+    bad["network"]["kwargs"]["classes"] = 3
+    with pytest.raises(SpecError, match="network.kwargs.classes: 3 does not match target"):
+        ModelSpec.from_dict(bad, "x")
+    bad = spec.to_dict()
+    bad["postprocess"] = {"name": "contour", "fields": {}}  # 3-channel post-processing of 1
+    with pytest.raises(SpecError, match="postprocess=watershed"):
+        ModelSpec.from_dict(bad, "x")
+    bad = spec.to_dict()
+    bad["postprocess"]["fields"]["min_area"] = "16"
+    with pytest.raises(SpecError, match="postprocess.fields.min_area: '16' is not a"):
+        ModelSpec.from_dict(bad, "x")
+    bad = spec.to_dict()
+    bad["version"] = 99
+    with pytest.raises(SpecError, match="version 99"):
+        ModelSpec.from_dict(bad, "x")
+
+
+def test_bundle_is_weights_only_and_counts_like_its_checkpoint(trained_run, tmp_path):
+    ckpt = trained_run / "checkpoints" / "best.ckpt"
+    spec, net = load_model(ckpt)
+    bundle = save_bundle(tmp_path / "m.pt", spec, net.state_dict())
+    assert bundle.stat().st_size < ckpt.stat().st_size / 2  # fp16, no optimizer state
+    raw = torch.load(bundle, weights_only=True)
+    assert set(raw) == {"format", SPEC_KEY, "weights"}
+    image = np.asarray(Predictor.read(next((trained_run / "samples").glob("*_image.png"))))
+    a, b = Predictor.load(ckpt), Predictor.load(bundle)
+    assert np.abs(a.outputs(image) - b.outputs(image)).max() < 5e-3
