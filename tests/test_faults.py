@@ -1,0 +1,359 @@
+"""Nothing lost, nothing mixed, nothing injected (issue #20): one run per run folder,
+checkpoints that a full disk or a kill cannot truncate, failures recorded even when the disk
+is full, hostile run text escaped in the README, errors that name the file, and masks that
+cannot teach anything flagged."""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from hydra.utils import instantiate
+
+from bloodseg import rundir
+from bloodseg.checkpoint_io import AtomicCheckpointIO
+from bloodseg.train import run_recorded
+from tests.conftest import CONF, REPO
+from tests.test_train import TINY_DATA
+
+TRAIN = [*TINY_DATA, "model.base_channels=4", "trainer.max_epochs=1", "test=false"]
+
+
+def snapshot(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, bytes]:
+    """Every file under ``folder`` (but ``skip``ped top-level names) and its bytes."""
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.relative_to(folder).parts[0] not in skip}
+
+
+def finished_run(out: Path) -> Path:
+    """A run folder as a completed run leaves it (contents are never read by the check)."""
+    (out / "checkpoints").mkdir(parents=True)
+    (out / "meta.json").write_text(json.dumps({"name": "unet_gray", "status": "completed"}))
+    (out / "metrics.csv").write_text("epoch,step,val/loss\n0,3,0.5\n")
+    for name in ("best.ckpt", "last.ckpt"):
+        torch.save({"epoch": 0}, out / "checkpoints" / name)
+    return out
+
+
+def spawn(code: str, *args: str, **kw) -> subprocess.Popen:
+    """A Python child importing this checkout's bloodseg; its stdout is a pipe of lines."""
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-c", code, *args], cwd=REPO, env=env, text=True,
+                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, **kw)
+
+
+def wait_for_line(proc: subprocess.Popen, want: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if want in line:
+            return
+        if not line and proc.poll() is not None:
+            pytest.fail(f"child ended (rc {proc.returncode}) before printing {want!r}")
+    proc.kill()
+    pytest.fail(f"child did not print {want!r} within {timeout}s")
+
+
+# -- 1: a run folder belongs to one run -------------------------------------------------------
+
+
+def test_a_finished_runs_folder_is_refused_before_anything_is_written(hydra_cfg, tmp_path):
+    cfg = hydra_cfg(tmp_path, [*TRAIN, "seed=1"])
+    out = finished_run(Path(cfg.paths.output_dir))
+    before = snapshot(out)
+    with pytest.raises(rundir.RunFolderTaken) as info:
+        run_recorded(cfg)
+    msg = str(info.value)
+    assert msg.startswith(f"{out}: holds another run (meta.json (status: completed), "
+                          "checkpoints/best.ckpt, checkpoints/last.ckpt, metrics.csv)")
+    assert "a new hydra.run.dir=<folder>" in msg
+    assert f"pass ckpt_path={out}/checkpoints/last.ckpt" in msg
+    assert snapshot(out) == before, "the refused run wrote into the finished run's folder"
+
+
+def test_only_its_own_last_ckpt_resumes_into_a_used_folder(tmp_path):
+    out = finished_run(tmp_path / "run")
+    lock = rundir.claim(out, out / "checkpoints" / "last.ckpt")  # a resume: allowed
+    assert (out / rundir.LOCK).read_text().startswith(f"pid {os.getpid()} on ")
+    lock.release()
+    assert not (out / rundir.LOCK).exists()
+    for other in (out / "checkpoints" / "best.ckpt", tmp_path / "elsewhere" / "last.ckpt", None):
+        with pytest.raises(rundir.RunFolderTaken, match="holds another run"):
+            rundir.claim(out, other)
+    # a failed run's folder too; one that never got past "running" holds nothing to mix
+    for status, refused in (("failed", True), ("running", False)):
+        fresh = tmp_path / status
+        fresh.mkdir()
+        rundir.write_meta(fresh, {"name": "x", "status": status})
+        if refused:
+            with pytest.raises(rundir.RunFolderTaken, match=r"status: failed.*no checkpoints/"):
+                rundir.claim(fresh)
+        else:
+            rundir.claim(fresh).release()
+
+
+def test_a_live_run_holds_its_folder_and_a_dead_ones_lock_is_taken_over(
+        hydra_cfg, tmp_path, caplog):
+    cfg = hydra_cfg(tmp_path, TRAIN)
+    out = Path(cfg.paths.output_dir)
+    holder = spawn("import sys, time; from bloodseg import rundir\n"
+                   "rundir.claim(sys.argv[1]); print('locked', flush=True); time.sleep(120)",
+                   str(out))
+    try:
+        wait_for_line(holder, "locked")
+        with pytest.raises(rundir.RunFolderTaken) as info:
+            run_recorded(cfg)  # a second run started while the first one lives
+        assert str(info.value) == (
+            f"{out}: another run (pid {holder.pid} on {socket.gethostname()}) is writing to "
+            "this folder now, and two runs in one folder mix their files. Pass a new "
+            "hydra.run.dir=<folder>, or wait until that run ends.")
+        assert sorted(p.name for p in out.iterdir()) == [rundir.LOCK], "the refused run wrote"
+    finally:
+        holder.kill()
+        holder.wait()
+    # the kernel dropped the dead process's lock; its pid is still in the file
+    with caplog.at_level(logging.WARNING, logger="bloodseg.rundir"):
+        lock = rundir.claim(out)
+    assert f"taking over the lock of pid {holder.pid} on" in caplog.text
+    assert (out / rundir.LOCK).read_text().startswith(f"pid {os.getpid()} ")
+    lock.release()
+
+
+@pytest.mark.slow
+def test_two_runs_started_at_once_then_a_third_into_the_finished_folder(tmp_path):
+    out = tmp_path / "run"
+    args = [*TRAIN, f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={out}"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+
+    def start(*extra: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "bloodseg.train", *args, *extra],
+                                cwd=tmp_path, env=env, text=True, stdin=subprocess.DEVNULL,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    procs = [start("seed=1"), start("seed=2")]
+    results = [(p.wait(timeout=300), *p.communicate()) for p in procs]
+    assert sorted(rc for rc, _, _ in results) == [0, 2], results
+    refused = next(err for rc, _, err in results if rc == 2)
+    assert f"error: {out}: " in refused and "hydra.run.dir=<folder>" in refused
+    assert "another run (pid" in refused or "holds another run" in refused
+    assert "Traceback" not in refused
+    # one run's files, none of the other's
+    assert sorted(p.name for p in (out / "checkpoints").iterdir()) == ["best.ckpt", "last.ckpt"]
+    assert json.loads((out / "meta.json").read_text())["status"] == "completed"
+    assert not (out / "error.txt").exists() and not (out / rundir.LOCK).exists()
+
+    before = snapshot(out, skip=(".hydra", "train.log"))
+    third = start("seed=3")
+    _, err = third.communicate(timeout=300)
+    assert third.returncode == 2, err
+    assert f"ckpt_path={out}/checkpoints/last.ckpt" in err and "holds another run" in err
+    # Hydra itself rewrites .hydra/ and opens train.log before the task starts
+    assert snapshot(out, skip=(".hydra", "train.log")) == before
+
+
+# -- 2: checkpoints are written atomically; failures are recorded even on a full disk ---------
+
+
+@pytest.mark.parametrize("trainer", sorted(p.stem for p in (CONF / "trainer").glob("*.yaml")),
+                         ids=lambda name: f"trainer={name}")  # not "gpu": the GPU-only mark
+def test_every_trainer_config_writes_checkpoints_atomically(hydra_cfg, tmp_path, trainer):
+    cfg = hydra_cfg(tmp_path, [f"trainer={trainer}"])
+    assert [type(p) for p in instantiate(cfg.trainer.plugins)] == [AtomicCheckpointIO]
+    if trainer == "cpu":  # the others need GPUs to build; the plugin list is the same
+        built = instantiate(cfg.trainer, logger=False)
+        assert isinstance(built.strategy.checkpoint_io, AtomicCheckpointIO)
+
+
+class FullDisk:
+    """``os.fdopen`` whose files write half of what they are given and then raise ENOSPC,
+    like a disk filling up mid-write; ``only`` limits it to paths containing that text."""
+
+    def __init__(self, monkeypatch, only: str = "") -> None:
+        self.real, self.only, self.hits = os.fdopen, only, []
+        monkeypatch.setattr(os, "fdopen", self)
+
+    def __call__(self, fd, *args, **kwargs):
+        f = self.real(fd, *args, **kwargs)
+        name = os.readlink(f"/proc/self/fd/{fd}")
+        if self.only in name:
+            real_write = f.write
+
+            def write(data):
+                self.hits.append(name)
+                real_write(bytes(data)[: len(data) // 2])
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+            f.write = write
+        return f
+
+
+def test_full_disk_mid_checkpoint_keeps_the_old_file_and_names_the_new(tmp_path, monkeypatch):
+    path = tmp_path / "checkpoints" / "best.ckpt"
+    writer = AtomicCheckpointIO()
+    writer.save_checkpoint({"epoch": 1, "w": torch.ones(1000)}, path)
+    old = path.read_bytes()
+    disk = FullDisk(monkeypatch)
+    with pytest.raises(OSError) as info:
+        writer.save_checkpoint({"epoch": 2, "w": torch.zeros(1000)}, path)
+    assert disk.hits, "the save never reached the disk"
+    assert info.value.errno == errno.ENOSPC
+    assert str(info.value) == (f"[Errno 28] {path}: No space left on device; free space on "
+                               "that disk or write to another folder")
+    assert path.read_bytes() == old and os.listdir(path.parent) == ["best.ckpt"]
+
+
+def test_a_failing_checkpoint_write_fails_the_run_with_the_files_named(
+        hydra_cfg, tmp_path, monkeypatch):
+    cfg = hydra_cfg(tmp_path, TRAIN)
+    out = Path(cfg.paths.output_dir)
+    FullDisk(monkeypatch, only=".ckpt.")  # the checkpoint's temp file: the big write
+    with pytest.raises(OSError) as info:
+        run_recorded(cfg)
+    assert info.value.errno == errno.ENOSPC and f"{out}/checkpoints/" in str(info.value)
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["status"] == "failed"
+    assert meta["error"].startswith(f"OSError: [Errno 28] {out}/checkpoints/")
+    assert "No space left on device" in (out / "error.txt").read_text()
+    assert not list((out / "checkpoints").iterdir()), "a partial checkpoint was left"
+    assert not (out / rundir.LOCK).exists()
+
+
+def test_when_the_disk_stays_full_the_runs_own_error_still_surfaces(
+        hydra_cfg, tmp_path, monkeypatch, caplog):
+    cfg = hydra_cfg(tmp_path, TRAIN)
+    out = Path(cfg.paths.output_dir)
+    disk = FullDisk(monkeypatch, only=".ckpt.")
+
+    def everything_fails_from_the_first_checkpoint_on(fd, *args, **kwargs):
+        if disk.hits:
+            disk.only = ""
+        return disk(fd, *args, **kwargs)
+
+    monkeypatch.setattr(os, "fdopen", everything_fails_from_the_first_checkpoint_on)
+    with caplog.at_level(logging.ERROR), pytest.raises(OSError) as info:
+        run_recorded(cfg)
+    # the checkpoint's error, not the one from writing error.txt about it
+    assert f"{out}/checkpoints/" in str(info.value)
+    assert f"could not record the failure in {out}: [Errno 28] {out}/error.txt" in caplog.text
+    assert f"could not record the failure in {out}: [Errno 28] {out}/meta.json" in caplog.text
+
+
+CHILD_SAVE = """
+import os, sys, time, torch
+from bloodseg.checkpoint_io import AtomicCheckpointIO
+path, writer = sys.argv[1], AtomicCheckpointIO()
+writer.save_checkpoint({"epoch": 1, "w": torch.ones(50_000)}, path)
+real = os.fdopen
+
+def stalling(fd, *args, **kwargs):
+    f = real(fd, *args, **kwargs)
+    def write(data):
+        f.raw.write(bytes(data)[: len(data) // 2])
+        print("mid-write", flush=True)
+        time.sleep(120)
+    f.write = write
+    return f
+
+os.fdopen = stalling
+writer.save_checkpoint({"epoch": 2, "w": torch.zeros(50_000)}, path)
+"""
+
+
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
+def test_a_kill_mid_checkpoint_leaves_the_old_checkpoint_whole(tmp_path, sig):
+    path = tmp_path / "checkpoints" / "last.ckpt"
+    child = spawn(CHILD_SAVE, str(path), stderr=subprocess.DEVNULL)
+    wait_for_line(child, "mid-write")
+    temps = list(path.parent.glob(".last.ckpt.*.tmp"))
+    assert len(temps) == 1 and 0 < temps[0].stat().st_size  # half of the new one
+    child.send_signal(sig)
+    assert child.wait(timeout=30) != 0
+    ckpt = torch.load(path, weights_only=True)
+    assert ckpt["epoch"] == 1 and torch.equal(ckpt["w"], torch.ones(50_000))
+    # SIGINT lets the writer remove its temp file; after a SIGKILL the next claim does
+    assert [t.exists() for t in temps] == [sig == signal.SIGKILL]
+    rundir.claim(tmp_path, path).release()
+    assert os.listdir(path.parent) == ["last.ckpt"]
+
+
+def unshare_tmpfs() -> list[str]:
+    """``unshare`` + ``mount`` prefix that runs a command with a 1 MiB tmpfs at $FULL (a
+    private mount namespace: nothing outlives the command); skips where that is not allowed."""
+    prefix = ["unshare", "-rm", "sh", "-c",
+              'mkdir -p "$FULL" && mount -t tmpfs -o size=1m tmpfs "$FULL" && exec "$@"', "sh"]
+    if shutil.which("unshare") is None:
+        pytest.skip("no unshare here to mount a small tmpfs")
+    probe = subprocess.run([*prefix, "true"], env={**os.environ, "FULL": "/tmp/bloodseg-probe"},
+                           capture_output=True)
+    if probe.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {probe.stderr.decode().strip()}")
+    return prefix
+
+
+CHILD_FULL = """
+import errno, json, os, sys, torch
+from pathlib import Path
+from bloodseg import rundir
+from bloodseg.checkpoint_io import AtomicCheckpointIO
+out = Path(os.environ["FULL"])
+path = out / "checkpoints" / "best.ckpt"
+writer = AtomicCheckpointIO()
+writer.save_checkpoint({"epoch": 1, "w": torch.ones(50_000)}, path)  # 200 kB: fits
+try:
+    writer.save_checkpoint({"epoch": 2, "w": torch.zeros(500_000)}, path)  # 2 MB: does not
+    result = {"error": None}
+except OSError as err:
+    result = {"errno": err.errno, "error": str(err)}
+result["old"] = torch.load(path, weights_only=True)["epoch"]
+result["files"] = sorted(os.listdir(path.parent))
+rundir.write_meta(out, {"status": "failed"})  # small files still fit: nothing was left behind
+print(json.dumps(result))
+"""
+
+
+def test_a_really_full_disk_keeps_the_old_checkpoint(tmp_path):
+    prefix = unshare_tmpfs()
+    env = {**os.environ, "FULL": str(tmp_path / "small"), "PYTHONPATH": str(REPO)}
+    proc = subprocess.run([*prefix, sys.executable, "-c", CHILD_FULL], env=env, cwd=REPO,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    result = json.loads(proc.stdout.splitlines()[-1])
+    path = tmp_path / "small" / "checkpoints" / "best.ckpt"
+    assert result == {"errno": errno.ENOSPC, "old": 1, "files": ["best.ckpt"], "error": (
+        f"[Errno 28] {path}: No space left on device; free space on that disk or write to "
+        "another folder")}
+
+
+@pytest.mark.slow
+def test_ctrl_c_during_training_records_the_interruption(tmp_path):
+    out = tmp_path / "run"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bloodseg.train", *TRAIN, "trainer.max_epochs=50",
+         "data.synthetic.n_train=40", f"paths.data_dir={tmp_path / 'data'}",
+         f"hydra.run.dir={out}"], cwd=tmp_path, env=env, stdin=subprocess.DEVNULL,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.monotonic() + 240
+    while not (out / "checkpoints" / "last.ckpt").is_file():
+        assert proc.poll() is None and time.monotonic() < deadline, "no epoch finished"
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=120) != 0
+    meta = json.loads((out / "meta.json").read_text())
+    assert meta["status"] == "failed"
+    assert meta["error"] == "KeyboardInterrupt: interrupted (Ctrl+C or SIGINT)"
+    assert rundir.read_error(out) == "KeyboardInterrupt"
+    assert not (out / rundir.LOCK).exists()
+    for ckpt in (out / "checkpoints").iterdir():
+        assert torch.load(ckpt, weights_only=True)["epoch"] >= 0, ckpt
