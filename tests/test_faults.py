@@ -15,8 +15,10 @@ import socket
 import subprocess
 import sys
 import time
+from html.parser import HTMLParser
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from hydra.utils import instantiate
@@ -357,3 +359,119 @@ def test_ctrl_c_during_training_records_the_interruption(tmp_path):
     assert not (out / rundir.LOCK).exists()
     for ckpt in (out / "checkpoints").iterdir():
         assert torch.load(ckpt, weights_only=True)["epoch"] >= 0, ckpt
+
+
+# -- 3: run text in the README is shown, never rendered ---------------------------------------
+
+EVIL = ("x<script>alert(1)</script> <img src=x onerror=alert(2)> [click](javascript:alert(3))"
+        "\n<!-- demo:end -->\n# pwned | `tick` *em* ~~s~~ $x$ &amp; \\")
+
+
+class Tags(HTMLParser):
+    """The tags, attributes and text of rendered Markdown."""
+
+    def __init__(self, html: str) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict]] = []
+        self.comments: list[str] = []
+        self.text = ""
+        self.feed(html)
+
+    def handle_starttag(self, tag, attrs):
+        self.tags.append((tag, dict(attrs)))
+
+    def handle_comment(self, data):
+        self.comments.append(data)
+
+    def handle_data(self, data):
+        self.text += data
+
+
+def render(markdown: str) -> Tags:
+    """Markdown -> HTML as GitHub renders it before sanitizing (raw HTML passes through)."""
+    markdown_it = pytest.importorskip("markdown_it")
+    md = markdown_it.MarkdownIt("commonmark", {"html": True}).enable(["table", "strikethrough"])
+    return Tags(md.render(markdown))
+
+
+def hostile_runs(root: Path) -> Path:
+    from tests.test_report import make_run
+
+    run = make_run(root / "evil", EVIL, experiment=None, model="<img src=x onerror=alert(4)>",
+                   color=EVIL, dice=0.8, data_kind="<script>alert(5)</script>")
+    meta = json.loads((run / "meta.json").read_text())
+    meta.update(optimizer={"_target_": "torch.optim.<b>Adam</b>\n<!-- demo:begin -->",
+                           "lr": 1e-3},
+                scheduler={"_target_": "[s](javascript:alert(7))"}, train_time_s="<i>8</i>",
+                params="many", epochs_run="<u>9</u>", batch_size=[4])
+    (run / "meta.json").write_text(json.dumps(meta))
+    failed = root / "fail`\n<!-- demo:end -->"
+    failed.mkdir()
+    (failed / "meta.json").write_text(json.dumps(
+        {"name": "f", "status": "failed", "error": "boom\n<!-- demo:end -->\n<script>x</script>"}))
+    running = root / "<b>running"
+    running.mkdir()
+    (running / "meta.json").write_text(json.dumps({"name": "r", "status": "running"}))
+    return root
+
+
+def test_hostile_run_text_is_shown_never_rendered(tmp_path):
+    from bloodseg.report.__main__ import main
+    from bloodseg.report.markdown import one_line
+
+    runs = hostile_runs(tmp_path / "runs")
+    begin, end = "<!-- demo:begin -->", "<!-- demo:end -->"
+    head, tail = "# Project\n\nIntro.\n\n", "\n\n## License\nMIT\n"
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{head}{begin}\nold\n{end}{tail}")
+    out = tmp_path / "figures"
+    for _ in range(3):  # every rewrite leaves one marker pair and the rest of the README alone
+        assert main([str(runs), "--out", str(out), "--readme", str(readme),
+                     "--section", "demo"]) == 0
+        text = readme.read_text()
+        lines = text.splitlines()
+        assert lines.count(begin) == 1 and lines.count(end) == 1
+        assert text.startswith(f"{head}{begin}\n") and text.endswith(f"\n{end}{tail}")
+    for doc in (text, (out / "results.md").read_text()):
+        page = render(doc)
+        own = [" demo:begin ", " demo:end "] if doc is text else []  # the README's markers
+        assert page.comments == own, "run text became an HTML comment"
+        assert {tag for tag, _ in page.tags} <= {
+            "h1", "h2", "h3", "p", "strong", "code", "ul", "li", "table", "thead", "tbody", "tr",
+            "th", "td", "img"}, page.tags
+        for tag, attrs in page.tags:
+            assert not any(name.startswith("on") for name in attrs), (tag, attrs)
+            if tag == "img":
+                assert attrs["src"].endswith(".png") and (out.name in attrs["src"]
+                                                          or doc is not text)
+        # ... and the text is there as written, on one line
+        assert one_line(EVIL) in page.text
+        assert "<script>alert(5)</script>" in page.text and "boom <!-- demo:end -->" in page.text
+    shown = render(text).text
+    assert "optimizer: <b>Adam</b> <!-- demo:begin -->, lr = 0.001" in shown
+    assert "scheduler: [s](javascript:alert(7))" in shown
+
+
+def test_a_readme_whose_markers_multiplied_is_refused_not_made_worse(tmp_path):
+    from bloodseg.report import update_readme
+    from bloodseg.report.readme import replace_section
+
+    readme = tmp_path / "README.md"
+    broken = "# T\n<!-- demo:begin -->\na\n<!-- demo:end -->\nb\n<!-- demo:end -->\n"
+    readme.write_text(broken)
+    with pytest.raises(ValueError) as info:
+        update_readme(readme, tmp_path, pd.DataFrame({"experiment": ["x"]}), section="demo")
+    assert str(info.value) == (
+        f"{readme}: the demo section needs one line '<!-- demo:begin -->' followed by one line "
+        "'<!-- demo:end -->'; found '<!-- demo:begin -->' on line(s) 2 and '<!-- demo:end -->' "
+        "on line(s) 4, 6. Delete the extra lines (and what a broken rewrite left between "
+        "them), then run bloodseg-report again")
+    assert readme.read_text() == broken
+    # a marker mentioned inside a line is prose, not a marker; a body holding one is refused
+    readme.write_text("Put `<!-- demo:end -->` last.\n<!-- demo:begin -->\n<!-- demo:end -->\n")
+    with pytest.raises(ValueError, match="refusing to write a demo section holding the marker "
+                                         "line '<!-- results:end -->'"):
+        replace_section(readme, "demo", "a\n<!-- results:end -->\nb")
+    replace_section(readme, "demo", "fine")
+    assert readme.read_text() == ("Put `<!-- demo:end -->` last.\n<!-- demo:begin -->\nfine\n"
+                                  "<!-- demo:end -->\n")
