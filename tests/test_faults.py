@@ -475,3 +475,44 @@ def test_a_readme_whose_markers_multiplied_is_refused_not_made_worse(tmp_path):
     replace_section(readme, "demo", "fine")
     assert readme.read_text() == ("Put `<!-- demo:end -->` last.\n<!-- demo:begin -->\nfine\n"
                                   "<!-- demo:end -->\n")
+
+
+# -- 4: errors that name the file -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("damage", [b"0" + b",9" * 30 + b"\n", b"\"0.5\n", bytes(range(128, 256))],
+                         ids=["extra fields", "open quote", "binary"])
+def test_a_damaged_metrics_csv_names_the_file_and_the_fix(tmp_path, capsys, damage):
+    from bloodseg.report import load_run
+    from bloodseg.report.__main__ import main
+    from tests.test_report import make_run
+
+    run = make_run(tmp_path / "runs" / "0", "r", experiment=None, model="unet", color="gray",
+                   dice=0.8)
+    metrics = run / "metrics.csv"
+    metrics.write_bytes(metrics.read_bytes() + damage)
+    with pytest.raises(rundir.RunDirError) as info:
+        load_run(run)
+    msg = str(info.value)
+    assert msg.startswith(f"{metrics}: damaged, not a readable CSV (")
+    assert msg.endswith("Fix or delete its broken lines, or run the run again into a new "
+                        "folder (hydra.run.dir=<folder>)")
+    assert main([str(tmp_path / "runs"), "--out", str(tmp_path / "f")]) == 1
+    assert f"bloodseg-report: warning: skipped: {metrics}: damaged" in capsys.readouterr().err
+
+
+def test_a_full_disk_while_logging_names_metrics_csv(tmp_path, monkeypatch):
+    from pytorch_lightning.loggers.csv_logs import ExperimentWriter
+
+    from bloodseg.loggers import CSVLogger
+
+    def full(self):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    logger = CSVLogger(tmp_path, name="", version="")
+    logger.log_metrics({"loss": 1.0}, step=0)
+    monkeypatch.setattr(ExperimentWriter, "save", full)
+    with pytest.raises(OSError) as info:
+        logger.save()
+    assert str(info.value) == (f"[Errno 28] {tmp_path / 'metrics.csv'}: No space left on "
+                               "device; free space on that disk or write to another folder")
