@@ -18,6 +18,7 @@ import time
 from html.parser import HTMLParser
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 import torch
@@ -516,3 +517,55 @@ def test_a_full_disk_while_logging_names_metrics_csv(tmp_path, monkeypatch):
         logger.save()
     assert str(info.value) == (f"[Errno 28] {tmp_path / 'metrics.csv'}: No space left on "
                                "device; free space on that disk or write to another folder")
+
+
+# -- 5: masks without cells or without background ---------------------------------------------
+
+
+def masks_that_teach_nothing(root: Path) -> tuple[Path, Path]:
+    """A tiny Kaggle-layout dataset with one all-0 and one all-255 training mask."""
+    import cv2
+
+    from tests.test_data import tiny_dataset, write_pair
+
+    tiny_dataset(root, n_train=8)
+    image = np.full((40, 60, 3), 200, np.uint8)
+    write_pair(root, "train", "empty", image, np.zeros((40, 60), np.uint8))
+    write_pair(root, "train", "full", image, np.full((40, 60), 255, np.uint8))
+    assert cv2.imread(str(root / "train" / "mask" / "full.png")).min() == 255
+    return root / "train" / "mask" / "empty.png", root / "train" / "mask" / "full.png"
+
+
+def test_verify_warns_about_masks_without_cells_or_background(tmp_path, capsys):
+    from bloodseg.data import cli
+    from bloodseg.data.bbbc041seg import verify
+
+    empty, full = masks_that_teach_nothing(tmp_path / "d")
+    report = verify(tmp_path / "d")
+    assert report.ok and report.problems == []
+    assert report.warnings == [
+        f"{empty}: mask has no cells (every pixel is 0); if its image shows cells the mask is "
+        "wrong: re-export it, or remove the pair",
+        f"{full}: mask is all foreground (every pixel is 255): no background, no cell borders; "
+        "an inverted or blank export? Fix it, or remove the pair"]
+    assert cli.main(["verify", str(tmp_path / "d")]) == 0  # suspicious, not broken
+    shown = capsys.readouterr().out
+    assert f"2 warning(s):\n  - {empty}: mask has no cells" in shown
+    assert f"  - {full}: mask is all foreground" in shown and "no problems found" in shown
+
+
+def test_training_warns_once_about_masks_that_teach_nothing(tmp_path, caplog):
+    from bloodseg.data.datamodule import BloodCellDataModule
+
+    empty, full = masks_that_teach_nothing(tmp_path / "d")
+    dm = BloodCellDataModule(root=str(tmp_path / "d"), image_size=32, val_fraction=0.2,
+                             expected_counts={}, decode_threads=1)
+    with pytest.warns(UserWarning) as caught, caplog.at_level(logging.WARNING):
+        dm.setup("fit")
+        dm.setup("test")  # the test masks are fine: no second warning
+    assert len(caught) == 1 and caplog.text.count("masks have no cells or no background") == 1
+    msg = str(caught[0].message)
+    assert msg.startswith(f"{tmp_path / 'd'}: 2 of 10 train masks have no cells or no "
+                          "background; training goes on with them. List them all with "
+                          f"`bloodseg-data verify {tmp_path / 'd'}`:")
+    assert f"\n  {empty}: mask has no cells" in msg and f"\n  {full}: mask is all fore" in msg
