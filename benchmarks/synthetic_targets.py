@@ -25,6 +25,7 @@ import argparse
 import json
 import os
 import shlex
+import shutil
 import subprocess
 import sys
 import time
@@ -59,7 +60,8 @@ def train_run(style: str, target: str, work: Path, extra: list[str]) -> Path:
             json.loads((run / "overrides.json").read_text()) == overrides:
         print(f"[{style} {target}] done before, reusing {run}", flush=True)
         return run
-    run.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(run, ignore_errors=True)  # an older run's files: train.py refuses to mix
+    run.mkdir(parents=True)
     log = run / "benchmark_run.log"
     cmd = [sys.executable, str(ROOT / "train.py"), *overrides]
     print(f"[{style} {target}] training (log: {log})", flush=True)

@@ -10,9 +10,12 @@ mask with stray values fails the same way everywhere (dataset, verify, predict).
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import functools
 import os
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -130,20 +133,56 @@ def _umask() -> int:
     return current
 
 
-def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
-    """Write bytes to ``path`` through a temp file in the same folder and ``os.replace``."""
+def write_bytes_atomic(path: str | Path, data: bytes | memoryview) -> Path:
+    """Write bytes to ``path`` through a temp file in the same folder, fsync and
+    ``os.replace``: a crash, a kill or a full disk leaves the old file (or none) under
+    ``path``, never part of a new one. An ``OSError`` names ``path``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with naming_errors(path):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())  # the bytes reach the disk before the name points at them
+            os.chmod(tmp, 0o666 & ~_umask())  # mkstemp makes 0600; give the usual file mode
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+    _fsync_dir(path.parent)
     return path
+
+
+@contextlib.contextmanager
+def naming_errors(path: str | Path) -> Iterator[None]:
+    """Re-raise an ``OSError`` (same type and errno) with a message naming ``path``, plus the
+    fix for a full disk: Python's own "No space left on device" names no file."""
+    try:
+        yield
+    except OSError as err:
+        if str(path) in str(err):
+            raise
+        hint = ("; free space on that disk or write to another folder"
+                if err.errno in (errno.ENOSPC, errno.EDQUOT) else "")
+        if err.errno is None:
+            raise type(err)(f"{path}: {err}{hint}") from err
+        raise type(err)(err.errno, f"{path}: {err.strerror}{hint}") from err
+
+
+def _fsync_dir(folder: Path) -> None:
+    """Make a rename durable (best effort: some file systems cannot fsync a folder)."""
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:

@@ -16,6 +16,8 @@ from lightning_fabric.loggers.logger import rank_zero_experiment
 from pytorch_lightning.loggers import CSVLogger as _LightningCSVLogger
 from pytorch_lightning.loggers.csv_logs import ExperimentWriter
 
+from bloodseg.io import naming_errors
+
 
 class AppendingExperimentWriter(ExperimentWriter):
     """Lightning's writer, minus the delete: continues an existing ``metrics.csv``.
@@ -36,10 +38,11 @@ class AppendingExperimentWriter(ExperimentWriter):
             self._continuing = True
 
     def save(self) -> None:
-        if self._continuing and self.metrics:
-            self._continuing = False
-            self._drop_rows_from(min(int(m["step"]) for m in self.metrics))
-        super().save()
+        with naming_errors(self.metrics_file_path):  # a full disk names metrics.csv
+            if self._continuing and self.metrics:
+                self._continuing = False
+                self._drop_rows_from(min(int(m["step"]) for m in self.metrics))
+            super().save()
 
     def _drop_rows_from(self, step: int) -> None:
         # ExperimentWriter can only append or rewrite the header: truncating is ours

@@ -19,7 +19,11 @@ Both sides go through this module, so the schema below is the only list of files
                            samples at native size (truth: the true instances)
       checkpoints/         best.ckpt, last.ckpt
       error.txt            the exception of a failed run (absent when it succeeded)
+      run.lock             the pid of the process writing the folder, while it runs
       .hydra/              the composed config (Hydra)
+
+A folder belongs to one run: :func:`claim` locks it for the run's life and refuses one that
+another run is writing to or left results in (unless resuming from its ``last.ckpt``).
 """
 
 from __future__ import annotations
@@ -27,6 +31,10 @@ from __future__ import annotations
 import csv
 import io
 import json
+import logging
+import os
+import re
+import socket
 import traceback
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -35,7 +43,10 @@ from typing import Any
 
 import numpy as np
 
+from bloodseg.cli_errors import quoting_hint
 from bloodseg.io import write_png_atomic, write_text_atomic
+
+log = logging.getLogger(__name__)
 
 META = "meta.json"
 METRICS = "metrics.csv"
@@ -46,6 +57,8 @@ SAMPLES = "samples"
 ERROR = "error.txt"
 TUNING = "tuning.json"
 TUNED = "postprocess.json"
+LOCK = "run.lock"
+CHECKPOINTS = "checkpoints"
 SAMPLE_KINDS = ("image", "mask", "prob", "instances")
 
 PER_IMAGE_COLUMNS = [
@@ -56,6 +69,11 @@ PER_IMAGE_COLUMNS = [
 
 class RunDirError(ValueError):
     """A run folder's file is missing or unreadable; the message names it."""
+
+
+class RunFolderTaken(RuntimeError):
+    """The run folder holds, or is being written by, another run; the message says what to
+    pass instead."""
 
 
 def _write_csv(path: Path, header: Sequence[str], rows: Iterable[dict | Sequence]) -> Path:
@@ -137,6 +155,125 @@ def write_error(out: str | Path, error: BaseException) -> Path:
 
 def clear_error(out: str | Path) -> None:
     (Path(out) / ERROR).unlink(missing_ok=True)
+
+
+def write_failure(out: str | Path, name: str, error: BaseException) -> None:
+    """``error.txt`` and a ``failed`` meta.json, best effort: on a full disk these writes
+    fail too, and that must not replace the run's own error (it is logged instead)."""
+    reason = str(error) or ("interrupted (Ctrl+C or SIGINT)"
+                            if isinstance(error, KeyboardInterrupt) else "")
+    meta = {"name": name, "status": "failed", "error": f"{type(error).__name__}: {reason}"}
+    for write in (lambda: write_error(out, error), lambda: write_meta(out, meta)):
+        try:
+            write()
+        except Exception as err:  # whatever it is, the run's own error comes first
+            log.error("could not record the failure in %s: %s", out, err)
+
+
+# -- one run per folder --------------------------------------------------------------------
+
+
+def last_checkpoint(out: str | Path) -> Path:
+    """Where a run keeps the checkpoint a resume starts from."""
+    return Path(out) / CHECKPOINTS / "last.ckpt"
+
+
+def earlier_run(out: str | Path) -> list[str]:
+    """The files an earlier run left in ``out`` (empty for a fresh folder). A meta.json that
+    still says ``running`` alone is a run killed before it wrote anything: nothing to mix."""
+    out = Path(out)
+    found = []
+    if (out / META).is_file():
+        try:
+            status = read_meta(out).get("status", "completed")
+        except RunDirError:
+            status = "unreadable"
+        if status != "running":
+            found.append(f"{META} (status: {status})")
+    found += [f"{CHECKPOINTS}/{p.name}" for p in sorted((out / CHECKPOINTS).glob("*.ckpt"))]
+    return found + [name for name in (METRICS, TEST_METRICS) if (out / name).is_file()]
+
+
+class RunLock:
+    """:data:`LOCK` held by this process: an ``flock``, which the kernel drops however the
+    process ends (a SIGKILL too), plus the pid, so a refusal can say who holds it."""
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path, self._fd = path, fd
+
+    def release(self) -> None:
+        if self._fd is None:
+            return
+        try:
+            self.path.unlink(missing_ok=True)  # still locked: a newcomer cannot adopt it
+        finally:
+            os.close(self._fd)
+            self._fd = None
+
+
+def _holder(fd: int) -> str:
+    return os.pread(fd, 200, 0).decode(errors="replace").strip()
+
+
+def _lock(path: Path) -> RunLock:
+    import fcntl  # POSIX; imported here so the report still imports rundir anywhere
+
+    while True:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = _holder(fd) or "a process that is starting"
+            os.close(fd)
+            raise RunFolderTaken(
+                f"{path.parent}: another run ({holder}) is writing to this folder now, and two "
+                "runs in one folder mix their files. Pass a new hydra.run.dir=<folder>, or "
+                "wait until that run ends.") from None
+        except BaseException:
+            os.close(fd)
+            raise
+        try:  # the holder may have removed the file between our open and our lock
+            if os.path.samestat(os.fstat(fd), os.stat(path)):
+                break
+        except FileNotFoundError:
+            pass
+        os.close(fd)
+    stale = _holder(fd)
+    if stale:
+        log.warning("%s: taking over the lock of %s, which is no longer running", path, stale)
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+    return RunLock(path, fd)
+
+
+def _override(key: str, value: str | Path) -> str:
+    """``key=value`` as the user types it (quoted for Hydra and the shell where needed)."""
+    text = f"{key}={value}"
+    return text if re.fullmatch(r"[\w./+:@-]+=[\w./+:@-]+", text) else quoting_hint(text)
+
+
+def claim(out: str | Path, resume_from: str | Path | None = None) -> RunLock:
+    """Make ``out`` this run's folder, before anything is written into it: lock it while the
+    run lives, and refuse (:class:`RunFolderTaken`) a folder that another run is writing to
+    or left results in, unless ``resume_from`` is that folder's ``checkpoints/last.ckpt``."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    lock = _lock(out / LOCK)
+    last = last_checkpoint(out)
+    resuming = resume_from is not None and Path(resume_from).resolve() == last.resolve()
+    found = [] if resuming else earlier_run(out)
+    if found:
+        lock.release()
+        resume = (f"to continue that run, pass {_override('ckpt_path', last)}"
+                  if last.is_file() else "it has no checkpoints/last.ckpt to resume from")
+        raise RunFolderTaken(
+            f"{out}: holds another run ({', '.join(found)}); a new run there would mix its "
+            f"files with that run's. For a new run pass a new hydra.run.dir=<folder>; {resume}.")
+    # temp files of a writer killed mid-write (bloodseg.io): ours to remove, we hold the lock
+    for tmp in [*out.glob(".*.tmp"), *(out / CHECKPOINTS).glob(".*.tmp")]:
+        log.info("removing %s, left by a run killed while writing it", tmp)
+        tmp.unlink(missing_ok=True)
+    return lock
 
 
 # -- readers -------------------------------------------------------------------------------

@@ -19,6 +19,7 @@ from __future__ import annotations
 import copy
 import logging
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -31,7 +32,8 @@ from omegaconf import DictConfig, OmegaConf
 
 import bloodseg  # noqa: F401  (registers the config resolvers)
 from bloodseg import ddp, evaluation, rundir
-from bloodseg.cli_errors import hydra_override_hints
+from bloodseg.cli_errors import EXIT_USAGE, hydra_override_hints
+from bloodseg.checkpoint import CheckpointError
 from bloodseg.config import CONF_DIR, instantiate_group
 from bloodseg.data.bbbc041seg import list_split
 from bloodseg.inference import Predictor, check_model_file, write_tuned
@@ -236,23 +238,35 @@ def write_run_files(cfg, out: Path, trainer: pl.Trainer, module, datamodule,
 def run_recorded(cfg: DictConfig) -> dict | None:
     """:func:`train`, with its outcome recorded in the run folder (``meta.json`` status and,
     on failure, ``error.txt`` + the job log). In a sweep a failed job returns None so the
-    remaining jobs still run; :class:`bloodseg.sweep.SweepSummary` reports it at the end."""
+    remaining jobs still run; :class:`bloodseg.sweep.SweepSummary` reports it at the end.
+    A folder another run writes to or left results in is refused first
+    (:class:`bloodseg.rundir.RunFolderTaken`), with nothing written into it."""
     out = Path(cfg.paths.output_dir)
     worker = is_ddp_worker()
-    if not worker:
-        rundir.clear_error(out)
-        rundir.write_meta(out, {"name": cfg.name, "status": "running"})
+    # DDP workers run inside the claim of the process that launched them
+    lock = None if worker else rundir.claim(out, cfg.get("ckpt_path"))
     try:
+        if not worker:
+            rundir.clear_error(out)
+            rundir.write_meta(out, {"name": cfg.name, "status": "running"})
         return train(cfg)
     except BaseException as err:
         log.exception("run failed: %s", err)
         if not worker:
-            rundir.write_error(out, err)
-            rundir.write_meta(out, {"name": cfg.name, "status": "failed",
-                                    "error": f"{type(err).__name__}: {err}"})
+            rundir.write_failure(out, cfg.name, interruption(err) or err)
         if in_sweep() and isinstance(err, Exception):
             return None
         raise
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+def interruption(err: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl+C / SIGINT behind ``err``: Lightning turns it into ``sys.exit(1)``, which
+    alone would record the run's error as "SystemExit: 1"."""
+    cause = err.__context__ if isinstance(err, SystemExit) else err
+    return cause if isinstance(cause, KeyboardInterrupt) else None
 
 
 def in_sweep() -> bool:
@@ -264,7 +278,11 @@ def in_sweep() -> bool:
 @hydra_override_hints  # a clear hint for unquoted paths, before Hydra parses
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = run_recorded(cfg)
+    try:
+        metrics = run_recorded(cfg)
+    except (rundir.RunFolderTaken, CheckpointError) as err:  # the message, not a traceback
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
     # a scalar for Hydra sweepers (e.g. Optuna): lower is better
     return metrics.get("test/loss") if metrics else None
 

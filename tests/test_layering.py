@@ -20,6 +20,7 @@ RANKS = {
     "io": 0, "cli_errors": 0,
     "labels": 1, "transforms": 1, "rundir": 1, "checkpoint": 1,
     "augment": 1, "targets": 1, "measure": 1,
+    "checkpoint_io": 1,    # Lightning's checkpoint writer, atomic (every trainer config)
     "config": 2, "render": 2, "weights": 2,
     "data": 3,
     "models": 4, "losses": 4,

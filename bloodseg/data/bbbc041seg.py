@@ -137,10 +137,16 @@ def read_native_instances(sample: Sample) -> np.ndarray:
     return instances_from_mask(read_mask(sample.mask))
 
 
-def check_pair(sample: Sample, color: str = "rgb") -> tuple[int, int]:
-    """Decode one pair fully and check it; returns the (width, height). Raises DataError."""
-    img, _, _ = read_pair(sample, color)
-    return img.shape[1], img.shape[0]
+def mask_warning(path: str | Path, mask: np.ndarray) -> str | None:
+    """Why a mask (``{0,1}``) cannot teach cells apart, naming its file; None if it can. Not
+    an error: an image without cells can be right, so verify and training warn."""
+    if not mask.any():
+        return (f"{path}: mask has no cells (every pixel is 0); if its image shows cells the "
+                "mask is wrong: re-export it, or remove the pair")
+    if mask.all():
+        return (f"{path}: mask is all foreground (every pixel is 255): no background, no cell "
+                "borders; an inverted or blank export? Fix it, or remove the pair")
+    return None
 
 
 @dataclass
@@ -149,6 +155,7 @@ class VerifyReport:
     counts: dict[str, int] = field(default_factory=dict)
     sizes: Counter = field(default_factory=Counter)
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)  # suspicious, not wrong: still ok
 
     @property
     def ok(self) -> bool:
@@ -164,6 +171,9 @@ class VerifyReport:
             lines.append(f"  {split}: {n} pairs{note}")
         for (w, h), n in self.sizes.most_common():
             lines.append(f"  size {w}x{h}: {n} images")
+        if self.warnings:
+            lines.append(f"{len(self.warnings)} warning(s):")
+            lines += [f"  - {w}" for w in self.warnings]
         if self.problems:
             lines.append(f"{len(self.problems)} problem(s):")
             lines += [f"  - {p}" for p in self.problems]
@@ -180,18 +190,28 @@ def single_pair(folder: Path) -> Sample | None:
     return None
 
 
+def _check_into(report: VerifyReport, sample: Sample, color: str) -> None:
+    try:
+        image, mask, _ = read_pair(sample, color)
+    except DataError as err:
+        report.problems.append(str(err))
+        return
+    report.sizes[image.shape[1], image.shape[0]] += 1
+    warning = mask_warning(sample.mask, mask)
+    if warning:
+        report.warnings.append(warning)
+
+
 def verify(root: str | Path, color: str = "rgb") -> VerifyReport:
-    """Check every pair of both splits (decodes everything) and collect all problems.
+    """Check every pair of both splits (decodes everything) and collect all problems, and as
+    warnings the masks without cells or without background (:func:`mask_warning`).
 
     A folder with a single ``original.*``/``mask.*`` pair is checked as that one pair.
     """
     pair = single_pair(Path(root))
     if pair is not None and not (Path(root) / "train").is_dir():
         report = VerifyReport(Path(root), counts={"single pair": 1})
-        try:
-            report.sizes[check_pair(pair, color)] += 1
-        except DataError as err:
-            report.problems.append(str(err))
+        _check_into(report, pair, color)
         return report
     try:
         root = resolve_root(root)
@@ -203,8 +223,5 @@ def verify(root: str | Path, color: str = "rgb") -> VerifyReport:
         report.counts[split] = len(samples)
         report.problems += problems
         for s in samples:
-            try:
-                report.sizes[check_pair(s, color)] += 1
-            except DataError as err:
-                report.problems.append(str(err))
+            _check_into(report, s, color)
     return report

@@ -18,6 +18,7 @@ generated: a real-data root that does not exist is an error.
 from __future__ import annotations
 
 import logging
+import shlex
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -212,6 +213,19 @@ class BloodCellDataModule(pl.LightningDataModule):
             warnings.warn(msg, stacklevel=2)
             log.warning(msg)
 
+    def _warn_masks(self, split: str, cache: list[dict]) -> None:
+        """One warning per split for masks without cells or without background: they pass
+        every check (they are valid binary masks) yet teach the network nothing about cells."""
+        flagged = [c["mask_warning"] for c in cache if c["mask_warning"]]
+        if not flagged:
+            return
+        shown = flagged[:5] + ([f"... {len(flagged) - 5} more"] if len(flagged) > 5 else [])
+        msg = (f"{self.root}: {len(flagged)} of {len(cache)} {split} masks have no cells or no "
+               "background; training goes on with them. List them all with "
+               f"`bloodseg-data verify {shlex.quote(str(self.root))}`:\n  " + "\n  ".join(shown))
+        warnings.warn(msg, stacklevel=2)
+        log.warning(msg)
+
     def _dataset(self, samples: list[Sample], split: str) -> SegmentationDataset:
         cache = load_cache(samples, self.color, self.size_hw, self.scale, self.decode_threads,
                            self.separate_touching, self.contrast)
@@ -233,10 +247,12 @@ class BloodCellDataModule(pl.LightningDataModule):
                 raise DataError(f"{self.root}: validation split is empty; raise data.val_fraction")
             self.datasets["train"] = self._dataset(train, "train")
             self.datasets["val"] = self._dataset(val, "val")
+            self._warn_masks("train", self.datasets["train"].cache + self.datasets["val"].cache)
         if stage in (None, "test", "predict") and "test" not in self.datasets:
             samples = list_split(self.root, "test")
             self._check_counts("test", len(samples))
             self.datasets["test"] = self._dataset(samples, "test")
+            self._warn_masks("test", self.datasets["test"].cache)
 
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         # whole images of different sizes (scale mode) cannot share a batch

@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, default_collate
 
-from bloodseg.data.bbbc041seg import Sample, read_native_instances, read_pair
+from bloodseg.data.bbbc041seg import Sample, mask_warning, read_native_instances, read_pair
 from bloodseg.labels import instances_from_mask, mask_from_instances
 from bloodseg.targets import contour_target, distance_target, unet_weight_map
 from bloodseg.transforms import normalize, prepare_image, scaled_hw
@@ -39,6 +39,7 @@ def load_sample(sample: Sample, color: str, size_hw: tuple[int, int] | None = No
     ``contrast="percentile"`` stretches the whole image's intensities first. The image goes
     through :func:`bloodseg.transforms.prepare_image`, as it does at inference."""
     image, mask, inst = read_pair(sample, color)  # one decode per file, sizes checked
+    warning = mask_warning(sample.mask, mask)  # on the file's mask, before any resize
     if inst is None:
         inst = instances_from_mask(mask)
     orig_hw = image.shape[:2]
@@ -54,7 +55,7 @@ def load_sample(sample: Sample, color: str, size_hw: tuple[int, int] | None = No
     if image.ndim == 2:
         image = image[:, :, None]
     return {"name": sample.name, "sample": sample, "image": image, "mask": mask,
-            "instances": inst, "orig_hw": orig_hw}
+            "instances": inst, "orig_hw": orig_hw, "mask_warning": warning}
 
 
 def load_cache(samples: Sequence[Sample], color: str, size_hw: tuple[int, int] | None,

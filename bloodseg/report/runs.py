@@ -127,6 +127,11 @@ def _read_csv(path: Path) -> pd.DataFrame:
         return pd.read_csv(path)
     except pd.errors.EmptyDataError:
         return pd.DataFrame()
+    except (pd.errors.ParserError, UnicodeDecodeError) as err:
+        raise rundir.RunDirError(
+            f"{path}: damaged, not a readable CSV ({' '.join(str(err).split())}); a run killed "
+            "mid-write or a full disk leaves one. Fix or delete its broken lines, or run the "
+            "run again into a new folder (hydra.run.dir=<folder>)") from None
 
 
 def load_history(path: str | Path) -> pd.DataFrame:

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bloodseg.report.markdown import code, text
 from bloodseg.report.runs import Found, Run, short_target
 
 __all__ = ["COLUMNS", "incomplete_markdown", "kinds_caption", "results_markdown",
@@ -44,6 +45,12 @@ TEST_KEYS = {
 EXTRA_COLUMNS = ["optimizer", "lr", "scheduler", "batch_size", "max_epochs", "loss", "run_dir"]
 
 
+def number(value: Any) -> float:
+    """A number from a run's meta.json, NaN for anything else (a run's text is no number)."""
+    ok = isinstance(value, (int, float, np.number)) and not isinstance(value, bool)
+    return float(value) if ok else np.nan
+
+
 def results_table(runs: Sequence[Run]) -> pd.DataFrame:
     """One row per experiment, sorted by name: the :data:`COLUMNS` plus setup columns."""
     rows = []
@@ -59,7 +66,7 @@ def results_table(runs: Sequence[Run]) -> pd.DataFrame:
             "epochs_run": m.get("epochs_run"),
             "stopped_epoch": r.stopped_epoch,
             "train_time_s": m.get("train_time_s"),
-            "params_m": m["params"] / 1e6 if m.get("params") is not None else np.nan,
+            "params_m": number(m.get("params")) / 1e6,
             "optimizer": short_target(opt),
             "lr": opt.get("lr"),
             "scheduler": short_target(m.get("scheduler")),
@@ -71,7 +78,7 @@ def results_table(runs: Sequence[Run]) -> pd.DataFrame:
         rows.append(row)
     table = pd.DataFrame(rows, columns=[c for c, _ in COLUMNS] + EXTRA_COLUMNS)
     for col in ("epochs_run", "stopped_epoch", "batch_size", "max_epochs"):
-        table[col] = pd.to_numeric(table[col]).astype("Int64")
+        table[col] = pd.to_numeric(table[col], errors="coerce").astype("Int64")
     order = table["experiment"].str.lower().argsort(kind="stable")
     return table.iloc[order].reset_index(drop=True)
 
@@ -79,8 +86,10 @@ def results_table(runs: Sequence[Run]) -> pd.DataFrame:
 def _fmt(col: str, value: Any) -> str:
     if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
         return "—"
-    if col == "data_kind":
-        return "real BBBC041Seg" if value == "real" else str(value)
+    if col == "data_kind" and value == "real":
+        return "real BBBC041Seg"
+    if not isinstance(value, (int, float, np.number)) or isinstance(value, bool):
+        return text(value)  # run text: shown as written, never rendered
     if col in ("count_mae",):
         return f"{value:.2f}"
     if col == "count_bias":
@@ -93,7 +102,7 @@ def _fmt(col: str, value: Any) -> str:
         return f"{value:.2f}"
     if isinstance(value, float):
         return f"{value:.3f}"
-    return str(value).replace("|", "\\|")
+    return str(value)
 
 
 def results_markdown(table: pd.DataFrame) -> str:
@@ -120,20 +129,17 @@ def _shown(path: Path, base: Path) -> str:
     return Path(os.path.relpath(Path(path).resolve(), Path(base).resolve())).as_posix()
 
 
-def _code(text: str) -> str:
-    return "`" + text.replace("`", "'") + "`"
-
-
 def incomplete_markdown(found: Found | None, base: Path) -> str:
     """The failed and unfinished runs, for under the table ("" when there are none); their
     folders are shown relative to ``base``, the document's folder."""
     parts: list[str] = []
     if found and found.failed:
         parts += ["**Failed runs** (not in the table):", ""]
-        parts += [f"- `{_shown(f.path, base)}`: {_code(f.reason)}" for f in found.failed]
+        parts += [f"- {code(_shown(f.path, base))}: {code(f.reason)}" for f in found.failed]
         parts += [""]
     if found and found.unfinished:
         parts += ["**Unfinished runs** (still running, or stopped before writing results):", ""]
-        parts += [f"- `{_shown(u.path, base)}` ({u.reason})" for u in found.unfinished]
+        parts += [f"- {code(_shown(u.path, base))} ({text(u.reason)})"
+                  for u in found.unfinished]
         parts += [""]
     return "\n".join(parts)
