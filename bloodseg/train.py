@@ -32,8 +32,8 @@ from omegaconf import DictConfig, OmegaConf
 
 import bloodseg  # noqa: F401  (registers the config resolvers)
 from bloodseg import ddp, evaluation, rundir
-from bloodseg.cli_errors import EXIT_USAGE, hydra_override_hints
 from bloodseg.checkpoint import CheckpointError
+from bloodseg.cli_errors import EXIT_USAGE, hydra_override_hints
 from bloodseg.config import CONF_DIR, instantiate_group
 from bloodseg.data.bbbc041seg import list_split
 from bloodseg.inference import Predictor, check_model_file, write_tuned
