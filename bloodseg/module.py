@@ -42,6 +42,7 @@ from bloodseg.spec import (
     Network,
     Postprocess,
     Target,
+    check_postprocess_fits,
 )
 
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-4}
@@ -122,6 +123,7 @@ class SegmentationModule(pl.LightningModule):
         pp = self.hparams.postprocess
         self.postprocess_spec = (Postprocess.from_config(pp) if pp else
                                  Postprocess(DEFAULT_POSTPROCESS[self.target]))
+        check_postprocess_fits(self.postprocess_spec, self.target_spec, "config")
         #: set by the trainer's caller (train.py): config hash, run name...; copied into the spec
         self.provenance: dict[str, Any] = {}
         self.net = self.network.build()

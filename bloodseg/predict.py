@@ -188,7 +188,33 @@ def check_output(out: str | Path, overwrite: bool = False,
                 raise OutputFolderError(
                     f"overwrite=true would delete the input {f} (it is inside {path}); "
                     "move the images or pass another output= folder.")
+    foreign = _foreign_files(out, ours)
+    if foreign:
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise OutputFolderError(
+            f"overwrite=true would delete {foreign[0]}{more}, which bloodseg-predict did not "
+            f"write (not listed in {out / 'counts.csv'}); move it out of that folder or pass "
+            "another output= folder.")
     return ours
+
+
+def _foreign_files(out: Path, ours: Sequence[Path]) -> list[Path]:
+    """Files in the result folders that the earlier predict run (its ``counts.csv``) did not
+    write: a user's own files there must survive ``overwrite=true``."""
+    stems: set[str] = set()
+    counts = out / "counts.csv"
+    if counts.is_file():
+        try:
+            with open(counts, newline="") as f:
+                stems = {Path(r.get("output") or "").stem for r in csv.DictReader(f)}
+        except (OSError, UnicodeDecodeError, csv.Error):
+            stems = set()
+    foreign = []
+    for folder in ours:
+        if folder.is_dir() and not folder.is_symlink():
+            foreign += [p for p in sorted(folder.rglob("*"))
+                        if not p.is_dir() and (p.parent != folder or p.stem not in stems)]
+    return foreign
 
 
 def _remove(path: Path) -> None:

@@ -72,6 +72,8 @@ Plain = None | bool | int | float | str | list | dict
 
 
 def _fail(source: str, key: str, why: str) -> SpecError:
+    if source.endswith("config"):  # the user's own config, not a model file
+        return SpecError(f"{source}: {key}: {why}")
     return SpecError(f"{source}: {key}: {why}. A bloodseg model file holds plain settings only; "
                      "retrain it, or get the file from its author again")
 
@@ -399,13 +401,7 @@ class ModelSpec:
         if "classes" in kw and kw["classes"] != self.target.channels:
             raise _fail(source, "network.kwargs.classes", f"{kw['classes']} does not match "
                         f"target {self.target.name} ({self.target.channels} channels)")
-        pp_channels = getattr(_registered_class("postprocess", self.postprocess.name),
-                              "channels", None)
-        if pp_channels is not None and pp_channels != self.target.channels:
-            raise _fail(source, "postprocess.name", f"{self.postprocess.name} reads "
-                        f"{pp_channels}-channel outputs, but target {self.target.name} has "
-                        f"{self.target.channels}; use postprocess="
-                        f"{DEFAULT_POSTPROCESS[self.target.name]}")
+        check_postprocess_fits(self.postprocess, self.target, source)
 
     def to_dict(self) -> dict:
         return {"version": self.version,
@@ -420,6 +416,17 @@ class ModelSpec:
         spec = dataclasses.replace(self, **changes)
         spec.check()
         return spec
+
+
+def check_postprocess_fits(postprocess: Postprocess, target: Target,
+                           source: str = "model spec") -> None:
+    """A post-processor reads as many output channels as the target makes, or is refused
+    (before training, not at test time)."""
+    channels = getattr(_registered_class("postprocess", postprocess.name), "channels", None)
+    if channels is not None and channels != target.channels:
+        raise _fail(source, "postprocess.name", f"{postprocess.name} reads {channels}-channel "
+                    f"outputs, but target {target.name} has {target.channels}; use postprocess="
+                    f"{DEFAULT_POSTPROCESS[target.name]}")
 
 
 # -- checkpoints -----------------------------------------------------------------------------

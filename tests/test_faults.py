@@ -569,3 +569,155 @@ def test_training_warns_once_about_masks_that_teach_nothing(tmp_path, caplog):
                           "background; training goes on with them. List them all with "
                           f"`bloodseg-data verify {tmp_path / 'd'}`:")
     assert f"\n  {empty}: mask has no cells" in msg and f"\n  {full}: mask is all fore" in msg
+
+
+# -- predict: check first, then write; nothing lost, nothing skipped silently -------------------
+
+
+def _predict_cfg(tmp_path: Path, ckpt: Path, inputs: Path, out: Path, *extra: str):
+    from tests.conftest import compose_cfg
+
+    return compose_cfg(tmp_path / "hydra", [f"ckpt_path={ckpt}", f"input={inputs}",
+                                            f"output={out}", *extra], config_name="predict")
+
+
+def _run_predict(cfg):
+    from hydra.core.global_hydra import GlobalHydra
+
+    from bloodseg.predict import predict
+
+    try:
+        return predict(cfg)
+    finally:
+        GlobalHydra.instance().clear()
+
+
+def _images(folder: Path, names: list[str]) -> Path:
+    import cv2
+
+    folder.mkdir(parents=True, exist_ok=True)
+    for name in names:
+        img = np.full((64, 64, 3), 40, np.uint8)
+        cv2.circle(img, (32, 32), 9, (200, 120, 160), -1)
+        cv2.imwrite(str(folder / name), img)
+    return folder
+
+
+def test_overwrite_with_a_mistyped_checkpoint_keeps_the_earlier_results(trained_run, tmp_path):
+    from bloodseg.checkpoint import CheckpointError
+
+    ckpt = trained_run / "checkpoints" / "best.ckpt"
+    inputs, out = _images(tmp_path / "in", ["a.png", "b.png"]), tmp_path / "out"
+    _run_predict(_predict_cfg(tmp_path, ckpt, inputs, out))
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    for bad in (tmp_path / "typo.ckpt", tmp_path):  # missing, and a folder
+        with pytest.raises(CheckpointError, match="typo.ckpt|checkpoint not found"):
+            _run_predict(_predict_cfg(tmp_path, bad, inputs, out, "overwrite=true"))
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before  # checked before anything was touched
+
+
+def test_overwrite_keeps_files_the_user_put_in_result_folders(trained_run, tmp_path):
+    from bloodseg.predict import OutputFolderError
+
+    ckpt = trained_run / "checkpoints" / "best.ckpt"
+    inputs, out = _images(tmp_path / "in", ["a.png"]), tmp_path / "out"
+    _run_predict(_predict_cfg(tmp_path, ckpt, inputs, out))
+    (out / "masks" / "my_notes.txt").write_text("mine")
+    with pytest.raises(OutputFolderError, match=r"masks/my_notes.txt.*did not write"):
+        _run_predict(_predict_cfg(tmp_path, ckpt, inputs, out, "overwrite=true"))
+    assert (out / "masks" / "my_notes.txt").read_text() == "mine"
+    (out / "masks" / "my_notes.txt").unlink()
+    rows, _ = _run_predict(_predict_cfg(tmp_path, ckpt, inputs, out, "overwrite=true"))
+    assert [r["file"] for r in rows] == ["a.png"]
+
+
+def test_a_failure_mid_batch_leaves_the_earlier_results_and_no_partial_ones(
+        trained_run, tmp_path, monkeypatch):
+    from bloodseg import predict as predict_module
+
+    ckpt = trained_run / "checkpoints" / "best.ckpt"
+    inputs, out = _images(tmp_path / "in", ["a.png", "b.png"]), tmp_path / "out"
+    _run_predict(_predict_cfg(tmp_path, ckpt, inputs, out))
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    calls = []
+
+    def full_disk(path, labels):
+        calls.append(path)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
+
+    monkeypatch.setattr(predict_module, "write_label_tiff", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        _run_predict(_predict_cfg(tmp_path, ckpt, inputs, out, "overwrite=true",
+                                  "predict.formats=[tiff]"))
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+
+
+def test_a_name_too_long_for_the_file_system_is_shortened_and_mapped(trained_run, tmp_path):
+    from bloodseg.predict import MAX_STEM_BYTES
+
+    ckpt = trained_run / "checkpoints" / "best.ckpt"
+    long_name = "x" * 244 + ".png"
+    inputs, out = _images(tmp_path / "in", [long_name, "short.png"]), tmp_path / "out"
+    rows, failed = _run_predict(_predict_cfg(tmp_path, ckpt, inputs, out))
+    assert not failed and len(rows) == 2
+    row = next(r for r in rows if r["file"] == long_name)
+    assert len(Path(row["output"]).stem.encode()) <= MAX_STEM_BYTES
+    assert (out / "masks" / row["output"]).is_file()
+    assert (out / "instances" / row["output"]).is_file()
+
+
+def test_output_under_a_file_is_refused_before_the_model_runs(trained_run, tmp_path,
+                                                              monkeypatch):
+    from bloodseg import inference
+    from bloodseg.predict import OutputFolderError
+
+    ran = []
+    monkeypatch.setattr(inference.Predictor, "outputs",
+                        lambda self, *a, **k: ran.append(1))
+    (tmp_path / "file").write_text("")
+    with pytest.raises(OutputFolderError, match="is a file, not a folder"):
+        _run_predict(_predict_cfg(tmp_path, trained_run / "checkpoints" / "best.ckpt",
+                                  _images(tmp_path / "in", ["a.png"]),
+                                  tmp_path / "file" / "out"))
+    assert not ran
+
+
+def test_dangling_links_and_folders_named_like_images_are_listed(trained_run, tmp_path):
+    inputs = _images(tmp_path / "in", ["a.png"])
+    (inputs / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    (inputs / "loop.png").symlink_to(inputs / "loop.png")
+    (inputs / "x.png").mkdir()
+    rows, failed = _run_predict(_predict_cfg(
+        tmp_path, trained_run / "checkpoints" / "best.ckpt", inputs, tmp_path / "out"))
+    assert [r["file"] for r in rows] == ["a.png"]
+    text = "\n".join(failed)
+    assert "gone.png: a link to nothing" in text and "loop.png: a link to nothing" in text
+    assert "x.png: not a file" in text
+
+
+def test_post_processing_that_does_not_fit_the_target_fails_before_training(hydra_cfg,
+                                                                            tmp_path):
+    from bloodseg.spec import SpecError
+    from bloodseg.train import train
+
+    cfg = hydra_cfg(tmp_path, [*TINY_DATA, "target=contour", "postprocess=watershed"])
+    with pytest.raises(SpecError, match="watershed reads 1-channel outputs, but target contour"):
+        train(cfg)
+    assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()
+
+
+def test_resuming_from_a_pickled_or_foreign_checkpoint_names_the_file(hydra_cfg, tmp_path):
+    from bloodseg.checkpoint import CheckpointError
+    from bloodseg.train import train
+
+    pickled = tmp_path / "pickled.ckpt"
+    torch.save({"state_dict": {}, "obj": Path("x")}, pickled)  # a class: not weights-only
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {"w": torch.zeros(1)}}, foreign)  # no hyper_parameters
+    for path, match in ((pickled, "refused"), (foreign, "not a bloodseg checkpoint")):
+        cfg = hydra_cfg(tmp_path / path.stem, [*TINY_DATA, f"ckpt_path={path}"])
+        with pytest.raises(CheckpointError, match=match) as info:
+            train(cfg)
+        assert str(path) in str(info.value) and "weights_only=False" not in str(info.value)

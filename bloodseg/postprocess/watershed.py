@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import ClassVar
 
 import cv2
 import numpy as np
@@ -65,6 +66,8 @@ class Watershed:
         instance area (``labels.drop_cut_cells``; BBBC041Seg's masks leave such cells out:
         0.4); 0 keeps them.
     """
+
+    channels: ClassVar[int] = 1  # a (1, H, W) foreground map (or HxW)
 
     threshold: float = 0.5
     min_distance: int | None = None
