@@ -186,3 +186,37 @@ def test_bundle_is_weights_only_and_counts_like_its_checkpoint(trained_run, tmp_
     image = np.asarray(Predictor.read(next((trained_run / "samples").glob("*_image.png"))))
     a, b = Predictor.load(ckpt), Predictor.load(bundle)
     assert np.abs(a.outputs(image) - b.outputs(image)).max() < 5e-3
+
+
+@pytest.mark.slow
+@pytest.mark.real
+def test_evaluate_reproduces_a_percentile_contrast_run_on_real_pairs(shared_data, tmp_path):
+    """A count_real-style run (percentile contrast, half scale, distance target, tuned) on
+    real smears: evaluate given only the checkpoint and data.root prints the run's own
+    numbers, exactly (the old evaluate read the data without the contrast and did not)."""
+    mini = shared_data / "bbbc041seg-mini"
+    root = tmp_path / "real"
+    for split, n in (("train", 6), ("test", 2)):  # a few pairs keep it to seconds
+        for kind in ("original", "mask"):
+            (root / split / kind).mkdir(parents=True)
+        for image in sorted((mini / split / "original").iterdir())[:n]:
+            mask = mini / split / "mask" / f"{image.stem}.png"
+            (root / split / "original" / image.name).symlink_to(image)
+            (root / split / "mask" / mask.name).symlink_to(mask)
+    cfg = compose_cfg(tmp_path, [
+        "experiment=count_real", f"data.root={root}", "data.scale=0.25", "data.crop_size=128",
+        "data.crops_per_image=1", "data.num_workers=0", "model.base_channels=4",
+        "trainer.max_epochs=1", "logger=csv", "callbacks.progress_bar=null",
+        "+tune.max_images=3", "+tune.grid={marker_threshold:[0.4,0.6]}"])
+    assert cfg.data.contrast == "percentile"
+    metrics = train(cfg)
+    GlobalHydra.instance().clear()
+    run = Path(cfg.paths.output_dir)
+    spec, _ = load_model(run / "checkpoints" / "best.ckpt")
+    assert spec.preprocess.contrast == "percentile" and spec.preprocess.scale == 0.25
+    ecfg = compose_cfg(tmp_path / "eval", [f"ckpt_path={run / 'checkpoints' / 'best.ckpt'}",
+                                           f"data.root={root}"], config_name="evaluate")
+    got = evaluate(ecfg)
+    GlobalHydra.instance().clear()
+    assert got == metrics
+    assert json.loads((run / "test_metrics.json").read_text())["metrics"] == got
