@@ -61,8 +61,11 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from bloodseg.callbacks import WatershedCallback
 from bloodseg.config import CONF_DIR, group_config
+from bloodseg.data.bbbc041seg import list_split
 from bloodseg.data.datamodule import BloodCellDataModule
 from bloodseg.data.synthetic import write_dataset
+from bloodseg.evaluation import score
+from bloodseg.inference import Predictor
 from bloodseg.models import build_model
 from bloodseg.module import SegmentationModule
 
@@ -940,10 +943,10 @@ def section_epoch(s: Settings, rep: Report) -> None:
                 base = state.get("epoch_plain")
                 if base:
                     m["watershed_s_per_val_image"] = (val_s - base["val_s"]) / d["n_val"]
+                # the test stage as train.py runs it: the one inference path, native size
                 test_start = time.perf_counter()
-                cb = WatershedCallback(group_config("postprocess", "watershed"),
-                                       output_dir=str(s.work / "test-pass"))
-                make_trainer(s, "32-true", [cb]).test(module, datamodule=dm, verbose=False)
+                predictor = Predictor(module.model_spec(), module.net, device=s.device)
+                score(predictor, list_split(dm.root, "test"), n_pictures=0)
                 m["test_s"] = time.perf_counter() - test_start
                 state["test_s"] = m["test_s"]
             else:
@@ -1170,8 +1173,8 @@ def section_smoke(s: Settings, rep: Report) -> None:
         out = smoke / "evaluate"
         shutil.rmtree(out, ignore_errors=True)
         wall = run_cli(s, rep, "evaluate", [
-            "-m", "bloodseg.evaluate", f"ckpt_path={state['ckpt']}", "data=bbbc041seg",
-            f"data.root={state['root']}", f"trainer={trainer}", "data.num_workers=0",
+            "-m", "bloodseg.evaluate", f"ckpt_path={state['ckpt']}",
+            f"data.root={state['root']}", f"predict.device={s.device if s.cuda else 'cpu'}",
             f"hydra.run.dir={out}"], smoke)
         res = json.loads((out / "test_metrics.json").read_text())["metrics"]
         finite_positive(wall)
@@ -1179,7 +1182,7 @@ def section_smoke(s: Settings, rep: Report) -> None:
                           f"dice {res.get('test/dice', float('nan')):.3f}",
                 "metrics": {"wall_s": wall, "images": n_test, **res}}
 
-    rep.measure("3", "bloodseg.evaluate", f"trainer={trainer}, {n_test} test images",
+    rep.measure("3", "bloodseg.evaluate", f"device={s.device}, {n_test} test images",
                 evaluate, s.est["cli"])
 
     def predict() -> dict:

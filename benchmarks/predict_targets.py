@@ -27,18 +27,16 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from hydra.utils import instantiate  # noqa: E402
 
 from bloodseg.config import group_config  # noqa: E402
+from bloodseg.inference import Predictor  # noqa: E402
 from bloodseg.io import read_image, read_mask  # noqa: E402
 from bloodseg.labels import instances_from_mask  # noqa: E402
 from bloodseg.module import SegmentationModule  # noqa: E402
-from bloodseg.predict import Predictor  # noqa: E402
 from bloodseg.targets import contour_target, distance_target  # noqa: E402
 
 SAMPLE = ROOT.parent / "shared" / "data" / "bbbc041seg-sample"
 CHANNELS = {"binary": 1, "contour": 3, "distance": 2}
-POSTPROCESS = {"binary": "watershed", "contour": "contour", "distance": "distance"}
 
 
 def ideal_outputs(target: str, inst: np.ndarray) -> np.ndarray:
@@ -54,9 +52,10 @@ def ideal_outputs(target: str, inst: np.ndarray) -> np.ndarray:
     return np.stack([cv2.GaussianBlur(m, (0, 0), 1.5) for m in maps])
 
 
-def module_for(target: str, ckpt: str | None, width: int, scale: float) -> SegmentationModule:
+def predictor_for(target: str, ckpt: str | None, width: int, scale: float) -> Predictor:
+    """The trained network of ``ckpt``, else an untrained U-Net of ``width`` (speed only)."""
     if ckpt:
-        return SegmentationModule.from_checkpoint(ckpt)
+        return Predictor.load(ckpt, device="cpu")
     torch.manual_seed(0)
     model = group_config("model", "unet", in_channels=1, classes=CHANNELS[target],
                          base_channels=width)
@@ -64,7 +63,7 @@ def module_for(target: str, ckpt: str | None, width: int, scale: float) -> Segme
                                                      "channels": CHANNELS[target]},
                                 loss={"binary": "bce"}.get(target, target))
     module.hparams["data_info"] = {"color": "gray", "image_size": [256, 256], "scale": scale}
-    return module.eval()
+    return Predictor(module.model_spec(), module.net, device="cpu")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -82,16 +81,14 @@ def main(argv: list[str] | None = None) -> int:
     inst = instances_from_mask(read_mask(args.mask))
     rows = {}
     for target in CHANNELS:
-        predictor = Predictor(module_for(target, ckpts.get(target), args.width, args.scale),
-                              device="cpu")
-        postprocess = instantiate(group_config("postprocess", POSTPROCESS[target]))
+        predictor = predictor_for(target, ckpts.get(target), args.width, args.scale)
         outputs = None if target in ckpts else ideal_outputs(target, inst)
         net, post, cells = [], [], 0
         for _ in range(args.repeats):
             t0 = time.perf_counter()
             maps = predictor.outputs(image)
             t1 = time.perf_counter()
-            labels = postprocess(maps if outputs is None else outputs)
+            labels = predictor.labels(maps if outputs is None else outputs)
             t2 = time.perf_counter()
             net.append(t1 - t0)
             post.append(t2 - t1)

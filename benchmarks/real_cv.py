@@ -468,7 +468,7 @@ def run_tuned_baseline(samples: dict[str, Sample], fold_names: Sequence[Sequence
                        cut_cell_frac: float, dice: Sequence[float]) -> list[dict]:
     """Otsu + watershed with its own grid (split depth; the frame-cut cut-off where the data
     has a rule) chosen per fold on the fold's training images
-    (``bloodseg.tuning``, as the recipes' ``callbacks.watershed.tune`` does), scored on its
+    (``bloodseg.tuning``, as the recipes' ``tune`` does), scored on its
     test images: networks that tune their post-processing meet a baseline that does too.
     ``dice``: each fold's pooled Otsu Dice (tuning does not move the foreground)."""
     from bloodseg.io import read_image, read_mask
@@ -649,7 +649,7 @@ def results_markdown(results: dict, figure: str | None = "counts.png") -> str:
     lines.append("The first two baselines' times are for both together (one Otsu pass per "
                  "image). The tuned baseline chooses the watershed's own grid (split depth, and "
                  "the frame-cut cut-off where the data has a rule) per fold on "
-                 "the fold's training images, as the recipes' `callbacks.watershed.tune` does"
+                 "the fold's training images, as the recipes' `tune` does"
                  + (f" (per fold: {picks})" if picks else "") + ". "
                  "Recipes are Hydra overrides of `train.py`; each run also gets "
                  f"`{' '.join(results['fixed_overrides'])}`"

@@ -100,7 +100,8 @@ def _brief(agg: dict) -> dict:
 
 def run_metrics(run: Path) -> dict:
     m = rundir.read_json(run / rundir.TEST_METRICS)["metrics"]
-    tuned = {k.removeprefix("test/tuned_"): v for k, v in m.items() if "tuned_" in k}
+    tuning = run / rundir.TUNING
+    tuned = rundir.read_json(tuning)["chosen"] if tuning.is_file() else {}
     return {"count_mae": m["test/count_mae"], "count_bias": m["test/count_bias"],
             "f1": m["test/inst_f1"], "tuned": tuned}
 

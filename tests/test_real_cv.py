@@ -18,7 +18,7 @@ from tests.conftest import REPO
 
 SCRIPT = REPO / "benchmarks" / "real_cv.py"
 TINY = ('tiny="data.image_size=64 model.base_channels=4 trainer=cpu trainer.max_epochs=1 '
-        'callbacks.watershed.tune={split:train}"')
+        'tune={split:train}"')
 README_STUB = "# readme\nbefore\n<!-- benchmark:begin -->\nold\n<!-- benchmark:end -->\nafter\n"
 
 
@@ -159,12 +159,18 @@ def test_quick_benchmark_end_to_end(tmp_path, capsys, monkeypatch):
     # checkpoint it was given is never rewritten (tuning goes to the rescore folder)
     ckpt = work / "tiny" / "fold0" / "checkpoints" / "best.ckpt"
     ckpt_stamp = ckpt.stat().st_mtime_ns
+    own_tuning = work / "tiny" / "fold0" / "postprocess.json"  # the training run's own
+    own_stamp = own_tuning.stat().st_mtime_ns
     code = {"commit": "a" * 40, "dirty": False}
     monkeypatch.setattr(cv, "git_info", lambda paths=(): dict(code))
     assert cv.main([*argv, "--rescore"]) == 0
     assert ckpt.stat().st_mtime_ns == ckpt_stamp
     tuning = json.loads((work / "tiny" / "fold0" / "rescore" / "tuning.json").read_text())
-    assert tuning["checkpoint_updated"] is None and "split_ratio" in tuning["chosen"]
+    assert "split_ratio" in tuning["chosen"]
+    # the choice sits in the re-test's folder, tied to the checkpoint it was tuned for
+    tuned = json.loads((work / "tiny" / "fold0" / "rescore" / "postprocess.json").read_text())
+    assert tuned["weights"]["name"] == "best.ckpt"
+    assert own_tuning.stat().st_mtime_ns == own_stamp
     res = json.loads((out / "results.json").read_text())
     for k, f in enumerate(res["methods"]["tiny"]["folds"]):
         assert f["rescored"] and f["run_dir"].endswith(f"fold{k}/rescore")
