@@ -10,6 +10,8 @@ Also the config groups as registries: :func:`group_names`, :func:`group_config`.
 - ``${wandb_offline:}``: W&B stays offline (no prompt, no network) unless the user is
   logged in or sets ``WANDB_MODE``.
 - ``${wandb_group:}``: runs of one sweep share a W&B group (the sweep folder's name).
+- ``${is_set:callbacks.progress_bar}``: whether that key holds a value (not null, not
+  missing), so ``callbacks.progress_bar=null`` also turns off Lightning's default bar.
 """
 
 from __future__ import annotations
@@ -119,6 +121,10 @@ def wandb_group() -> str | None:
     return Path(hc.sweep.dir).name
 
 
+def is_set(key: str, *, _root_) -> bool:
+    return OmegaConf.select(_root_, key, default=None) is not None
+
+
 def to_plain(value):
     """A (Dict/List)Config as plain containers, resolved; anything else as it is."""
     from omegaconf import DictConfig, ListConfig
@@ -143,5 +149,6 @@ def register_resolvers() -> None:
         "cuda": cuda,
         "wandb_offline": wandb_offline,
         "wandb_group": wandb_group,
+        "is_set": is_set,
     }.items():
         OmegaConf.register_new_resolver(name, fn, replace=True)

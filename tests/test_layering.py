@@ -20,12 +20,14 @@ RANKS = {
     "io": 0, "cli_errors": 0,
     "labels": 1, "transforms": 1, "rundir": 1, "checkpoint": 1,
     "augment": 1, "targets": 1,
+    "progress": 1,         # k/N and ETA of long loops, for logs off a terminal
     "config": 2, "render": 2,
     "data": 3,
     "models": 4, "losses": 4,
     "module": 5, "postprocess": 5, "metrics": 5,
     "tuning": 6,           # post-processing parameters chosen on training images
     "callbacks": 7, "loggers": 7,
+    "console": 7,          # per-epoch log lines, model summary, quieter Lightning
     "ddp": 8, "sweep": 8,  # run orchestration used by the train entry point / Hydra
     "report": 9,           # figures and tables from run folders
 }
