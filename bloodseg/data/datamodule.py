@@ -18,7 +18,6 @@ generated: a real-data root that does not exist is an error.
 from __future__ import annotations
 
 import logging
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -205,12 +204,11 @@ class BloodCellDataModule(pl.LightningDataModule):
     def _check_counts(self, split: str, n: int) -> None:
         want = (self.expected_counts or {}).get(split)
         if want is not None and n != want:
-            msg = (
-                f"{self.root}: {split} split has {n} image/mask pairs, the Kaggle dataset "
-                f"has {want}; training on a subset or a different dataset"
-            )
-            warnings.warn(msg, stacklevel=2)
-            log.warning(msg)
+            # logged once (stdout and the job log), not also warnings.warn'd: that printed
+            # it twice; and worded for the split, which evaluate reads without training
+            use = {"train": "training", "test": "testing"}.get(split, f"using the {split} split")
+            log.warning("%s: %s split has %d image/mask pairs, the Kaggle dataset has %d; "
+                        "%s on a subset or a different dataset", self.root, split, n, want, use)
 
     def _dataset(self, samples: list[Sample], split: str) -> SegmentationDataset:
         cache = load_cache(samples, self.color, self.size_hw, self.scale, self.decode_threads,
