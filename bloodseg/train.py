@@ -52,8 +52,25 @@ def is_ddp_worker() -> bool:
     return int(os.environ.get("LOCAL_RANK", "0")) > 0
 
 
+class FitMetrics(pl.Callback):
+    """The metrics logged by the fit, kept as it ends (``trainer.test`` clears the trainer's
+    ``callback_metrics``), with the checkpoint's monitored metric at its best value (the
+    checkpoint that is tested): what :func:`main` hands to a sweeper."""
+
+    def __init__(self) -> None:
+        self.metrics: dict[str, float] = {}
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module) -> None:
+        self.metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
+                        if not k.startswith("test/")}
+        ckpt = trainer.checkpoint_callback
+        if ckpt is not None and ckpt.monitor and ckpt.best_model_score is not None:
+            self.metrics[ckpt.monitor] = float(ckpt.best_model_score)
+
+
 def train(cfg: DictConfig) -> dict:
-    """Fit, test the best checkpoint, and write run metadata; returns the test metrics."""
+    """Fit, test the best checkpoint, and write run metadata; returns the metrics of the fit
+    as it ended (:class:`FitMetrics`) and the test metrics."""
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if HydraConfig.initialized() and not is_ddp_worker():
@@ -74,14 +91,17 @@ def train(cfg: DictConfig) -> dict:
         datamodule.setup("test")
     module = build_module(cfg)
     callbacks = instantiate_group(cfg.get("callbacks"))
+    fit_metrics = FitMetrics()
     loggers = instantiate_group(cfg.get("logger"))
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=[*callbacks, fit_metrics],
+                                      logger=loggers or False)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     for lg in loggers:
         lg.log_hyperparams(resolved)  # W&B and CSV carry the full experiment config
 
     try:
-        return fit_and_test(cfg, out, trainer, module, datamodule)
+        test_metrics = fit_and_test(cfg, out, trainer, module, datamodule)
+        return {**fit_metrics.metrics, **test_metrics}
     finally:
         finish_wandb(loggers)
         if not is_ddp_worker():
@@ -174,6 +194,35 @@ def run_recorded(cfg: DictConfig) -> dict | None:
         raise
 
 
+# -- the sweep objective ----------------------------------------------------------------------
+
+
+def check_objective(cfg: DictConfig) -> None:
+    """Refuse a test metric as ``optimized_metric`` before anything runs: a sweeper would
+    choose hyper-parameters by the test split, and the test scores would no longer be
+    held-out estimates."""
+    name = cfg.get("optimized_metric")
+    if name and str(name).startswith("test/"):
+        raise ValueError(
+            f"optimized_metric={name}: a sweep would select on the test split; choose a "
+            "validation metric, e.g. optimized_metric=val/loss or val/count_mae_trainres")
+
+
+def objective(cfg: DictConfig, metrics: dict | None) -> float | None:
+    """``metrics[cfg.optimized_metric]`` (see :class:`FitMetrics`), or None with an error
+    naming what was logged."""
+    name = cfg.get("optimized_metric")
+    if not name or metrics is None:
+        return None
+    if name not in metrics:
+        if cfg.get("train", True):
+            logged = sorted(k for k in metrics if not k.startswith("test/"))
+            log.error("optimized_metric=%s was not logged by the fit; logged: %s", name,
+                      ", ".join(logged) or "nothing")
+        return None
+    return metrics[name]
+
+
 def in_sweep() -> bool:
     from hydra.types import RunMode
 
@@ -183,9 +232,9 @@ def in_sweep() -> bool:
 @hydra_override_hints  # a clear hint for unquoted paths, before Hydra parses
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
-    metrics = run_recorded(cfg)
-    # a scalar for Hydra sweepers (e.g. Optuna): lower is better
-    return metrics.get("test/loss") if metrics else None
+    check_objective(cfg)
+    # the scalar Hydra sweepers (hparams_search=optuna) optimise: a validation metric
+    return objective(cfg, run_recorded(cfg))
 
 
 if __name__ == "__main__":

@@ -66,7 +66,7 @@ def test_epoch_lines_model_summary_and_no_bar_off_a_terminal(hydra_cfg, tmp_path
     cfg = hydra_cfg(tmp_path, [*TINY_DATA, "model=unet", "model.base_channels=4",
                                "trainer.max_epochs=3", "callbacks.early_stopping.patience=1"])
     with caplog.at_level(logging.INFO, logger="bloodseg.console"):
-        train(cfg)
+        metrics = train(cfg)
     lines = [r.getMessage() for r in caplog.records]
     epochs = [ln for ln in lines if ln.startswith("epoch ")]
     # "epoch 1/3  train/loss 0.6949  val/loss 0.6876  val/count_mae_trainres 23  5.2 s  ETA 10 s"
@@ -84,6 +84,8 @@ def test_epoch_lines_model_summary_and_no_bar_off_a_terminal(hydra_cfg, tmp_path
     [summary] = [ln for ln in lines if ln.startswith("model:")]
     assert "UNet" in summary and "Total params" in summary and "FLOPs" not in summary
     assert "Flops" not in summary
+    # the objective a sweeper gets: the checkpoint's best val/loss, not a test metric
+    assert metrics["val/loss"] == pytest.approx(val.min(), abs=1e-4)
 
 
 def test_null_progress_bar_means_no_bar_at_all(hydra_cfg, tmp_path):
