@@ -111,14 +111,19 @@ def _curve_figure(run: Run, metric: str, ylabel: str) -> Figure:
 
 
 def plot_curves(run: Run, out: str | Path) -> list[Path]:
-    """``<name>_iou.png`` and ``<name>_loss.png``: train vs validation per epoch."""
+    """``<name>_iou.png`` and ``<name>_loss.png``: train vs validation per epoch (none for a
+    run without history, e.g. an evaluate folder)."""
     out = Path(out)
+    if run.history.empty:
+        return []
     loss_name = str(run.meta.get("loss") or "").upper()
     written = []
     for metric, ylabel, title in (("iou", "IoU", "IoU"), ("loss", f"{loss_name} loss".strip(),
                                                          "loss")):
         fig = _curve_figure(run, metric, ylabel)
-        _titles(fig, f"{run.label} — {title} per epoch", join(run.caption, run.setup_line()))
+        _titles(fig, f"{run.label} — {title} per epoch",
+                join(run.caption, run.interrupted and "interrupted: the epochs so far",
+                     run.setup_line()))
         written.append(_save(fig, out / f"{run.stem}_{metric}.png"))
     return written
 

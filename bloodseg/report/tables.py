@@ -134,6 +134,6 @@ def incomplete_markdown(found: Found | None, base: Path) -> str:
         parts += [""]
     if found and found.unfinished:
         parts += ["**Unfinished runs** (still running, or stopped before writing results):", ""]
-        parts += [f"- `{_shown(u.path, base)}` ({u.reason})" for u in found.unfinished]
+        parts += [f"- `{_shown(u.path, base)}` ({_code(u.reason)})" for u in found.unfinished]
         parts += [""]
     return "\n".join(parts)
