@@ -5,9 +5,12 @@
 
 Written into ``--out``, each file atomically: per experiment ``<name>_iou.png``,
 ``<name>_loss.png`` (train vs validation, best and early-stopping epochs marked),
-``<name>_panel.png`` (input | truth | probability | instances) and ``<name>_sizes.png``
-(cell areas); over all experiments ``counts.png``, ``comparison.png``, ``results.csv`` and
-``results.md``. Failed and unfinished runs are listed on stderr and under the table.
+``<name>_panel.png`` (input | truth | probability | instances, true/false positives and
+misses coloured) and ``<name>_sizes.png`` (cell areas); over all experiments ``counts.png``,
+``comparison.png`` (count MAE, F1, Dice; with ``--baselines`` the Otsu rows too),
+``results.csv`` and ``results.md``. Evaluate folders (``bloodseg-evaluate``) count as runs
+without curves. Failed and unfinished runs are listed on stderr and under the table; an
+interrupted one with its curves and the command that resumes it.
 """
 
 from __future__ import annotations
@@ -54,7 +57,7 @@ def build_report(runs: Sequence[Run], out: str | Path, found: Found | None = Non
     for r in runs:
         written += plot_curves(r, out)
         written += [p for p in (plot_panel(r, out), plot_sizes(r, out)) if p]
-    written += [p for p in (plot_counts(finished, out), plot_comparison(finished, out))
+    written += [p for p in (plot_counts(finished, out), plot_comparison(finished, out, rows))
                 if p]
     table = results_table(finished)
     if rows:
