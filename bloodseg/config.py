@@ -140,8 +140,9 @@ def dirname(overrides: str, fallback: str = "") -> str:
     """``overrides`` (Hydra's ``override_dirname``) as one folder name that a Hydra override
     can name unquoted (``ckpt_path=<sweep>/<job>/checkpoints/last.ckpt``): characters other
     than letters, digits and ``_ . + - @ %`` become ``_`` (no ``/``, ``=``, ``,`` or spaces),
-    long decimals keep 4 significant digits, and the name ends after the last whole override
-    within :data:`DIRNAME_MAX` characters (the job number in front keeps names unique);
+    long decimals keep 4 significant digits, config-group choices come first, and the name
+    ends after the last whole override within :data:`DIRNAME_MAX` characters (the job number
+    in front keeps names unique);
     ``fallback`` (the run name) when there are no overrides."""
     def safe(text: str) -> str:
         # sampled floats (Optuna's 0.00035090148857968553) to 4 significant digits: the
@@ -150,7 +151,11 @@ def dirname(overrides: str, fallback: str = "") -> str:
                       str(text))
         return re.sub(r"[^\w.+\-@%]", "_", text, flags=re.ASCII).strip("_.")
 
-    name = safe(overrides) or safe(fallback)
+    # config-group choices (model-unet) before values (data.batch_size-2): what a sweep
+    # varies most often survives the cut; "+" is conf/hydra/default.yaml's item_sep
+    items = safe(overrides).split("+")
+    items.sort(key=lambda item: "." in item.split("-", 1)[0])
+    name = "+".join(i for i in items if i) or safe(fallback)
     if len(name) > DIRNAME_MAX:  # whole overrides (item_sep "+") rather than half of one
         cut = name[:DIRNAME_MAX]
         name = cut.rsplit("+", 1)[0] if "+" in cut else cut

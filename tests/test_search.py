@@ -127,9 +127,13 @@ def test_sweep_folder_names_are_one_safe_path_component():
         "model-unet+optimizer.lr-0.001"
     assert dirname("", "unet_gray") == "unet_gray"  # no overrides: the run name
     # a path, a list, quotes, spaces and non-ASCII: nothing Hydra would need quoted
-    assert dirname("data.size-[64,64]+x-'a b'/c+y-dätä") == "data.size-_64_64_+x-_a_b__c+y-d_t"
+    assert dirname("data.size-[64,64]+x-'a b'/c+y-dätä") == "x-_a_b__c+y-d_t+data.size-_64_64"
     assert dirname("optimizer.lr-0.00035090148857968553+wd-1.2760186458599516e-05+n-8+"
-                   "t-0.5") == "optimizer.lr-0.0003509+wd-1.276e-05+n-8+t-0.5"
+                   "t-0.5") == "wd-1.276e-05+n-8+t-0.5+optimizer.lr-0.0003509"
+    # group choices first (Hydra sorts "data.x=1" before "data=synthetic"), so that the
+    # cut keeps them
+    assert dirname("data.batch_size-2+data-synthetic+model.base_channels-8+model-unet") == \
+        "data-synthetic+model-unet+data.batch_size-2+model.base_channels-8"
     items = "+".join(f"key{i:02d}-value{i:02d}" for i in range(20))  # 13 characters each
     name = dirname(items)
     assert len(name) <= DIRNAME_MAX and name.endswith("+key09-value09")  # whole overrides
