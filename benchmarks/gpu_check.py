@@ -1126,10 +1126,14 @@ def section_smoke(s: Settings, rep: Report) -> None:
             str(REPO / "train.py"), "-m", "model=unet,attunet", "hydra/launcher=joblib",
             f"trainer={trainer}", *common(), f"hydra.sweep.dir={sweep}"], smoke)
         m = {"wall_s": wall}
-        for job in ("0_unet_gray", "1_attunet_gray"):
-            res = json.loads((sweep / job / "test_metrics.json").read_text())["metrics"]
-            m[job] = {k: res[k] for k in ("test/dice", "test/count_mae") if k in res}
-        ckpt = sweep / "0_unet_gray" / "checkpoints" / "best.ckpt"
+        # job folders are <num>_<overrides> (conf/hydra/default.yaml): job 0 is model=unet
+        jobs = sorted(p for p in sweep.iterdir() if (p / ".hydra").is_dir())
+        if len(jobs) != 2:
+            raise RuntimeError(f"expected 2 job folders in {sweep}, found {len(jobs)}")
+        for job in jobs:
+            res = json.loads((job / "test_metrics.json").read_text())["metrics"]
+            m[job.name] = {k: res[k] for k in ("test/dice", "test/count_mae") if k in res}
+        ckpt = jobs[0] / "checkpoints" / "best.ckpt"
         if not ckpt.is_file():
             raise RuntimeError(f"no checkpoint at {ckpt}")
         state["ckpt"] = ckpt

@@ -10,12 +10,17 @@ Also the config groups as registries: :func:`group_names`, :func:`group_config`.
 - ``${wandb_offline:}``: W&B stays offline (no prompt, no network) unless the user is
   logged in or sets ``WANDB_MODE``.
 - ``${wandb_group:}``: runs of one sweep share a W&B group (the sweep folder's name).
+- ``${is_set:callbacks.progress_bar}``: whether that key holds a value (not null, not
+  missing), so ``callbacks.progress_bar=null`` also turns off Lightning's default bar.
+- ``${dirname:${hydra.job.override_dirname},${name}}``: a sweep job's folder name from its
+  overrides, as one safe path component (see :func:`dirname`).
 """
 
 from __future__ import annotations
 
 import netrc
 import os
+import re
 from pathlib import Path
 
 from omegaconf import OmegaConf
@@ -119,6 +124,44 @@ def wandb_group() -> str | None:
     return Path(hc.sweep.dir).name
 
 
+def is_set(key: str, *, _root_) -> bool:
+    return OmegaConf.select(_root_, key, default=None) is not None
+
+
+DIRNAME_MAX = 150  # characters; file systems allow 255 bytes per folder name
+
+
+def _short(value: float) -> str:
+    text = f"{value:.4g}"
+    return f"{value:.0f}" if "e+" in text else text  # "+" separates overrides
+
+
+def dirname(overrides: str, fallback: str = "") -> str:
+    """``overrides`` (Hydra's ``override_dirname``) as one folder name that a Hydra override
+    can name unquoted (``ckpt_path=<sweep>/<job>/checkpoints/last.ckpt``): characters other
+    than letters, digits and ``_ . + - @ %`` become ``_`` (no ``/``, ``=``, ``,`` or spaces),
+    long decimals keep 4 significant digits, config-group choices come first, and the name
+    ends after the last whole override within :data:`DIRNAME_MAX` characters (the job number
+    in front keeps names unique);
+    ``fallback`` (the run name) when there are no overrides."""
+    def safe(text: str) -> str:
+        # sampled floats (Optuna's 0.00035090148857968553) to 4 significant digits: the
+        # exact values are in the job's .hydra/overrides.yaml
+        text = re.sub(r"\d*\.\d{5,}(?:e[-+]?\d+)?", lambda m: _short(float(m.group())),
+                      str(text))
+        return re.sub(r"[^\w.+\-@%]", "_", text, flags=re.ASCII).strip("_.")
+
+    # config-group choices (model-unet) before values (data.batch_size-2): what a sweep
+    # varies most often survives the cut; "+" is conf/hydra/default.yaml's item_sep
+    items = safe(overrides).split("+")
+    items.sort(key=lambda item: "." in item.split("-", 1)[0])
+    name = "+".join(i for i in items if i) or safe(fallback)
+    if len(name) > DIRNAME_MAX:  # whole overrides (item_sep "+") rather than half of one
+        cut = name[:DIRNAME_MAX]
+        name = cut.rsplit("+", 1)[0] if "+" in cut else cut
+    return name.rstrip("_.+-") or "job"
+
+
 def to_plain(value):
     """A (Dict/List)Config as plain containers, resolved; anything else as it is."""
     from omegaconf import DictConfig, ListConfig
@@ -143,5 +186,7 @@ def register_resolvers() -> None:
         "cuda": cuda,
         "wandb_offline": wandb_offline,
         "wandb_group": wandb_group,
+        "is_set": is_set,
+        "dirname": dirname,
     }.items():
         OmegaConf.register_new_resolver(name, fn, replace=True)

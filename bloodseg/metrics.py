@@ -37,6 +37,7 @@ __all__ = [
     "count_error",
     "iou_matrix",
     "match_instances",
+    "merges_and_splits",
 ]
 
 
@@ -51,6 +52,15 @@ def iou_matrix(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
     ``true * (P + 1) + pred``), so cost is O(pixels + N_true * N_pred), not a loop over
     instances. Ids are made contiguous first; row/column k is the k-th smallest id.
     """
+    inter, area_t, area_p = _overlaps(true, pred)
+    union = area_t[:, None] + area_p[None, :] - inter
+    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+
+
+def _overlaps(true: np.ndarray, pred: np.ndarray
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Intersections (true x pred, px) and the areas of the true and predicted instances,
+    ordered by id as in :func:`iou_matrix`."""
     true = np.asarray(true)
     pred = np.asarray(pred)
     if true.shape != pred.shape:
@@ -62,8 +72,13 @@ def iou_matrix(true: np.ndarray, pred: np.ndarray) -> np.ndarray:
     inter = joint[1:, 1:].astype(np.float64)
     area_t = joint[1:, :].sum(axis=1, dtype=np.float64)
     area_p = joint[:, 1:].sum(axis=0, dtype=np.float64)
-    union = area_t[:, None] + area_p[None, :] - inter
-    return np.divide(inter, union, out=np.zeros_like(inter), where=union > 0)
+    return inter, area_t, area_p
+
+
+def _ids(labels: np.ndarray) -> np.ndarray:
+    """The instance ids present, ascending: row/column k of :func:`iou_matrix` is ids[k]."""
+    ids = np.unique(np.asarray(labels))
+    return ids[ids > 0]
 
 
 @dataclass
@@ -82,10 +97,13 @@ class InstanceMatch:
     mean_matched_iou: float
     iou_threshold: float = 0.5
     matched_ious: np.ndarray = field(default_factory=lambda: np.zeros(0), repr=False)
+    # (true id, predicted id) of each TP, in the label images' own ids (for pictures)
+    pairs: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64), repr=False)
 
     def as_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d.pop("matched_ious")
+        d.pop("pairs")
         return d
 
 
@@ -110,6 +128,7 @@ def match_instances(
     if n_true == 0 and n_pred == 0:
         return InstanceMatch(0, 0, 0, 0, 0, 1.0, 1.0, 1.0, 1.0, 1.0, iou_threshold)
     matched = np.zeros(0)
+    pairs = np.zeros((0, 2), np.int64)
     if n_true and n_pred:
         # As in StarDist: first maximise the number of pairs at or above the threshold,
         # then their IoU (the IoU term sums to < 1, so it only breaks ties). Maximising
@@ -119,6 +138,7 @@ def match_instances(
         rows, cols = linear_sum_assignment(weight, maximize=True)
         keep = valid[rows, cols]
         matched = iou[rows[keep], cols[keep]]
+        pairs = np.stack([_ids(true)[rows[keep]], _ids(pred)[cols[keep]]], axis=1)
     tp = int(matched.size)
     fp, fn = n_pred - tp, n_true - tp
     precision = _ratio(tp, n_pred, 0.0)
@@ -127,7 +147,27 @@ def match_instances(
     ap = _ratio(tp, tp + fp + fn, 0.0)
     miou = float(matched.mean()) if tp else 0.0
     return InstanceMatch(n_true, n_pred, tp, fp, fn, precision, recall, f1, ap, miou, iou_threshold,
-                         matched)
+                         matched, pairs.astype(np.int64))
+
+
+def merges_and_splits(true: np.ndarray, pred: np.ndarray, inside: float = 0.5,
+                      piece: float = 0.2) -> tuple[np.ndarray, np.ndarray]:
+    """Counting errors of the watershed, by overlap: (ids of predicted instances that merge
+    two or more true cells, ids of true cells split into two or more predicted ones).
+
+    A predicted instance merges the true cells of which at least ``inside`` of the area
+    lies in it; a true cell is split by the predictions of which at least ``inside`` of the
+    area lies in it and that cover at least ``piece`` of the cell (a speck of debris in a
+    cell is not a split). A merge or a split shows as one TP at best and FNs or FPs besides.
+    """
+    inter, area_t, area_p = _overlaps(true, pred)
+    if not inter.size:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+    cell_inside = inter >= inside * area_t[:, None]    # [i, j]: most of true i is in pred j
+    pred_inside = (inter >= inside * area_p[None, :]) & (inter >= piece * area_t[:, None])
+    merged = _ids(pred)[cell_inside.sum(axis=0) >= 2]
+    split = _ids(true)[pred_inside.sum(axis=1) >= 2]
+    return merged.astype(np.int64), split.astype(np.int64)
 
 
 def count_error(n_true: int, n_pred: int) -> int:

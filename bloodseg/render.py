@@ -4,6 +4,7 @@ Shared by the watershed callback (W&B images), ``bloodseg-predict`` (overlay PNG
 ``bloodseg-report`` (test panels), so all three show cells the same way.
 
     >>> rgb = overlay(image, labels)            # contours + cell numbers, RGB uint8
+    >>> rgb = overlay(image, labels, count=labels.max())   # + "87 cells" in the top-left corner
     >>> rgb = colorize(labels)                  # one random colour per instance
 """
 
@@ -36,8 +37,12 @@ def colorize(labels: np.ndarray, seed: int = 0) -> np.ndarray:
 
 
 def overlay(image: np.ndarray, labels: np.ndarray, numbers: bool = True,
-            color: tuple[int, int, int] = (255, 230, 0)) -> np.ndarray:
-    """Instance contours (and their numbers at the centroids) drawn over ``image``."""
+            color: tuple[int, int, int] = (255, 230, 0), count: int | None = None,
+            thickness: int | None = None) -> np.ndarray:
+    """Instance contours (and their numbers at the centroids) drawn over ``image``; with
+    ``count``, ``"<count> cells"`` in the top-left corner (the total, for pictures that leave
+    the report, e.g. predict's overlays). Contours are ``thickness`` px wide (default: 1 px
+    per 400 px of the shorter side)."""
     out = to_rgb_uint8(image)
     if labels.shape != out.shape[:2]:
         raise ValueError(f"labels {labels.shape} and image {out.shape[:2]} differ in size")
@@ -45,7 +50,7 @@ def overlay(image: np.ndarray, labels: np.ndarray, numbers: bool = True,
     f, k = lab.astype(np.float32), np.ones((3, 3), np.uint8)
     # a cell pixel is on a contour where its 3x3 neighbourhood holds another label
     edge = ((cv2.dilate(f, k) != f) | (cv2.erode(f, k) != f)) & (lab > 0)
-    thick = max(1, round(min(lab.shape) / 400))
+    thick = thickness or max(1, round(min(lab.shape) / 400))
     if thick > 1:
         edge = cv2.dilate(edge.astype(np.uint8), np.ones((thick, thick), np.uint8)) > 0
     out[edge] = color
@@ -57,4 +62,22 @@ def overlay(image: np.ndarray, labels: np.ndarray, numbers: bool = True,
                         max(1, int(2 * scale)) + 1, cv2.LINE_AA)
             cv2.putText(out, str(i), org, cv2.FONT_HERSHEY_SIMPLEX, scale, (200, 0, 0),
                         max(1, int(2 * scale)), cv2.LINE_AA)
+    if count is not None:
+        draw_label(out, f"{int(count)} cell" + ("" if int(count) == 1 else "s"))
     return out
+
+
+def draw_label(rgb: np.ndarray, text: str) -> np.ndarray:
+    """``text`` in white on a dark box in the top-left corner of ``rgb`` (in place), sized
+    to the image (~1/30 of its shorter side) so that it reads at any resolution."""
+    h, w = rgb.shape[:2]
+    scale = max(0.35, min(h, w) / 900)
+    thick = max(1, round(2 * scale))
+    (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, thick)
+    pad = max(2, round(6 * scale))
+    x1, y1 = min(w, tw + 3 * pad), min(h, th + base + 3 * pad)
+    # darken rather than cover: the cells under the box stay visible
+    rgb[pad // 2:y1, pad // 2:x1] = (rgb[pad // 2:y1, pad // 2:x1] * 0.3).astype(rgb.dtype)
+    cv2.putText(rgb, text, (2 * pad, th + 2 * pad), cv2.FONT_HERSHEY_SIMPLEX, scale,
+                (255, 255, 255), thick, cv2.LINE_AA)
+    return rgb

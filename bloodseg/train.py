@@ -16,11 +16,17 @@ composed config.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import logging
 import os
+import re
+import shlex
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import hydra
@@ -73,8 +79,25 @@ def is_ddp_worker() -> bool:
     return int(os.environ.get("LOCAL_RANK", "0")) > 0
 
 
+class FitMetrics(pl.Callback):
+    """The metrics logged by the fit, kept as it ends (``trainer.test`` clears the trainer's
+    ``callback_metrics``), with the checkpoint's monitored metric at its best value (the
+    checkpoint that is tested): what :func:`main` hands to a sweeper."""
+
+    def __init__(self) -> None:
+        self.metrics: dict[str, float] = {}
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module) -> None:
+        self.metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
+                        if not k.startswith("test/")}
+        ckpt = trainer.checkpoint_callback
+        if ckpt is not None and ckpt.monitor and ckpt.best_model_score is not None:
+            self.metrics[ckpt.monitor] = float(ckpt.best_model_score)
+
+
 def train(cfg: DictConfig) -> dict:
-    """Fit, test the best checkpoint, and write run metadata; returns the test metrics."""
+    """Fit, test the best checkpoint, and write run metadata; returns the metrics of the fit
+    as it ended (:class:`FitMetrics`) and the test metrics."""
     out = Path(cfg.paths.output_dir)
     out.mkdir(parents=True, exist_ok=True)
     if HydraConfig.initialized() and not is_ddp_worker():
@@ -98,14 +121,17 @@ def train(cfg: DictConfig) -> dict:
         datamodule.setup("test")
     module = build_module(cfg)
     callbacks = instantiate_group(cfg.get("callbacks"))
+    fit_metrics = FitMetrics()
     loggers = instantiate_group(cfg.get("logger"))
-    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=[*callbacks, fit_metrics],
+                                      logger=loggers or False)
     resolved = OmegaConf.to_container(cfg, resolve=True)
     for lg in loggers:
         lg.log_hyperparams(resolved)  # W&B and CSV carry the full experiment config
 
     try:
-        return fit_and_test(cfg, out, trainer, module, datamodule, tune)
+        test_metrics = fit_and_test(cfg, out, trainer, module, datamodule, tune)
+        return {**fit_metrics.metrics, **test_metrics}
     finally:
         finish_wandb(loggers)
         if not is_ddp_worker():
@@ -249,11 +275,16 @@ def run_recorded(cfg: DictConfig) -> dict | None:
         if not worker:
             rundir.clear_error(out)
             rundir.write_meta(out, {"name": cfg.name, "status": "running"})
-        return train(cfg)
+        with noting_sigterm():
+            return train(cfg)
     except BaseException as err:
+        if was_interrupted(err):
+            if not worker:
+                record_interrupted(cfg, out)
+            raise interrupted_exit() from err
         log.exception("run failed: %s", err)
         if not worker:
-            rundir.write_failure(out, cfg.name, interruption(err) or err)
+            rundir.write_failure(out, cfg.name, err)
         if in_sweep() and isinstance(err, Exception):
             return None
         raise
@@ -262,11 +293,106 @@ def run_recorded(cfg: DictConfig) -> dict | None:
             lock.release()
 
 
-def interruption(err: BaseException) -> KeyboardInterrupt | None:
-    """The Ctrl+C / SIGINT behind ``err``: Lightning turns it into ``sys.exit(1)``, which
-    alone would record the run's error as "SystemExit: 1"."""
-    cause = err.__context__ if isinstance(err, SystemExit) else err
-    return cause if isinstance(cause, KeyboardInterrupt) else None
+# -- interruptions ---------------------------------------------------------------------------
+
+SIGTERM_SEEN = threading.Event()
+
+
+@contextlib.contextmanager
+def noting_sigterm() -> Iterator[None]:
+    """Remember a SIGTERM (scancel, kill, a CI time limit) so that :func:`run_recorded`
+    records an interruption, not a failure: inside a fit Lightning's handler stops at the
+    next batch, or the DataLoader's workers die of the same signal first (a RuntimeError
+    "DataLoader worker ... killed"). Outside Lightning's handler (set-up, data loading) the
+    signal ends the run as a SystemExit, unwinding like Ctrl+C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    SIGTERM_SEEN.clear()
+
+    def note(signum: int, frame) -> None:
+        SIGTERM_SEEN.set()
+        if signal.getsignal(signal.SIGTERM) is note:  # called directly, not by Lightning's
+            raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, note)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def was_interrupted(err: BaseException) -> bool:
+    """Ctrl+C or SIGTERM, however it surfaced: Lightning turns a KeyboardInterrupt into
+    ``sys.exit(1)`` and a SIGTERM into ``SIGTERMException`` (a SystemExit)."""
+    return (SIGTERM_SEEN.is_set() or isinstance(err, KeyboardInterrupt)
+            or isinstance(err.__context__, KeyboardInterrupt))
+
+
+def _hydra_value(value: str | Path) -> str:
+    """``value`` as a Hydra override value: quoted unless Hydra takes it as it is."""
+    text = str(value)
+    if re.fullmatch(r"[\w/.+\-@%]+", text, flags=re.ASCII):
+        return text
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def resume_command(cfg: DictConfig, out: Path) -> str:
+    """The shell command that continues this run from its ``last.ckpt``, in its own folder
+    (so ``metrics.csv`` goes on): the job's overrides, ``ckpt_path`` and ``hydra.run.dir``."""
+    task = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    keep = [o for o in task
+            if o.split("=", 1)[0].lstrip("+~") not in ("ckpt_path", "hydra.run.dir")]
+    args = [*keep, f"ckpt_path={_hydra_value(out / 'checkpoints' / 'last.ckpt')}",
+            f"hydra.run.dir={_hydra_value(out)}"]
+    return " ".join(["python train.py", *map(shlex.quote, args)])
+
+
+def record_interrupted(cfg: DictConfig, out: Path) -> None:
+    """``meta.json`` status ``interrupted``, with how to resume (no ``error.txt``: nothing
+    failed, and the report and the sweep summary read that file as a failure)."""
+    reason = "SIGTERM" if SIGTERM_SEEN.is_set() else "KeyboardInterrupt"
+    resume = resume_command(cfg, out)
+    log.warning("run interrupted (%s); resume with:\n  %s", reason, resume)
+    rundir.write_meta(out, {
+        "name": cfg.name, "status": "interrupted", "reason": reason,
+        "max_epochs": cfg.trainer.get("max_epochs"), "data_kind": cfg.data.get("kind"),
+        "color": cfg.data.get("color"), "resume": resume})
+
+
+def interrupted_exit() -> SystemExit:
+    """How an interrupted run ends: no traceback (the log says how to resume), and the exit
+    status a shell gives a process killed by the signal (130 Ctrl+C, 143 SIGTERM)."""
+    return SystemExit(128 + (signal.SIGTERM if SIGTERM_SEEN.is_set() else signal.SIGINT))
+
+
+# -- the sweep objective ----------------------------------------------------------------------
+
+
+def check_objective(cfg: DictConfig) -> None:
+    """Refuse a test metric as ``optimized_metric`` before anything runs: a sweeper would
+    choose hyper-parameters by the test split, and the test scores would no longer be
+    held-out estimates."""
+    name = cfg.get("optimized_metric")
+    if name and str(name).startswith("test/"):
+        raise ValueError(
+            f"optimized_metric={name}: a sweep would select on the test split; choose a "
+            "validation metric, e.g. optimized_metric=val/loss or val/count_mae_trainres")
+
+
+def objective(cfg: DictConfig, metrics: dict | None) -> float | None:
+    """``metrics[cfg.optimized_metric]`` (see :class:`FitMetrics`), or None with an error
+    naming what was logged."""
+    name = cfg.get("optimized_metric")
+    if not name or metrics is None:
+        return None
+    if name not in metrics:
+        if cfg.get("train", True):
+            logged = sorted(k for k in metrics if not k.startswith("test/"))
+            log.error("optimized_metric=%s was not logged by the fit; logged: %s", name,
+                      ", ".join(logged) or "nothing")
+        return None
+    return metrics[name]
 
 
 def in_sweep() -> bool:
@@ -278,13 +404,14 @@ def in_sweep() -> bool:
 @hydra_override_hints  # a clear hint for unquoted paths, before Hydra parses
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    check_objective(cfg)
     try:
         metrics = run_recorded(cfg)
     except (rundir.RunFolderTaken, CheckpointError) as err:  # the message, not a traceback
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE) from None
-    # a scalar for Hydra sweepers (e.g. Optuna): lower is better
-    return metrics.get("test/loss") if metrics else None
+    # the scalar Hydra sweepers (hparams_search=optuna) optimise: a validation metric
+    return objective(cfg, metrics)
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ import numpy as np
 
 from bloodseg.labels import drop_cut_cells
 from bloodseg.metrics import InstanceStats
+from bloodseg.progress import Eta
 from bloodseg.transforms import upsample
 
 log = logging.getLogger(__name__)
@@ -121,6 +122,10 @@ def search(postprocess: Any, items: Sequence[TuningItem], grid: dict[str, Sequen
     grid = _with_current(postprocess, grid if grid else default_grid(postprocess))
     cuts = grid.pop(LAST_STEP, None)
     rows = []
+    # about ten INFO lines with k/N and an ETA, whatever the grid's size; each try at DEBUG
+    n_cuts = len(cuts) if cuts else 1
+    eta = Eta(n_cuts * int(np.prod([len(v) for v in grid.values()])))
+    log.info("tuning the post-processing on %d images: %d tries", len(items), eta.total)
     for values in itertools.product(*grid.values()):
         params = dict(zip(grid, values))
         raw = _labels(dataclasses.replace(postprocess, **params, **{LAST_STEP: 0.0}), items)
@@ -128,7 +133,11 @@ def search(postprocess: Any, items: Sequence[TuningItem], grid: dict[str, Sequen
             tried = {**params, LAST_STEP: cut} if cuts else params
             row = {**tried, **_scores(items, [drop_cut_cells(lab, cut) for lab in raw])}
             rows.append(row)
-            log.info("tuning %s: F1 %.3f, count MAE %.2f", tried, row["f1"], row["count_mae"])
+            log.debug("tuning %s: F1 %.3f, count MAE %.2f", tried, row["f1"], row["count_mae"])
+            if eta.due(len(rows)):
+                best = max(rows, key=lambda r: _rank(r, metric))
+                log.info("tuning %s; best so far F1 %.3f, count MAE %.2f", eta.line(len(rows)),
+                         best["f1"], best["count_mae"])
     keys = [*grid, *([LAST_STEP] if cuts else [])]
     best_row = max(rows, key=lambda r: _rank(r, metric))
     best = {k: best_row[k] for k in keys}

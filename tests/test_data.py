@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
 import zipfile
 from pathlib import Path
 
@@ -236,12 +238,22 @@ def test_cache_holds_resized_uint8(synthetic_root):
     assert cache[0]["instances"].shape == (48, 40)
 
 
-def test_warns_on_other_counts_than_kaggle(tmp_path):
+def test_warns_once_per_split_on_other_counts_than_kaggle(tmp_path, caplog):
     root = tiny_dataset(tmp_path / "d")
     dm = BloodCellDataModule(str(root), image_size=32, val_fraction=0.34)
-    with pytest.warns(UserWarning, match=r"train split has 3 image/mask pairs, the Kaggle "
-                                         r"dataset has 1169"):
-        dm.setup("fit")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with caplog.at_level(logging.WARNING, logger="bloodseg.data.datamodule"):
+            dm.setup("fit")
+            dm.setup("test")
+            dm.setup("fit")  # set up already: no second line
+    # a logged line only: a warnings.warn as well printed the same text twice
+    assert not [w for w in caught if "Kaggle" in str(w.message)]
+    lines = [r.getMessage() for r in caplog.records]
+    assert len(lines) == 2, lines
+    assert "train split has 3 image/mask pairs, the Kaggle dataset has 1169; training" in lines[0]
+    # evaluate reads only the test split: not "training on a subset"
+    assert "test split has" in lines[1] and "; testing on a subset" in lines[1]
 
 
 def test_color_channel_mismatch_is_an_error(tmp_path):

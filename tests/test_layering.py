@@ -22,6 +22,7 @@ RANKS = {
     "augment": 1, "targets": 1, "measure": 1,
     "checkpoint_io": 1,    # Lightning's checkpoint writer, atomic (every trainer config)
     "config": 2, "render": 2, "weights": 2,
+    "progress": 1,         # k/N and ETA of long loops, for logs off a terminal
     "data": 3,
     "models": 4, "losses": 4,
     "postprocess": 5, "metrics": 5,
@@ -31,6 +32,7 @@ RANKS = {
     "module": 8,           # the LightningModule (writes the spec into its checkpoints)
     "evaluation": 9,       # test and tuning stages through the inference path
     "callbacks": 10, "loggers": 10,
+    "console": 10,         # per-epoch log lines, model summary, quieter Lightning
     "ddp": 11, "sweep": 11,  # run orchestration used by the train entry point / Hydra
     "report": 12,          # figures and tables from run folders
 }

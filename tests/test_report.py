@@ -427,8 +427,19 @@ def mixed_sweep(tmp_path) -> Path:
     make_job(root / "5_predict", log="predict")  # other commands' folders are not runs
     evaluated = make_job(root / "6_evaluate", log="evaluate")
     (evaluated / "test_metrics.json").write_text(json.dumps({"metrics": {"test/dice": 0.5}}))
+    stopped = make_job(root / "7_stopped")  # SIGTERM after 7 of 12 epochs (bloodseg.train)
+    (stopped / "meta.json").write_text(json.dumps({
+        "name": "stopped", "status": "interrupted", "reason": "SIGTERM", "max_epochs": 12,
+        "data_kind": "synthetic", "resume": RESUME}))
+    write_metrics_csv(stopped / "metrics.csv", epochs=7, best=5, test_dice=0.0)
+    (stopped / "checkpoints").mkdir()
+    (stopped / "checkpoints" / "last.ckpt").write_bytes(b"ckpt")
     (root / "sweep.log").write_text("a log above the jobs is not a job\n")
     return root
+
+
+RESUME = "python train.py model=unet ckpt_path=/r/7_stopped/checkpoints/last.ckpt " \
+         "hydra.run.dir=/r/7_stopped"
 
 
 def test_find_runs_sorts_out_failed_and_unfinished(mixed_sweep):
@@ -436,12 +447,14 @@ def test_find_runs_sorts_out_failed_and_unfinished(mixed_sweep):
 
     found = find_runs([mixed_sweep])
     root = mixed_sweep.resolve()
-    assert found.runs == [root / "0_good"]
+    # an evaluate folder is a run without curves; an interrupted one a run without results
+    assert found.runs == [root / "0_good", root / "6_evaluate", root / "7_stopped"]
     assert [(f.path.name, f.reason) for f in found.failed] == [
         ("1_oom", "RuntimeError: CUDA out of memory"),
         ("2_lr", "ValueError: Invalid learning rate")]
     assert [(u.path.name, u.reason) for u in found.unfinished] == [
-        ("3_started", "no meta.json yet"), ("4_running", "meta.json status: running")]
+        ("3_started", "no meta.json yet"), ("4_running", "meta.json status: running"),
+        ("7_stopped", f"interrupted at epoch 7/12 (SIGTERM); resume with: {RESUME}")]
 
 
 def test_report_lists_failed_and_unfinished_runs(mixed_sweep, tmp_path, capsys):
@@ -454,12 +467,16 @@ def test_report_lists_failed_and_unfinished_runs(mixed_sweep, tmp_path, capsys):
     assert "2 failed run(s), not in the table" in err
     assert f"{root / '1_oom'}: RuntimeError: CUDA out of memory" in err
     assert f"{root / '2_lr'}: ValueError: Invalid learning rate" in err
-    assert "2 unfinished run(s), not in the table" in err
+    assert "3 unfinished run(s), not in the table" in err
     assert f"{root / '3_started'} (no meta.json yet)" in err
     assert f"{root / '4_running'} (meta.json status: running)" in err
+    assert f"{root / '7_stopped'} (interrupted at epoch 7/12 (SIGTERM); resume with: " in err
     for name in ("0_good", "5_predict", "6_evaluate", "wandb"):
         assert f"{name}:" not in err and f"{name} (" not in err
-    assert pd.read_csv(out / "results.csv")["experiment"].tolist() == ["good"]
+    assert pd.read_csv(out / "results.csv")["experiment"].tolist() == [
+        "6_evaluate (evaluate)", "good"]
+    assert (out / "stopped_loss.png").is_file()  # the interrupted run's curves so far
+    assert not (out / "6_evaluate_evaluate_loss.png").exists()  # no history, no curves
 
     md = (out / "results.md").read_text()
     table_end = md.index("| good |")
@@ -467,14 +484,17 @@ def test_report_lists_failed_and_unfinished_runs(mixed_sweep, tmp_path, capsys):
     assert "- `../sweep/1_oom`: `RuntimeError: CUDA out of memory`" in md
     assert "- `../sweep/2_lr`: `ValueError: Invalid learning rate`" in md
     assert md.index("**Unfinished runs**") > md.index("**Failed runs**")
-    assert "- `../sweep/3_started` (no meta.json yet)" in md
-    assert "- `../sweep/4_running` (meta.json status: running)" in md
-    assert "5_predict" not in md and "6_evaluate" not in md
+    assert "- `../sweep/3_started` (`no meta.json yet`)" in md
+    assert "- `../sweep/4_running` (`meta.json status: running`)" in md
+    # run-derived text (a command with paths) goes into the markdown as code only
+    assert f"- `../sweep/7_stopped` (`interrupted at epoch 7/12 (SIGTERM); resume with: " \
+           f"{RESUME}`)" in md
+    assert "5_predict" not in md and "| stopped |" not in md
 
     section = readme.read_text().split(BEGIN)[1].split(END)[0]
     assert section.index("| good |") < section.index("**Failed runs**")
     assert "- `sweep/1_oom`: `RuntimeError: CUDA out of memory`" in section
-    assert "- `sweep/3_started` (no meta.json yet)" in section
+    assert "- `sweep/3_started` (`no meta.json yet`)" in section
 
 
 def test_only_failed_runs_still_named_before_the_error(tmp_path, capsys):

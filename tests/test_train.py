@@ -171,7 +171,11 @@ def test_sweep_of_models_cli_with_wandb_offline(tmp_path):
                     f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
-    assert jobs == ["0_unet_gray", "1_attunet_gray"]
+    # named by their overrides (conf/hydra/default.yaml), cut to whole overrides
+    assert [j[:2] for j in jobs] == ["0_", "1_"], jobs
+    assert jobs[0].startswith("0_data-synthetic+model-unet+trainer-cpu+"), jobs
+    assert jobs[1].startswith("1_data-synthetic+model-attunet+trainer-cpu+"), jobs
+    assert all(len(j) <= 160 and "," not in j and "=" not in j for j in jobs), jobs
     for job in jobs:
         d = sweep / job
         assert (d / "metrics.csv").is_file() and (d / "test_metrics.json").is_file()
@@ -192,7 +196,9 @@ def test_ddp_inside_multirun_on_cpu(tmp_path):
                    cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
-    assert jobs == ["0_unet_gray", "1_resunet_gray"]  # no nested sweeps from the workers
+    # one folder per job (no nested sweeps from the workers), named by its overrides
+    assert [j[:2] for j in jobs] == ["0_", "1_"], jobs
+    assert jobs[1].startswith("1_data-synthetic+model-resunet+"), jobs
     for job in jobs:
         d = sweep / job
         assert (d / "train_ddp_process_1.log").is_file()  # the worker ran in this job's dir

@@ -206,12 +206,11 @@ class BloodCellDataModule(pl.LightningDataModule):
     def _check_counts(self, split: str, n: int) -> None:
         want = (self.expected_counts or {}).get(split)
         if want is not None and n != want:
-            msg = (
-                f"{self.root}: {split} split has {n} image/mask pairs, the Kaggle dataset "
-                f"has {want}; training on a subset or a different dataset"
-            )
-            warnings.warn(msg, stacklevel=2)
-            log.warning(msg)
+            # logged once (stdout and the job log), not also warnings.warn'd: that printed
+            # it twice; and worded for the split, which evaluate reads without training
+            use = {"train": "training", "test": "testing"}.get(split, f"using the {split} split")
+            log.warning("%s: %s split has %d image/mask pairs, the Kaggle dataset has %d; "
+                        "%s on a subset or a different dataset", self.root, split, n, want, use)
 
     def _warn_masks(self, split: str, cache: list[dict]) -> None:
         """One warning per split for masks without cells or without background: they pass

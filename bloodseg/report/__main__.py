@@ -5,9 +5,12 @@
 
 Written into ``--out``, each file atomically: per experiment ``<name>_iou.png``,
 ``<name>_loss.png`` (train vs validation, best and early-stopping epochs marked),
-``<name>_panel.png`` (input | truth | probability | instances) and ``<name>_sizes.png``
-(cell areas); over all experiments ``counts.png``, ``comparison.png``, ``results.csv`` and
-``results.md``. Failed and unfinished runs are listed on stderr and under the table.
+``<name>_panel.png`` (input | truth | probability | instances, true/false positives and
+misses coloured) and ``<name>_sizes.png`` (cell areas); over all experiments ``counts.png``,
+``comparison.png`` (count MAE, F1, Dice; with ``--baselines`` the Otsu rows too),
+``results.csv`` and ``results.md``. Evaluate folders (``bloodseg-evaluate``) count as runs
+without curves. Failed and unfinished runs are listed on stderr and under the table; an
+interrupted one with its curves and the command that resumes it.
 """
 
 from __future__ import annotations
@@ -46,22 +49,25 @@ def build_report(runs: Sequence[Run], out: str | Path, found: Found | None = Non
     :mod:`bloodseg.report.baselines` at its foot); returns the files written and the table."""
     out = Path(out)
     runs = sorted(runs, key=lambda r: r.label.lower())
+    # an interrupted run has curves but no test results: drawn, left out of the table
+    # (found lists it under the table, with how to resume)
+    finished = [r for r in runs if not r.interrupted]
+    rows = baseline_rows(finished) if baselines else []
     written: list[Path] = []
     for r in runs:
         written += plot_curves(r, out)
         written += [p for p in (plot_panel(r, out), plot_sizes(r, out)) if p]
-    written += [p for p in (plot_counts(runs, out), plot_comparison(runs, out)) if p]
-    table = results_table(runs)
-    if baselines:
-        rows = baseline_rows(runs)
-        if rows:
-            table = pd.concat([table, pd.DataFrame(rows)], ignore_index=True)
+    written += [p for p in (plot_counts(finished, out), plot_comparison(finished, out, rows))
+                if p]
+    table = results_table(finished)
+    if rows:
+        table = pd.concat([table, pd.DataFrame(rows)], ignore_index=True)
     buf = io.StringIO()
     table.to_csv(buf, index=False)
     written.append(write_text_atomic(out / "results.csv", buf.getvalue()))
     md = f"# Results\n\n{kinds_caption({str(r.data_kind) for r in runs})}\n\n"
     md += results_markdown(table)
-    if baselines and len(table) > len(runs):
+    if rows:
         md += "\n" + BASELINE_NOTE + "\n"
     left_out = incomplete_markdown(found, out)
     if left_out:
@@ -116,9 +122,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         except ValueError as e:
             warn(f"skipped: {e}")
     if not runs:
-        print(f"bloodseg-report: error: no run folder (meta.json + metrics.csv) under "
-              f"{', '.join(map(str, args.run_dirs))}; pass the output folder of "
-              "bloodseg-train (or a sweep folder above it)", file=sys.stderr)
+        print(f"bloodseg-report: error: no run folder (meta.json + metrics.csv, or an "
+              f"evaluate folder's test_metrics.json) under {', '.join(map(str, args.run_dirs))}"
+              "; pass the output folder of bloodseg-train or bloodseg-evaluate (or a sweep "
+              "folder above it)", file=sys.stderr)
         return 1
     if args.readme is not None:
         try:  # before any figure is drawn: a wrong --readme should cost no time

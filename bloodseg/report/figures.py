@@ -30,7 +30,8 @@ from bloodseg.io import (
     to_uint8,
     write_bytes_atomic,
 )
-from bloodseg.labels import centroids
+from bloodseg.labels import centroids, instances_from_mask
+from bloodseg.metrics import match_instances, merges_and_splits
 from bloodseg.render import overlay, to_rgb_uint8
 from bloodseg.report.runs import Run, Sample, data_caption, join, warn
 
@@ -42,6 +43,10 @@ DPI = 120
 # Panels of tiny (e.g. 64x64 test) images are upscaled so the contours stay smooth lines.
 MIN_PANEL_SIDE = 320
 NUMBER_COLOR = (200 / 255, 0.0, 0.0)  # render.overlay's number colour, as matplotlib RGB
+# The match panel, in Okabe-Ito colours (told apart with any colour vision): outlines of
+# matched and wrong predictions and of the true cells nothing matched; merge/split marks.
+MATCH_COLORS = {"tp": (0, 158, 115), "fp": (213, 94, 0), "fn": (86, 180, 233)}
+MERGE_COLOR, SPLIT_COLOR = (230 / 255, 159 / 255, 0.0), (240 / 255, 228 / 255, 66 / 255)
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -111,33 +116,112 @@ def _curve_figure(run: Run, metric: str, ylabel: str) -> Figure:
 
 
 def plot_curves(run: Run, out: str | Path) -> list[Path]:
-    """``<name>_iou.png`` and ``<name>_loss.png``: train vs validation per epoch."""
+    """``<name>_iou.png`` and ``<name>_loss.png``: train vs validation per epoch (none for a
+    run without history, e.g. an evaluate folder)."""
     out = Path(out)
+    if run.history.empty:
+        return []
     loss_name = str(run.meta.get("loss") or "").upper()
     written = []
     for metric, ylabel, title in (("iou", "IoU", "IoU"), ("loss", f"{loss_name} loss".strip(),
                                                          "loss")):
         fig = _curve_figure(run, metric, ylabel)
-        _titles(fig, f"{run.label} — {title} per epoch", join(run.caption, run.setup_line()))
+        _titles(fig, f"{run.label} — {title} per epoch",
+                join(run.caption, run.interrupted and "interrupted: the epochs so far",
+                     run.setup_line()))
         written.append(_save(fig, out / f"{run.stem}_{metric}.png"))
     return written
 
 
-def _panel_images(sample: Sample) -> dict[str, np.ndarray]:
+def _truth(sample: Sample, mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """The sample's true instances: ``<name>_truth.png`` when the run saved it, else the
+    connected components of its mask (touching cells whose gap the resize closed count as
+    one there), at ``shape``."""
+    path = sample.files["instances"].with_name(f"{sample.name}_truth.png")
+    truth = read_instances(path) if path.is_file() else instances_from_mask(mask)
+    if truth.shape != shape:
+        truth = cv2.resize(truth.astype(np.uint16), shape[::-1], interpolation=cv2.INTER_NEAREST)
+    return truth.astype(np.int32)
+
+
+def _match_outlines(image: np.ndarray, labels: np.ndarray, truth: np.ndarray,
+                    k: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """``image`` with matched predictions outlined green, false positives orange-red and the
+    true cells nothing matched sky blue (IoU >= 0.5, one-to-one, as the metrics count), and
+    where to mark merges and splits; ``labels``/``truth`` at the sample's size, ``image``
+    ``k`` times larger."""
+    m = match_instances(truth, labels)
+    merged, split = merges_and_splits(truth, labels)
+    tp_pred = np.isin(labels, m.pairs[:, 1])
+    fn_true = (truth > 0) & ~np.isin(truth, m.pairs[:, 0])
+
+    def up(lab: np.ndarray) -> np.ndarray:
+        return cv2.resize(lab.astype(np.int32), None, fx=k, fy=k,
+                          interpolation=cv2.INTER_NEAREST) if k > 1 else lab
+
+    rgb = image
+    for kind, lab in (("fn", np.where(fn_true, truth, 0)), ("tp", np.where(tp_pred, labels, 0)),
+                      ("fp", np.where((labels > 0) & ~tp_pred, labels, 0))):
+        if lab.any():  # outlines ~2 px at the panel's size, so their colour reads
+            rgb = overlay(rgb, up(lab), numbers=False, color=MATCH_COLORS[kind],
+                          thickness=min(3, k // 2) or None)
+    marks = {"merge": _centres(labels, merged, k), "split": _centres(truth, split, k),
+             "tp": m.tp, "fp": m.fp, "fn": m.fn}
+    return rgb, marks
+
+
+def _centres(labels: np.ndarray, ids: np.ndarray, k: int) -> list[tuple[float, float]]:
+    if not len(ids):
+        return []
+    found, cy, cx = centroids(labels)
+    keep = np.isin(found, ids)
+    return [((x + 0.5) * k - 0.5, (y + 0.5) * k - 0.5) for y, x in zip(cy[keep], cx[keep])]
+
+
+def _panel_images(sample: Sample) -> dict[str, Any]:
     image = read_image(sample.files["image"], color="rgb", strict=False)
     mask = read_mask(sample.files["mask"])
     prob = to_uint8(decode(sample.files["prob"]))
     prob = prob[:, :, 0] if prob.ndim == 3 else prob
     labels = read_instances(sample.files["instances"])
     h, w = labels.shape
+    truth = _truth(sample, mask, (h, w))
     if image.shape[:2] != (h, w):  # keep the overlay exact: bring the image to the labels
         image = cv2.resize(image, (w, h), interpolation=cv2.INTER_AREA)
     k = max(1, math.ceil(MIN_PANEL_SIDE / min(h, w)))
     if k > 1:
         image = cv2.resize(image, (w * k, h * k), interpolation=cv2.INTER_CUBIC)
+    matches, marks = _match_outlines(image, labels, truth, k)
+    if k > 1:
         labels = cv2.resize(labels, (w * k, h * k), interpolation=cv2.INTER_NEAREST)
     return {"image": image, "mask": mask, "prob": prob.astype(np.float32) / 255.0,
-            "labels": labels}
+            "labels": labels, "matches": matches, "marks": marks}
+
+
+def _mark(ax: Any, points: list[tuple[float, float]], letter: str, color: tuple) -> None:
+    outline = [patheffects.withStroke(linewidth=2.5, foreground="black")]
+    for x, y in points:
+        ax.text(x, y, letter, fontsize=9, color=color, ha="center", va="center",
+                fontweight="bold", path_effects=outline)
+
+
+def _match_legend(fig: Figure) -> None:
+    from matplotlib.lines import Line2D
+
+    def line(rgb: tuple[int, int, int]) -> Line2D:
+        return Line2D([], [], color=np.array(rgb) / 255, lw=3)
+
+    def letter(text: str, color: tuple) -> Line2D:
+        return Line2D([], [], ls="", marker=f"${text}$", ms=9, color=color, mec="black",
+                      mew=0.3)
+
+    handles = [line(MATCH_COLORS["tp"]), line(MATCH_COLORS["fp"]), line(MATCH_COLORS["fn"]),
+               letter("M", MERGE_COLOR), letter("S", SPLIT_COLOR)]
+    labels = ["matched (TP, IoU ≥ 0.5)", "false positive (FP)",
+              "missed true cell (FN, its outline)", "merge: one prediction over ≥ 2 cells",
+              "split: one cell in ≥ 2 predictions"]
+    fig.legend(handles, labels, loc="outside lower center", ncols=3, fontsize=9,
+               frameon=False)
 
 
 def _number_cells(ax: Any, labels: np.ndarray) -> None:
@@ -154,7 +238,8 @@ def _number_cells(ax: Any, labels: np.ndarray) -> None:
 
 
 def plot_panel(run: Run, out: str | Path, max_samples: int = 4) -> Path | None:
-    """``<name>_panel.png``: per sample input | truth | probability | instances overlay.
+    """``<name>_panel.png``: per sample input | truth | probability | numbered instances |
+    matches (TP / FP / FN outlines, merges and splits marked; legend at the foot).
 
     Returns None (and writes nothing) when the run saved no test samples.
     """
@@ -167,8 +252,8 @@ def plot_panel(run: Run, out: str | Path, max_samples: int = 4) -> Path | None:
     if not rows:
         return None
     h, w = rows[0][1]["labels"].shape
-    fig = Figure(figsize=(13.0, len(rows) * (3.1 * h / w + 0.4) + 0.2), layout="constrained")
-    axes = fig.subplots(len(rows), 4, squeeze=False)
+    fig = Figure(figsize=(16.0, len(rows) * (3.0 * h / w + 0.4) + 0.6), layout="constrained")
+    axes = fig.subplots(len(rows), 5, squeeze=False)
     for (s, img), ax in zip(rows, axes, strict=True):
         labels = img["labels"]
         pred = s.pred_count if s.pred_count is not None else int(labels.max())
@@ -183,11 +268,20 @@ def plot_panel(run: Run, out: str | Path, max_samples: int = 4) -> Path | None:
         ax[3].imshow(overlay(img["image"], labels, numbers=False))
         _number_cells(ax[3], labels)
         ax[3].set_title(f"{pred} cells ({truth})", fontsize=10, fontweight="bold")
+        marks = img["marks"]
+        ax[4].imshow(img["matches"])
+        _mark(ax[4], marks["merge"], "M", MERGE_COLOR)
+        _mark(ax[4], marks["split"], "S", SPLIT_COLOR)
+        extra = [f"{len(marks[k])} {k}{'s' if len(marks[k]) != 1 else ''}"
+                 for k in ("merge", "split") if marks[k]]
+        ax[4].set_title(" · ".join([f"{marks['tp']} TP · {marks['fp']} FP · {marks['fn']} FN",
+                                    *extra]), fontsize=10)
         for a in ax:
             # no ticks rather than set_axis_off: the same look, but layout need not measure
             # hidden tick labels (several times faster for a 4x4 grid)
             a.set(xticks=[], yticks=[])
             a.spines[:].set_visible(False)
+    _match_legend(fig)
     _titles(fig, f"{run.label} — test images",
             join(run.caption, "watershed instances on the best checkpoint", run.setup_line()))
     return _save(fig, Path(out) / f"{run.stem}_panel.png")
@@ -279,31 +373,49 @@ def plot_counts(runs: Sequence[Run], out: str | Path) -> Path | None:
     return _save(fig, Path(out) / "counts.png")
 
 
-def plot_comparison(runs: Sequence[Run], out: str | Path) -> Path | None:
-    """``comparison.png``: test Dice, IoU and instance F1@0.5 per experiment."""
-    metrics = [("test/dice", "Dice"), ("test/iou", "IoU"), ("test/inst_f1", "instance F1@0.5")]
-    runs = [r for r in runs if any(k in r.test for k, _ in metrics)]
+# (test metric, baseline-row column, axis label, lower is better)
+COMPARED = [("test/count_mae", "count_mae", "count MAE (cells per image) ← better", True),
+            ("test/inst_f1", "inst_f1", "instance F1 @ IoU 0.5 → better", False),
+            ("test/dice", "dice", "pixel Dice → better", False)]
+
+
+def plot_comparison(runs: Sequence[Run], out: str | Path,
+                    baselines: Sequence[dict] = ()) -> Path | None:
+    """``comparison.png``: test count MAE, instance F1@0.5 and pixel Dice per experiment, one
+    panel each, with the reference rows of :mod:`bloodseg.report.baselines` (Otsu +
+    watershed, no training) in grey below the runs when given."""
+    fig = comparison_figure(runs, baselines)
+    return _save(fig, Path(out) / "comparison.png") if fig is not None else None
+
+
+def comparison_figure(runs: Sequence[Run], baselines: Sequence[dict] = ()) -> Figure | None:
+    """The figure of :func:`plot_comparison` (None without test metrics)."""
+    runs = [r for r in runs if any(k in r.test for k, *_ in COMPARED)]
     if not runs:
         return None
-    n = len(runs)
-    fig = Figure(figsize=(max(7.0, 1.3 * n + 2.5), 4.8), layout="constrained")
-    ax = fig.add_subplot()
-    x = np.arange(n)
-    width = 0.8 / len(metrics)
-    for i, ((key, label), color) in enumerate(zip(metrics, _colors(len(metrics)), strict=True)):
-        values = np.array([r.test.get(key, np.nan) for r in runs], dtype=float)
-        bars = ax.bar(x + (i - (len(metrics) - 1) / 2) * width, np.nan_to_num(values), width,
-                      label=label, color=color)
-        ax.bar_label(bars, labels=["" if np.isnan(v) else f"{v:.2f}" for v in values],
-                     fontsize=7.5, padding=1.5)
-    ax.set_xticks(x, _run_names(runs), rotation=20 if n > 3 else 0,
-                  ha="right" if n > 3 else "center")
-    ax.set_ylim(0, 1.1)
-    ax.set_ylabel("test score")
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(loc="upper left", ncols=len(metrics), fontsize=9, framealpha=0.9)
+    names = _run_names(runs) + [str(b.get("experiment")) for b in baselines]
+    values = [[r.test.get(key, np.nan) for key, *_ in COMPARED] for r in runs]
+    values += [[b.get(col, np.nan) for _, col, *_ in COMPARED] for b in baselines]
+    table = np.array(values, dtype=float)
+    n, colors = len(names), _colors(len(runs)) + ["0.7"] * len(baselines)
+    fig = Figure(figsize=(12.0, 1.2 + 0.42 * n), layout="constrained")
+    axes = fig.subplots(1, len(COMPARED), sharey=True)
+    y = np.arange(n)[::-1]  # first experiment on top, baselines at the foot
+    for ax, (_, _, label, lower), col in zip(axes, COMPARED, table.T, strict=True):
+        bars = ax.barh(y, np.nan_to_num(col), color=colors, height=0.7,
+                       hatch=[""] * len(runs) + ["//"] * len(baselines), edgecolor="white")
+        ax.bar_label(bars, labels=["—" if np.isnan(v) else f"{v:.2f}" for v in col],
+                     fontsize=8, padding=2)
+        finite = col[np.isfinite(col)]
+        top = 1.0 if not lower else (float(finite.max()) if finite.size else 1.0)
+        ax.set_xlim(0, top * 1.18 or 1.0)
+        ax.set_xlabel(label, fontsize=9)
+        ax.grid(axis="x", alpha=0.3)
+        ax.tick_params(axis="y", length=0)
+    axes[0].set_yticks(y, names, fontsize=9)
+    for tick in axes[0].get_yticklabels()[len(runs):]:
+        tick.set_fontstyle("italic")
+    note = " · grey: Otsu + watershed on the same images, no training" if baselines else ""
     _titles(fig, "Test metrics per experiment", f"{_runs_caption(runs)} · best checkpoint, "
-            "pixel Dice/IoU and watershed instance F1 at IoU 0.5")
-    return _save(fig, Path(out) / "comparison.png")
-
-
+            f"watershed instances{note}")
+    return fig

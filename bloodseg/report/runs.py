@@ -25,8 +25,11 @@ __all__ = [
     "load_history", "load_run", "safe_stem", "warn",
 ]
 
-# meta.json "status" values of runs that have no results (anything else is finished)
-RUNNING, FAILED = "running", "failed"
+# meta.json "status" values of runs that have no results (anything else is finished);
+# an interrupted run (Ctrl+C, SIGTERM) has curves up to where it stopped and a resume command
+RUNNING, FAILED, INTERRUPTED = "running", "failed", "interrupted"
+# checkpoint the resume command of an interrupted run names (see bloodseg.train)
+LAST_CKPT = Path("checkpoints") / "last.ckpt"
 
 
 def warn(message: str) -> None:
@@ -85,6 +88,10 @@ class Run:
         return safe_stem(self.label)
 
     @property
+    def interrupted(self) -> bool:
+        return self.meta.get("status") == INTERRUPTED
+
+    @property
     def data_kind(self) -> str | None:
         return self.meta.get("data_kind")
 
@@ -134,6 +141,10 @@ def _read_csv(path: Path) -> pd.DataFrame:
             "run again into a new folder (hydra.run.dir=<folder>)") from None
 
 
+def _no_history() -> pd.DataFrame:
+    return pd.DataFrame(index=pd.Index([], dtype=int, name="epoch"))
+
+
 def load_history(path: str | Path) -> pd.DataFrame:
     """Per-epoch metrics from a Lightning CSVLogger ``metrics.csv`` (a resume appends to it).
 
@@ -143,7 +154,7 @@ def load_history(path: str | Path) -> pd.DataFrame:
     """
     raw = _read_csv(Path(path))
     if raw.empty or "epoch" not in raw:
-        return pd.DataFrame(index=pd.Index([], dtype=int, name="epoch"))
+        return _no_history()
     # LR rows are logged as an epoch starts, so they belong to the epoch of the next row
     raw["epoch"] = raw["epoch"].bfill().ffill()
     raw = raw.dropna(subset=["epoch"])
@@ -171,15 +182,45 @@ def _test_from_csv(path: Path) -> dict[str, float]:
 # -- loading ---------------------------------------------------------------------------------
 
 
+# what an evaluate folder's row takes over from the run that trained its checkpoint
+_TRAINING_KEYS = ("model", "experiment", "params", "loss", "optimizer", "scheduler",
+                  "batch_size", "max_epochs")
+
+
+def evaluate_meta(folder: Path) -> dict:
+    """The ``meta.json`` an evaluate folder lacks: its data (from ``test_metrics.json``),
+    the training setup of its checkpoint's run folder when that is still there, and a name
+    saying it was evaluated (``unet_gray (evaluate)``)."""
+    payload = rundir.read_json(folder / rundir.TEST_METRICS)
+    if not isinstance(payload, dict):
+        raise rundir.RunDirError(f"{folder / rundir.TEST_METRICS}: expected a JSON object")
+    ckpt = Path(str(payload.get("ckpt_path") or ""))
+    trained_in = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else None
+    training: dict = {}
+    if trained_in is not None and (trained_in / rundir.META).is_file():
+        try:
+            training = rundir.read_meta(trained_in)
+        except rundir.RunDirError:
+            pass
+    name = training.get("name") or (trained_in.name if trained_in else folder.name)
+    how = "evaluate, TTA" if payload.get("tta") else "evaluate"
+    data = {k: v for k, v in payload.items() if k not in ("metrics", "ckpt_path", "tta")}
+    return {**{k: training[k] for k in _TRAINING_KEYS if k in training}, **data,
+            "name": f"{name} ({how})", "status": "evaluated", "ckpt_path": str(ckpt)}
+
+
 def load_run(path: str | Path) -> Run:
-    """Load a run folder (or its ``meta.json``); raises ValueError naming a bad file."""
+    """Load a run folder (or its ``meta.json``), or an evaluate folder (``test_metrics.json``
+    without ``meta.json``: no curves); raises ValueError naming a bad file."""
     path = Path(path)
     folder = path.parent if path.name == rundir.META else path
-    meta = rundir.read_meta(folder)
+    evaluated = not (folder / rundir.META).is_file() and (folder / rundir.TEST_METRICS).is_file()
+    meta = evaluate_meta(folder) if evaluated else rundir.read_meta(folder)
     metrics = folder / rundir.METRICS
-    if not metrics.is_file():
+    if not metrics.is_file() and not evaluated:
         raise rundir.RunDirError(f"{folder}: no {rundir.METRICS}; train with logger=csv (the "
                                  "default logs it next to W&B) to get training curves")
+    history = load_history(metrics) if metrics.is_file() else _no_history()
     test = rundir.read_test_metrics(folder)
     samples, problems = rundir.read_samples(folder)
     for problem in problems:
@@ -188,7 +229,7 @@ def load_run(path: str | Path) -> Run:
     return Run(
         path=folder,
         meta=meta,
-        history=load_history(metrics),
+        history=history,
         test=test if test is not None else _test_from_csv(metrics),
         per_image=_read_csv(per_image) if per_image.is_file() else None,
         size_hist=_read_csv(sizes) if sizes.is_file() else None,
@@ -256,9 +297,27 @@ def _job_name(folder: Path) -> str | None:
     return logs[0] if len(logs) == 1 else None
 
 
+def interrupted_reason(folder: Path, meta: dict) -> str:
+    """``interrupted at epoch 7/12 (SIGTERM); resume with: python train.py ...``: the last
+    epoch in ``metrics.csv`` and the command :mod:`bloodseg.train` recorded."""
+    metrics = folder / rundir.METRICS
+    history = load_history(metrics) if metrics.is_file() else _no_history()
+    done = int(history.index.max()) + 1 if len(history) else 0
+    total = meta.get("max_epochs")
+    how = f" ({meta['reason']})" if meta.get("reason") else ""
+    if not done or not (folder / LAST_CKPT).is_file():
+        return f"interrupted before its first checkpoint{how}; run it again"
+    at = f"interrupted at epoch {done}" + (f"/{total}" if total else "") + how
+    resume = meta.get("resume")
+    return f"{at}; resume with: {resume}" if resume else \
+        f"{at}; resume with ckpt_path={folder / LAST_CKPT} hydra.run.dir={folder}"
+
+
 def _classify(folder: Path, found: Found) -> None:
-    """Put ``folder`` into ``found``: meta.json's status is ``running``, ``failed`` or
-    ``completed`` (older runs have none: completed); ``error.txt`` means failed."""
+    """Put ``folder`` into ``found``: meta.json's status is ``running``, ``failed``,
+    ``interrupted`` or ``completed`` (older runs have none: completed); ``error.txt`` means
+    failed. An interrupted run is listed as unfinished, with how to resume, and its curves
+    are drawn; an evaluate folder (test metrics, no meta.json) is a run without curves."""
     meta: dict = {}
     has_meta = (folder / rundir.META).is_file()
     if has_meta:
@@ -272,9 +331,15 @@ def _classify(folder: Path, found: Found) -> None:
         found.failed.append(Incomplete(folder, reason))
     elif meta.get("status") == RUNNING:
         found.unfinished.append(Incomplete(folder, f"{rundir.META} status: {RUNNING}"))
+    elif meta.get("status") == INTERRUPTED:
+        found.unfinished.append(Incomplete(folder, interrupted_reason(folder, meta)))
+        if (folder / rundir.METRICS).is_file():
+            found.runs.append(folder)
     elif not has_meta:
         # evaluate/predict jobs write no meta.json; evaluate's results are test metrics
-        if _job_name(folder) in (None, "train") and rundir.read_test_metrics(folder) is None:
+        if rundir.read_test_metrics(folder) is not None:
+            found.runs.append(folder)
+        elif _job_name(folder) in (None, "train"):
             found.unfinished.append(Incomplete(folder, f"no {rundir.META} yet"))
     elif (folder / rundir.METRICS).is_file():
         found.runs.append(folder)

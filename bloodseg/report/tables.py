@@ -139,7 +139,7 @@ def incomplete_markdown(found: Found | None, base: Path) -> str:
         parts += [""]
     if found and found.unfinished:
         parts += ["**Unfinished runs** (still running, or stopped before writing results):", ""]
-        parts += [f"- {code(_shown(u.path, base))} ({text(u.reason)})"
+        parts += [f"- {code(_shown(u.path, base))} ({code(u.reason)})"
                   for u in found.unfinished]
         parts += [""]
     return "\n".join(parts)
