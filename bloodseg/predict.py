@@ -356,7 +356,8 @@ def predict(cfg: DictConfig) -> tuple[list[dict], list[str]]:
                 write_png_atomic(staging / "masks" / png,
                                  (predictor.mask(maps) * 255).astype(np.uint8))
                 write_png_atomic(staging / "instances" / png, labels.astype(np.uint16))
-                write_png_atomic(staging / "overlays" / png, overlay(image, labels))
+                write_png_atomic(staging / "overlays" / png,
+                                 overlay(image, labels, count=int(labels.max())))
                 if "geojson" in formats:
                     write_geojson(staging / "geojson" / f"{stem}.geojson", labels)
                 if "tiff" in formats:
