@@ -19,7 +19,6 @@ logged as ``test/count_mae``, ``test/inst_f1``, ``test/ap50``, ``test/dice``, ..
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from bloodseg.data.bbbc041seg import Sample, list_split, read_native_instances
 from bloodseg.inference import Predictor
 from bloodseg.metrics import InstanceStats
 from bloodseg.module import pixel_metrics
+from bloodseg.progress import Eta
 from bloodseg.spec import Postprocess
 
 log = logging.getLogger(__name__)
@@ -104,7 +104,7 @@ def score(predictor: Predictor, samples: Sequence[Sample], n_pictures: int = 4,
     stats = InstanceStats()
     pixels = pixel_metrics(prefix, sync_on_compute=False)  # rank 0 scores every image
     pictures = []
-    started = time.monotonic()
+    eta = Eta(len(samples))
     for i, sample in enumerate(samples, 1):
         image = predictor.read(sample.image)
         truth = read_native_instances(sample)
@@ -120,9 +120,8 @@ def score(predictor: Predictor, samples: Sequence[Sample], n_pictures: int = 4,
                              "instances": labels, "truth": truth,
                              "true_count": int(len(np.unique(truth)) - 1)})
         row = stats.rows[-1]
-        log.info("%s %d/%d %s: %d cells (truth %d)  %.0f s", prefix.rstrip("/"), i,
-                 len(samples), sample.name, row["pred_count"], row["true_count"],
-                 time.monotonic() - started)
+        log.info("%s %s %s: %d cells (truth %d)", prefix.rstrip("/"), eta.line(i),
+                 sample.name, row["pred_count"], row["true_count"])
     agg = stats.aggregate()
     metrics = {f"{prefix}{name}": float(agg[key]) for key, name in LOGGED.items() if key in agg}
     metrics.update({k: float(v) for k, v in pixels.compute().items()})
@@ -187,10 +186,13 @@ def tuning_items(predictor: Predictor, samples: Sequence[Sample]) -> list[tuning
     0.8 GB) and the native instances of every sample; each try upsamples them as
     :meth:`Predictor.outputs` does."""
     items = []
-    for sample in samples:
+    eta = Eta(len(samples))
+    for k, sample in enumerate(samples, 1):
         out = predictor.network_outputs(predictor.read(sample.image), name=sample.name)
         items.append(tuning.TuningItem(sample.name, out.astype(np.float16),
                                        read_native_instances(sample)))
+        if eta.due(k):
+            log.info("tuning: network outputs %s", eta.line(k))
     return items
 
 

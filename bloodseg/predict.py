@@ -70,6 +70,7 @@ from bloodseg.inference import WARN_TILES, predictor_from_config
 from bloodseg.io import IMAGE_SUFFIXES, DataError, write_png_atomic, write_text_atomic
 from bloodseg.labels import instance_areas
 from bloodseg.measure import CELL_COLUMNS, FORMATS, cell_rows, write_geojson, write_label_tiff
+from bloodseg.progress import Eta
 from bloodseg.render import overlay
 
 log = logging.getLogger(__name__)
@@ -341,7 +342,9 @@ def predict(cfg: DictConfig) -> tuple[list[dict], list[str]]:
                                   visible=len(files) > 1)
             tiles = TileProgress(bar, bar.add_task("tiles", visible=False),
                                  predictor.warn_tiles)
-            for path in files:
+            eta = Eta(len(files))
+            quiet_bar = not bar.console.is_terminal  # rich draws nothing in a log file
+            for k, path in enumerate(files, 1):
                 try:
                     image = predictor.read(path)
                 except DataError as err:
@@ -365,6 +368,9 @@ def predict(cfg: DictConfig) -> tuple[list[dict], list[str]]:
                 rows.append(count_row(path, labels, png))
                 cells += cell_rows(labels, path.name, png)
                 bar.advance(images)
+                if quiet_bar:
+                    log.info("predict %s %s: %d cells", eta.line(k), path.name,
+                             int(labels.max()))
             bar.update(tiles.task, visible=False)
         write_csv(staging / "counts.csv", rows, CSV_HEADER)
         write_csv(staging / "cells.csv", cells, CELL_COLUMNS)

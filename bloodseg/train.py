@@ -201,32 +201,49 @@ def tune_and_test(cfg: DictConfig, out: Path, trainer: pl.Trainer, datamodule,
     scored = evaluation.test_stage(predictor, list_split(root, "test"), out,
                                    weights or "(weights in memory)",
                                    datamodule.describe(), int(cfg.get("n_samples", 4)))
-    log_test(trainer, scored)
+    log_test(trainer, scored, weights, out)
     return scored.metrics
 
 
-def log_test(trainer: pl.Trainer, scored: evaluation.Scored) -> None:
-    """Test metrics to every logger (CSV, W&B), and W&B's size histogram and overlays."""
+def log_test(trainer: pl.Trainer, scored: evaluation.Scored, weights: str | None = None,
+             out: Path | None = None) -> None:
+    """Test metrics to every logger (CSV, W&B); W&B also gets the size histogram, the test
+    panels as a table with interactive masks and, when online, the model as an Artifact."""
     from pytorch_lightning.loggers import WandbLogger
 
     for lg in trainer.loggers:
         lg.log_metrics(scored.metrics, step=trainer.global_step)
         lg.save()
         if isinstance(lg, WandbLogger):
-            import numpy as np
-            import wandb
+            log_wandb(lg.experiment, scored, weights, out)
 
-            from bloodseg.render import overlay
 
-            areas = np.concatenate(scored.stats.areas) if scored.stats.areas else np.zeros(0)
-            lg.experiment.log({
-                "test/cell_area_px": wandb.Histogram(areas, num_bins=30),
-                "test/overlays": [
-                    wandb.Image(overlay(p["image"], p["instances"]),
-                                caption=f"{p['name']}: {int(p['instances'].max())} cells "
-                                        f"(truth {p['true_count']})")
-                    for p in scored.pictures],
-            })
+def log_wandb(run, scored: evaluation.Scored, weights: str | None, out: Path | None) -> None:
+    import numpy as np
+    import wandb
+
+    from bloodseg.config import wandb_offline
+
+    areas = np.concatenate(scored.stats.areas) if scored.stats.areas else np.zeros(0)
+    rows = {r["file"]: r for r in scored.stats.rows}
+    table = wandb.Table(columns=["image", "file", "cells", "truth", "count_error", "f1"])
+    for p in scored.pictures:
+        row = rows.get(p["name"], {})
+        # toggle the predicted and true instances over the image in the W&B UI
+        image = wandb.Image(p["image"], masks={
+            "prediction": {"mask_data": p["instances"].astype(np.int32)},
+            "truth": {"mask_data": p["truth"].astype(np.int32)}})
+        table.add_data(image, p["name"], int(p["instances"].max()), p["true_count"],
+                       row.get("count_error"), row.get("f1"))
+    run.log({"test/cell_area_px": wandb.Histogram(areas, num_bins=30), "test/panels": table})
+    if weights and Path(weights).is_file() and not wandb_offline():
+        model = wandb.Artifact(f"model-{run.id}", type="model",
+                               metadata={k: v for k, v in scored.metrics.items()})
+        model.add_file(str(weights))
+        tuned = out / rundir.TUNED if out is not None else None
+        if tuned is not None and tuned.is_file():
+            model.add_file(str(tuned))
+        run.log_artifact(model, aliases=["best"])
 
 
 def write_run_files(cfg, out: Path, trainer: pl.Trainer, module, datamodule,

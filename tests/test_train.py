@@ -223,3 +223,51 @@ def test_every_profile_model_pair_composes_and_builds(hydra_cfg, tmp_path, profi
     assert out.shape == (1, cfg.target.channels, 64, 64)  # the demo's target has 2 channels
     if model in ("unet", "resunet", "attunet"):
         assert cfg.model.base_channels <= 16, "profiles narrow the from-scratch networks"
+
+
+@pytest.mark.slow
+def test_wandb_gets_test_panels_as_a_table_with_masks(hydra_cfg, tmp_path, monkeypatch):
+    """Offline W&B: the test panels land as a table (one row per saved test image) whose
+    images carry the predicted and true instances as masks; the model Artifact is only
+    logged online."""
+    from bloodseg import train as train_module
+
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    logged = []
+    real_log_wandb = train_module.log_wandb
+
+    def spy(run, scored, weights, out):
+        real_log_wandb(SpyRun(run, logged), scored, weights, out)
+
+    monkeypatch.setattr(train_module, "log_wandb", spy)
+    cfg = hydra_cfg(tmp_path, [*[a for a in TINY_DATA if a != "logger=csv"], "logger=wandb",
+                               "model.base_channels=4", "trainer.max_epochs=1", "n_samples=2"])
+    train(cfg)
+    out = Path(cfg.paths.output_dir)
+    tables = list((out / "wandb").glob("offline-run-*/files/media/table/test/panels_*.json"))
+    assert len(tables) == 1
+    table = json.loads(tables[0].read_text())
+    assert table["columns"][:4] == ["image", "file", "cells", "truth"]
+    assert len(table["data"]) == 2
+    [panels] = [entry["test/panels"] for entry in logged if "test/panels" in entry]
+    for image in panels.get_column("image"):
+        assert set(image._masks) == {"prediction", "truth"}
+    assert not [e for e in logged if e == "artifact"]  # offline: no Artifact
+
+
+class SpyRun:
+    """A W&B run that records what is logged, then passes it on."""
+
+    def __init__(self, run, logged: list) -> None:
+        self.run, self.logged = run, logged
+
+    def log(self, data: dict) -> None:
+        self.logged.append(data)
+        self.run.log(data)
+
+    def log_artifact(self, *args, **kwargs) -> None:
+        self.logged.append("artifact")
+
+    def __getattr__(self, name):
+        return getattr(self.run, name)
