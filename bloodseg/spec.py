@@ -177,6 +177,22 @@ def _size(value: Any, source: str, key: str, optional: bool = False) -> tuple[in
     return int(value[0]), int(value[1])
 
 
+def _entry(d: Any, group: str, values: str, source: str, key: str) -> tuple[str, dict]:
+    """A registry entry ``{name: <a conf/<group> name>, <values>: {...}}``: the checked name
+    and the (still unchecked) mapping of values."""
+    d = _mapping(d, source, key)
+    _only(d, {"name", values}, source, key)
+    name = _registry_name(d.get("name"), group, source, f"{key}.name")
+    return name, dict(_mapping(d.get(values, {}), source, f"{key}.{values}"))
+
+
+def _config_entry(config: Mapping, group: str, source: str) -> tuple[str, dict]:
+    """A Hydra config (``_target_`` + values, the user's own) as a registry name + values."""
+    config = dict(config)
+    target = config.pop("_target_", None)
+    return registry_name_of(group, target, source, f"{group}._target_"), config
+
+
 # -- the parts -------------------------------------------------------------------------------
 
 
@@ -189,11 +205,8 @@ class Network:
 
     @classmethod
     def from_dict(cls, d: Any, source: str, key: str = "network") -> Network:
-        d = _mapping(d, source, key)
-        _only(d, {"name", "kwargs"}, source, key)
-        name = _registry_name(d.get("name"), "model", source, f"{key}.name")
-        kwargs = check_plain(_mapping(d.get("kwargs", {}), source, f"{key}.kwargs"), source,
-                             f"{key}.kwargs")
+        name, kwargs = _entry(d, "model", "kwargs", source, key)
+        kwargs = check_plain(kwargs, source, f"{key}.kwargs")
         params = inspect.signature(_registered_class("model", name)).parameters
         takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
         for k in kwargs:
@@ -205,9 +218,8 @@ class Network:
     @classmethod
     def from_config(cls, config: Mapping, source: str = "model config") -> Network:
         """From a Hydra model config (``_target_`` + kwargs, the user's own ``conf/model``)."""
-        config = dict(config)
-        name = registry_name_of("model", config.pop("_target_", None), source, "model._target_")
-        return cls.from_dict({"name": name, "kwargs": config}, source, "model")
+        name, kwargs = _config_entry(config, "model", source)
+        return cls.from_dict({"name": name, "kwargs": kwargs}, source, "model")
 
     def build(self, pretrained: bool | None = None) -> torch.nn.Module:
         """The network, randomly initialised (weights: ``load_state_dict``). ``pretrained=False``
@@ -326,10 +338,7 @@ class Postprocess:
 
     @classmethod
     def from_dict(cls, d: Any, source: str, key: str = "postprocess") -> Postprocess:
-        d = _mapping(d, source, key)
-        _only(d, {"name", "fields"}, source, key)
-        name = _registry_name(d.get("name"), "postprocess", source, f"{key}.name")
-        fields = dict(_mapping(d.get("fields", {}), source, f"{key}.fields"))
+        name, fields = _entry(d, "postprocess", "fields", source, key)
         pp_cls = _registered_class("postprocess", name)
         hints = typing.get_type_hints(pp_cls)
         known = {f.name for f in dataclasses.fields(pp_cls)}
@@ -344,10 +353,8 @@ class Postprocess:
     @classmethod
     def from_config(cls, config: Mapping, source: str = "postprocess config") -> Postprocess:
         """From a Hydra post-processing config (the user's own ``conf/postprocess``)."""
-        config = dict(config)
-        name = registry_name_of("postprocess", config.pop("_target_", None), source,
-                                "postprocess._target_")
-        return cls.from_dict({"name": name, "fields": config}, source)
+        name, fields = _config_entry(config, "postprocess", source)
+        return cls.from_dict({"name": name, "fields": fields}, source)
 
     @classmethod
     def of(cls, postprocess: Any) -> Postprocess:
