@@ -101,6 +101,16 @@ def check_plain(value: Any, source: str, key: str) -> Any:
     raise _fail(source, key, f"a {type(value).__name__} is not plain data")
 
 
+def _short(value: Any, limit: int = 60) -> str:
+    """``repr(value)``, cut to ``limit`` characters: a refused payload is named, not echoed."""
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _type_name(hint: Any) -> str:
+    return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
+
+
 def _type_ok(value: Any, hint: Any) -> bool:
     origin = typing.get_origin(hint)
     if origin in (typing.Union, types.UnionType):
@@ -136,7 +146,7 @@ def _only(d: Mapping, allowed: set[str], source: str, key: str) -> None:
 def _registry_name(value: Any, group: str, source: str, key: str) -> str:
     names = group_names(group)
     if not isinstance(value, str) or value not in names:
-        raise _fail(source, key, f"{value!r} is not a registered {group}; valid: "
+        raise _fail(source, key, f"{_short(value)} is not a registered {group}; valid: "
                     f"{', '.join(names)}")
     return value
 
@@ -161,8 +171,9 @@ def registry_name_of(group: str, target: str, source: str = "config", key: str =
         cls = _registered_class(group, n)  # and where the class really lives
         names[f"{cls.__module__}.{cls.__qualname__}"] = n
     if target not in names:
-        raise _fail(source, key, f"{target!r} is not a registered {group} class; register it "
-                    f"as conf/{group}/<name>.yaml (known: {', '.join(sorted(names.values()))})")
+        raise _fail(source, key, f"{_short(target)} is not a registered {group} class; register "
+                    f"it as conf/{group}/<name>.yaml (known: "
+                    f"{', '.join(sorted(set(names.values())))})")
     return names[target]
 
 
@@ -173,7 +184,8 @@ def _size(value: Any, source: str, key: str, optional: bool = False) -> tuple[in
         value = [value, value]
     if (not isinstance(value, list | tuple) or len(value) != 2
             or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
-        raise _fail(source, key, f"expected [height, width] of positive ints, got {value!r}")
+        raise _fail(source, key, f"expected [height, width] of positive ints, got "
+                    f"{_short(value)}")
     return int(value[0]), int(value[1])
 
 
@@ -246,7 +258,7 @@ class Target:
         d = dict(_mapping(d, source, key))
         name = d.pop("name", "binary")
         if not isinstance(name, str) or name not in TARGETS:
-            raise _fail(source, f"{key}.name", f"{name!r} is not a target; valid: "
+            raise _fail(source, f"{key}.name", f"{_short(name)} is not a target; valid: "
                         f"{', '.join(TARGETS)}")
         want, schema = TARGETS[name]
         got = d.pop("channels", want)
@@ -258,8 +270,8 @@ class Target:
             allowed = schema[k]
             ok = v in allowed if isinstance(allowed, tuple) else _type_ok(v, allowed)
             if not ok:
-                raise _fail(source, f"{key}.{k}", f"{v!r} is not allowed (expected "
-                            f"{allowed if isinstance(allowed, tuple) else allowed.__name__})")
+                raise _fail(source, f"{key}.{k}", f"{_short(v)} is not allowed (expected "
+                            f"{allowed if isinstance(allowed, tuple) else _type_name(allowed)})")
         return cls(name, check_plain(d, source, key))
 
     def to_dict(self) -> dict:
@@ -296,22 +308,23 @@ class Preprocess:
         _only(d, {f.name for f in dataclasses.fields(cls)}, source, key)
         color = d.get("color", "gray")
         if color not in COLORS:
-            raise _fail(source, f"{key}.color", f"{color!r}; valid: {', '.join(COLORS)}")
+            raise _fail(source, f"{key}.color", f"{_short(color)}; valid: {', '.join(COLORS)}")
         contrast = d.get("contrast") or "none"
         if contrast not in CONTRAST:
-            raise _fail(source, f"{key}.contrast", f"{contrast!r}; valid: {', '.join(CONTRAST)}")
+            raise _fail(source, f"{key}.contrast",
+                        f"{_short(contrast)}; valid: {', '.join(CONTRAST)}")
         norm = d.get("normalization", "imagenet")
         if norm not in NORMALIZATIONS:
-            raise _fail(source, f"{key}.normalization", f"{norm!r}; valid: "
+            raise _fail(source, f"{key}.normalization", f"{_short(norm)}; valid: "
                         f"{', '.join(NORMALIZATIONS)}")
         scale = d.get("scale")
         if scale is not None and not (_type_ok(scale, float) and 0 < scale <= 4):
             raise _fail(source, f"{key}.scale", f"expected a number in (0, 4] or null, got "
-                        f"{scale!r}")
+                        f"{_short(scale)}")
         cut = d.get("cut_cell_frac", 0.0)
         if not (_type_ok(cut, float) and 0 <= cut < 1):
             raise _fail(source, f"{key}.cut_cell_frac", f"expected a number in [0, 1), got "
-                        f"{cut!r}")
+                        f"{_short(cut)}")
         return cls(color=color,
                    image_size=_size(d.get("image_size", 256), source, f"{key}.image_size"),
                    scale=None if scale is None else float(scale),
@@ -347,7 +360,8 @@ class Postprocess:
                 raise _fail(source, f"{key}.fields.{k}", f"{name} has no such field; it has "
                             f"{', '.join(sorted(known))}")
             if not _type_ok(v, hints[k]):
-                raise _fail(source, f"{key}.fields.{k}", f"{v!r} is not a {hints[k]}")
+                raise _fail(source, f"{key}.fields.{k}",
+                            f"{_short(v)} is not of type {_type_name(hints[k])}")
         return cls(name, check_plain(fields, source, f"{key}.fields"))
 
     @classmethod

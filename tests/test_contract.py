@@ -168,7 +168,7 @@ def test_spec_round_trips_and_checks_its_parts(genuine):
         ModelSpec.from_dict(bad, "x")
     bad = spec.to_dict()
     bad["postprocess"]["fields"]["min_area"] = "16"
-    with pytest.raises(SpecError, match="postprocess.fields.min_area: '16' is not a"):
+    with pytest.raises(SpecError, match="postprocess.fields.min_area: '16' is not of type int"):
         ModelSpec.from_dict(bad, "x")
     bad = spec.to_dict()
     bad["version"] = 99
