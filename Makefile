@@ -38,7 +38,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	@# torch first, from the pinned spec, so the CPU/CUDA build pip finds locally is the one used
 	$(PY) -m pip install --quiet $(TORCH_SPEC) || $(PY) -m pip install --quiet torch torchvision
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -e '.[dev,export]'
 	@touch $@
 
 install: $(VENV)/.installed ## create .venv and install bloodseg with its dev tools
