@@ -27,8 +27,13 @@ ARGS ?=
 GPU_CHECK_ARGS ?=
 # make benchmark-real: k-fold CV of benchmarks/recipes.yaml + Otsu baselines on real pairs
 BENCH_ARGS ?= --readme README.md
+# make weights: retrain the shipped model (bloodseg/weights/count_real.pt) on bbbc041seg-mini
+WEIGHTS_DATA ?= ../shared/data/bbbc041seg-mini
+WEIGHTS_DIR ?= experiments/weights
+WEIGHTS_OUT ?= bloodseg/weights/count_real.pt
+WEIGHTS_ARGS ?=
 
-.PHONY: help install test test-fast lint demo reproduce gpu-check benchmark-real benchmark-synthetic clean
+.PHONY: help install test test-fast lint demo reproduce gpu-check benchmark-real benchmark-synthetic weights clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -38,7 +43,7 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --upgrade pip
 	@# torch first, from the pinned spec, so the CPU/CUDA build pip finds locally is the one used
 	$(PY) -m pip install --quiet $(TORCH_SPEC) || $(PY) -m pip install --quiet torch torchvision
-	$(PY) -m pip install --quiet -e '.[dev,optuna]'
+	$(PY) -m pip install --quiet -e '.[dev,optuna,export]'
 	@touch $@
 
 install: $(VENV)/.installed ## create .venv and install bloodseg with its dev tools and Optuna
@@ -79,6 +84,23 @@ benchmark-real: install ## k-fold CV on the real pairs in ../shared/data (recipe
 
 benchmark-synthetic: install ## targets vs scikit-image's watershed on synthetic smears, both styles -> experiments/benchmark-synthetic (CPU: ~15 min)
 	$(PY) benchmarks/synthetic_targets.py
+
+weights: install ## retrain the shipped model: count_real on all 40 pairs of bbbc041seg-mini -> bloodseg/weights/count_real.pt (CPU: ~15 min)
+	@if [ ! -d "$(WEIGHTS_DATA)/train/original" ] || [ ! -d "$(WEIGHTS_DATA)/test/original" ]; then \
+	  echo "error: no bbbc041seg-mini at '$(WEIGHTS_DATA)' (expected train/ and test/, each with original/ and mask/)." >&2; \
+	  echo "point WEIGHTS_DATA at it:  make weights WEIGHTS_DATA=/path/to/bbbc041seg-mini" >&2; \
+	  exit 2; fi
+	@# a Kaggle-layout folder of links, rebuilt each time at one path (the run's config hash and
+	@# provenance name it): all 40 pairs in train/, the 10 test pairs also in test/ for the test stage
+	rm -rf "$(WEIGHTS_DIR)/data" "$(WEIGHTS_DIR)/count_real"
+	src="$$(cd "$(WEIGHTS_DATA)" && pwd)" && for kind in original mask; do \
+	  mkdir -p "$(WEIGHTS_DIR)"/data/{train,test}/$$kind && \
+	  ln -s "$$src"/{train,test}/$$kind/* "$(WEIGHTS_DIR)/data/train/$$kind/" && \
+	  ln -s "$$src"/test/$$kind/* "$(WEIGHTS_DIR)/data/test/$$kind/" || exit 1; done
+	$(PY) train.py experiment=count_real "data.root='$(WEIGHTS_DIR)/data'" logger=csv \
+	  "hydra.run.dir='$(WEIGHTS_DIR)/count_real'" $(WEIGHTS_ARGS)
+	$(BIN)/bloodseg-export "ckpt_path='$(WEIGHTS_DIR)/count_real/checkpoints/best.ckpt'" format=bundle \
+	  "output='$(WEIGHTS_OUT)'" overwrite=true "hydra.run.dir='$(WEIGHTS_DIR)/export'"
 
 clean: ## remove the venv, caches and run outputs (not data/)
 	rm -rf $(VENV) .pytest_cache .ruff_cache *.egg-info experiments/runs outputs multirun wandb

@@ -21,13 +21,24 @@ from __future__ import annotations
 import netrc
 import os
 import re
+from importlib import resources
 from pathlib import Path
 
 from omegaconf import OmegaConf
 
-# conf/ sits beside the package (editable installs and checkouts); an absolute path keeps
-# Hydra from resolving it as a Python package when the entry point is imported by a shim.
-CONF_DIR = str(Path(__file__).resolve().parents[1] / "conf")
+
+def conf_dir() -> Path:
+    """The config folder: ``bloodseg/conf`` inside an installed wheel (pyproject.toml maps
+    ``conf/`` there), else ``conf/`` beside the package (a checkout or an editable install)."""
+    installed = Path(str(resources.files("bloodseg"))) / "conf"
+    if (installed / "train.yaml").is_file():
+        return installed
+    return Path(__file__).resolve().parents[1] / "conf"
+
+
+# an absolute path keeps Hydra from resolving it as a Python package when the entry point is
+# imported by a shim
+CONF_DIR = str(conf_dir().resolve())
 
 
 def _channels(color: str) -> int:

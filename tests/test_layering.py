@@ -39,6 +39,7 @@ RANKS = {
 ENTRY_POINTS = {
     "__init__", "train", "evaluate", "predict", "tune", "report.__main__",
     "data.cli", "models.__main__", "weights.__main__",
+    "export",              # bloodseg-export: onnx / torchscript / bundle
 }
 # report draws from run folders alone: it must run where torch does not
 REPORT_MAY_NOT_IMPORT = {"module", "callbacks", "models", "losses", "checkpoint", "train",

@@ -88,3 +88,81 @@ def test_demo_quick_profile_reports(tmp_path):
     assert "old demo" not in text and "old results" in text
     assert "Synthetic demo data" in text
     assert all((tmp_path / link).is_file() for link in image_links(readme))
+
+
+# `make weights` trains for ~15 CPU-min: its two commands are stubs here that record how they
+# were called and what the data folder held at that moment
+STUB = """#!{python}
+import json, os, sys
+from pathlib import Path
+call = {{"cmd": Path(sys.argv[0]).name, "args": sys.argv[1:]}}
+for arg in sys.argv[1:]:
+    if arg.startswith("data.root="):
+        root = Path(arg.split("=", 1)[1].strip("'"))
+        call["data"] = {{f"{{s}}/{{k}}": sorted((p.name, str(p.resolve())) for p in
+                                             (root / s / k).iterdir() if p.is_symlink())
+                        for s in ("train", "test") for k in ("original", "mask")}}
+with open(os.environ["STUB_LOG"], "a") as f:
+    f.write(json.dumps(call) + "\\n")
+sys.exit(1 if call["cmd"] == os.environ.get("STUB_FAIL") else 0)
+"""
+
+
+def stub_venv(folder: Path) -> Path:
+    import sys
+
+    for name in ("python", "bloodseg-export"):
+        path = folder / "bin" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(STUB.format(python=sys.executable))
+        path.chmod(0o755)
+    (folder / ".installed").touch()  # newer than pyproject.toml: install has nothing to do
+    return folder
+
+
+def weights_calls(tmp_path: Path, **env: str) -> tuple[subprocess.CompletedProcess, list]:
+    import json
+
+    log = tmp_path / "calls.jsonl"
+    proc = make("weights", f"VENV={stub_venv(tmp_path / 'venv')}",
+                f"WEIGHTS_DIR={tmp_path / 'weights'}", f"WEIGHTS_OUT={tmp_path / 'out.pt'}",
+                timeout=120, STUB_LOG=str(log), **env)
+    calls = [json.loads(line) for line in log.read_text().splitlines()] if log.exists() else []
+    return proc, calls
+
+
+@pytest.mark.real
+def test_weights_trains_count_real_on_all_mini_pairs_then_bundles_it(tmp_path, shared_data):
+    proc, calls = weights_calls(tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    train, export = calls
+    run = tmp_path / "weights" / "count_real"
+    assert train["cmd"] == "python" and train["args"] == [
+        "train.py", "experiment=count_real", f"data.root='{tmp_path / 'weights' / 'data'}'",
+        "logger=csv", f"hydra.run.dir='{run}'"]  # quoted for Hydra
+    mini = (shared_data / "bbbc041seg-mini").resolve()
+    for split, pairs in (("train", 40), ("test", 10)):
+        images, masks = train["data"][f"{split}/original"], train["data"][f"{split}/mask"]
+        assert len(images) == len(masks) == pairs
+        assert [Path(n).stem for n, _ in images] == [Path(n).stem for n, _ in masks]
+        want = {str(p.resolve()) for s in (("train", "test") if split == "train" else ("test",))
+                for p in (mini / s / "original").iterdir()}
+        assert {target for _, target in images} == want  # links to the real files
+    assert export == {"cmd": "bloodseg-export", "args": [
+        f"ckpt_path='{run / 'checkpoints' / 'best.ckpt'}'", "format=bundle",
+        f"output='{tmp_path / 'out.pt'}'", "overwrite=true",
+        f"hydra.run.dir='{tmp_path / 'weights' / 'export'}'"]}
+
+
+@pytest.mark.real
+def test_weights_keeps_the_shipped_bundle_when_training_fails(tmp_path, shared_data):
+    proc, calls = weights_calls(tmp_path, STUB_FAIL="python")
+    assert proc.returncode != 0
+    assert [c["cmd"] for c in calls] == ["python"]  # bloodseg-export never ran
+
+
+def test_weights_without_the_data_says_where_it_looked(tmp_path):
+    proc, calls = weights_calls(tmp_path, WEIGHTS_DATA=str(tmp_path / "absent"))
+    assert proc.returncode != 0 and calls == []
+    assert f"no bbbc041seg-mini at '{tmp_path / 'absent'}'" in proc.stderr
+    assert "make weights WEIGHTS_DATA=" in proc.stderr
