@@ -33,7 +33,10 @@ WEIGHTS_DIR ?= experiments/weights
 WEIGHTS_OUT ?= bloodseg/weights/count_real.pt
 WEIGHTS_ARGS ?=
 
-.PHONY: help install test test-fast lint demo reproduce gpu-check benchmark-real benchmark-synthetic weights clean
+COUNT_INPUT ?= ../shared/data/bbbc041seg-mini/test/original
+COUNT_DIR ?= experiments/counts
+
+.PHONY: count help install test test-fast lint demo reproduce gpu-check benchmark-real benchmark-synthetic weights clean
 
 help: ## list the targets
 	@grep -hE '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN{FS=":.*?## "}{printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}'
@@ -75,6 +78,11 @@ reproduce: install ## the study's experiments on real BBBC041Seg (DATA_DIR, EPOC
 	  trainer=$(TRAINER) hydra/launcher=$(LAUNCHER) trainer.max_epochs=$(EPOCHS) profile=$(PROFILE) \
 	  hydra.sweep.dir=$(RUNS_DIR) $(ARGS)
 	$(BIN)/bloodseg-report $(RUNS_DIR) --out $(FIGURES_DIR) --readme $(README) --section results
+
+count: install ## count cells with the shipped model, no training (COUNT_INPUT=images -> COUNT_DIR)
+	@if [ ! -e "$(COUNT_INPUT)" ]; then \
+	  echo "error: no images at '$(COUNT_INPUT)'; pass COUNT_INPUT=<image or folder>" >&2; exit 2; fi
+	$(BIN)/bloodseg-predict weights=count_real "input='$(COUNT_INPUT)'" "output='$(COUNT_DIR)'" overwrite=true
 
 gpu-check: install ## one GPU session's check (<= 8 min, one H100): step TFLOP/s, Kaggle-sized epoch, CLIs -> $OUT
 	$(PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)

@@ -60,7 +60,7 @@ from bloodseg.inference import Predictor, file_sha256, model_file, save_bundle
 from bloodseg.io import DataError, write_bytes_atomic, write_text_atomic
 from bloodseg.models.common import SegmentationNet
 from bloodseg.spec import ModelSpec, Target
-from bloodseg.transforms import MEAN, STD, normalize, prepare_image
+from bloodseg.transforms import MEAN, STD
 
 log = logging.getLogger(__name__)
 
@@ -114,11 +114,9 @@ class ProbabilityNet(nn.Module):
 
 
 def network_input(predictor: Predictor, image: np.ndarray) -> np.ndarray:
-    """(C, h, w) float32: an RGB or gray uint8 image as the predictor's network sees it
-    (its color, contrast, size and normalisation; whole-image and resize modes)."""
-    pre = predictor.spec.preprocess
-    size = predictor.network_size(*image.shape[:2])
-    return normalize(prepare_image(image, pre.color, pre.contrast, size), pre.color)
+    """(C, h, w) float32: ``image`` as the exported network takes it
+    (:meth:`Predictor.network_input`)."""
+    return predictor.network_input(image)
 
 
 def describe(spec: ModelSpec, model_format: str, size_divisor: int, source: Path) -> dict:

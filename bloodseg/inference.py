@@ -322,14 +322,20 @@ class Predictor:
             return scaled_hw((h, w), self.scale[0])  # as the training data was scaled
         return max(1, round(h * self.scale[0])), max(1, round(w * self.scale[1]))
 
+    def network_input(self, image: np.ndarray) -> np.ndarray:
+        """(C, h, w) float32: an RGB or gray uint8 image as the network sees it (the spec's
+        color, contrast, size and normalisation; exports document the same steps)."""
+        pre = self.spec.preprocess
+        size = self.network_size(*image.shape[:2])
+        return self._normalize(prepare_image(image, pre.color, pre.contrast, size))
+
     def network_outputs(self, image: np.ndarray, name: str = "image",
                         progress: Callable[[int, int], None] | None = None) -> np.ndarray:
         """(C, h, w) probability maps at the network's resolution (:meth:`network_size`) for
         an RGB or gray uint8 image of any size."""
         h, w = image.shape[:2]
         sh, sw = self.network_size(h, w)
-        scaled = self._normalize(prepare_image(image, self.spec.preprocess.color,
-                                               self.spec.preprocess.contrast, (sh, sw)))
+        scaled = self.network_input(image)
         if self.mode == "resize" or (self.mode == "whole" and sh * sw <= MAX_WHOLE_PIXELS):
             return self._run([scaled])[0]
         (sh, sw), (th, tw), boxes = self.tile_plan(h, w)
