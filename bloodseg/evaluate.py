@@ -48,7 +48,11 @@ def evaluate(cfg: DictConfig) -> dict:
         log.info("data.root=%s (the folder the model was trained on; pass data.root= to "
                  "evaluate other images)", root)
     samples = list_split(root, (cfg.get("data") or {}).get("split", "test"))
-    scored = evaluation.test_stage(predictor, samples, out, weights, {"data_root": str(root)},
+    info = {"data_root": str(root),
+            # exact instance labels come with the built-in synthetic data only
+            "data_kind": "synthetic" if all(s.instances for s in samples) else "real",
+            "color": predictor.spec.preprocess.color, "target": predictor.spec.target.name}
+    scored = evaluation.test_stage(predictor, samples, out, weights, info,
                                    int(cfg.get("n_samples", 4)))
     shown = {k: round(v, 4) for k, v in scored.metrics.items()}
     log.info("test metrics: %s", shown)

@@ -98,8 +98,11 @@ def test_check_output_ignores_hydra_files_and_never_deletes_inputs(tmp_path):
         check_output(out)
     with pytest.raises(OutputFolderError, match="would delete the input"):
         check_output(out, overwrite=True, inputs=[out / "masks" / "old.png"])
-    assert check_output(out, overwrite=True) == [out / "masks"]  # listed, not deleted
-    assert (out / "masks" / "old.png").is_file()
+    with pytest.raises(OutputFolderError, match="did not write"):  # no counts.csv lists it
+        check_output(out, overwrite=True)
+    (out / "counts.csv").write_text("file,output\nold.jpg,old.png\n")
+    assert check_output(out, overwrite=True) == [out / "masks", out / "counts.csv"]
+    assert (out / "masks" / "old.png").is_file()  # listed, not deleted
 
 
 def test_output_names_never_collide():
