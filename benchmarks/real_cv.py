@@ -319,7 +319,10 @@ def read_run(run_dir: Path) -> tuple[dict, dict, list[dict]]:
     if path.is_file():
         with open(path, newline="") as f:
             per_image = [{"file": r["file"], "true_count": int(r["true_count"]),
-                          "pred_count": int(r["pred_count"])} for r in csv.DictReader(f)]
+                          "pred_count": int(r["pred_count"]),
+                          # matches, for paired per-image comparisons (benchmarks/paired.py)
+                          **{k: int(r[k]) for k in ("tp", "fp", "fn") if r.get(k)}}
+                         for r in csv.DictReader(f)]
     return metrics, resolution, per_image
 
 
