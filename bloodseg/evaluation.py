@@ -157,6 +157,9 @@ def test_stage(predictor: Predictor, samples: Sequence[Sample], out: str | Path 
     return scored
 
 
+test_stage.__test__ = False  # a stage of bloodseg, not a pytest test, wherever it is imported
+
+
 # -- tuning ----------------------------------------------------------------------------------
 
 
