@@ -39,7 +39,7 @@ from omegaconf import DictConfig, OmegaConf
 import bloodseg  # noqa: F401  (registers the config resolvers)
 from bloodseg import ddp, evaluation, rundir
 from bloodseg.checkpoint import CheckpointError
-from bloodseg.cli_errors import EXIT_USAGE, hydra_override_hints
+from bloodseg.cli_errors import EXIT_USAGE, hydra_override_hints, quote_value
 from bloodseg.config import CONF_DIR, instantiate_group
 from bloodseg.data.bbbc041seg import list_split
 from bloodseg.inference import Predictor, check_model_file, write_tuned
@@ -351,7 +351,7 @@ def _hydra_value(value: str | Path) -> str:
     text = str(value)
     if re.fullmatch(r"[\w/.+\-@%]+", text, flags=re.ASCII):
         return text
-    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+    return quote_value(text)  # the one Hydra quoting (cli_errors), escapes as Hydra parses
 
 
 def resume_command(cfg: DictConfig, out: Path) -> str:

@@ -234,7 +234,7 @@ class BloodCellDataModule(pl.LightningDataModule):
             augment=build_augment(self.augment_spec) if train else None,
             target=self.target,
             crop_hw=self.crop_hw if train and self.scale is not None else None,
-            native=split in ("test", "tuning") and self.native_eval,
+            native=split == "test" and self.native_eval,
             repeats=self.crops_per_image if train and self.scale is not None else 1)
 
     def setup(self, stage: str | None = None) -> None:
@@ -275,28 +275,6 @@ class BloodCellDataModule(pl.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)
-
-    def tuning_dataloader(self, split: str = "train", max_images: int | None = None
-                          ) -> DataLoader:
-        """Whole training (``split="train"``: train + val) or validation images, unaugmented,
-        with their native instances, for choosing post-processing parameters after training
-        (:class:`bloodseg.callbacks.WatershedCallback` ``tune``); at most ``max_images`` of
-        them, evenly spaced in name order (the full Kaggle train split is 1169 images)."""
-        if split not in ("train", "val"):
-            raise ValueError(f"tuning split must be 'train' or 'val', got {split!r}")
-        samples = list_split(self.root, "train")
-        if split == "val":
-            samples = self.split_train_val(samples)[1]
-        if max_images is not None and len(samples) > max_images:
-            picks = np.unique(np.linspace(0, len(samples) - 1, int(max_images)).round())
-            samples = [samples[int(i)] for i in picks]
-        if not samples:
-            raise DataError(f"{self.root}: no {split} images to tune the post-processing on")
-        self.datasets["tuning"] = self._dataset(samples, "tuning")
-        try:
-            return self._loader("tuning", shuffle=False)
-        finally:
-            del self.datasets["tuning"]  # describe() counts the splits a run trained on
 
     def describe(self) -> dict:
         """What the run trained on, for run metadata, figure captions and predict's scale."""
