@@ -59,7 +59,7 @@ from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 from torch.utils.flop_counter import FlopCounterMode
 
-from bloodseg.callbacks import WatershedCallback
+from bloodseg.callbacks import InstanceMetricsCallback as WatershedCallback
 from bloodseg.config import CONF_DIR, group_config
 from bloodseg.data.bbbc041seg import list_split
 from bloodseg.data.datamodule import BloodCellDataModule

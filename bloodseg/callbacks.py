@@ -1,9 +1,10 @@
-"""Lightning callbacks: ``WatershedCallback`` (cells, counts and instance quality of every
+"""Lightning callbacks: ``InstanceMetricsCallback`` (cells, counts and instance quality of every
 validation batch, during training) and ``RNGState`` (resumable random state).
 
 On validation batches it turns the module's probabilities into instances with the run's
-post-processing and compares them with the true instances the batch carries, at the training
-resolution (fast; the names say so: ``val/count_mae_trainres``, ``val/inst_f1_trainres``, ...).
+post-processing (whichever the target has: watershed, contour or distance markers) and compares
+them with the true instances the batch carries, at the training resolution (fast; the names say
+so: ``val/count_mae_trainres``, ``val/inst_f1_trainres``, ...).
 The test split is scored after training, at native resolution, through the one inference path
 (:mod:`bloodseg.evaluation`), not here.
 """
@@ -38,14 +39,15 @@ def gather_stats(stats: InstanceStats, trainer: pl.Trainer) -> InstanceStats:
     return merged
 
 
-class WatershedCallback(pl.Callback):
-    """Post-processed instances + count/instance metrics of validation batches.
+class InstanceMetricsCallback(pl.Callback):
+    """Post-processed instances + count/instance metrics of validation batches
+    (``callbacks.instance_metrics``; any target's post-processor, not only the watershed).
 
     Args:
         postprocess: the run's post-processing config (``cfg.postprocess``, the user's own
             ``conf/postprocess``), built through the registry.
         val_every_n_epochs: post-process validation batches only every n-th epoch (the CPU
-            watershed must not make a fast GPU wait every epoch).
+            post-processing must not make a fast GPU wait every epoch).
         val_max_images: post-process at most this many validation images per epoch.
         tune: moved to the top-level ``tune`` option (a stage after fit); refused here.
     """
@@ -54,7 +56,7 @@ class WatershedCallback(pl.Callback):
                  val_max_images: int | None = None, tune: Any = None) -> None:
         super().__init__()
         if tune:  # an old command line: say where the option went
-            raise ValueError("callbacks.watershed.tune moved: tuning is a stage of its own now "
+            raise ValueError("callbacks.instance_metrics.tune moved: tuning is a stage of its own "
                              "(fit -> tune -> test); pass tune={split:train,metric:f1}")
         if val_every_n_epochs < 1:
             raise ValueError(f"val_every_n_epochs must be >= 1, got {val_every_n_epochs}")

@@ -4,7 +4,7 @@ Lightning starts DDP workers by re-running the script with ``sys.argv`` plus
 ``hydra.run.dir=<run dir>``. Inside a ``-m`` sweep that replays the whole sweep in every
 worker and points the workers at the wrong folder (lightning-hydra-template issues #393,
 #90). Here workers instead load the job's own *resolved* config (``.hydra/resolved.yaml``,
-written by :func:`bloodseg.train.train`) and use the job's output folder as their run dir.
+written by :func:`bloodseg.training.train`) and use the job's output folder as their run dir.
 """
 
 from __future__ import annotations

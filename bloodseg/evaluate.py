@@ -12,52 +12,23 @@ folder the model was trained on (said in the log); pass it to evaluate other ima
 
 Writes the test files of a run folder (:mod:`bloodseg.rundir`: ``test_metrics.json``,
 ``per_image.csv``, ``size_hist.csv``, ``samples/``) into the output folder
-(``experiments/runs/evaluate/<time>`` unless overridden).
+(``experiments/runs/evaluate/<time>`` unless overridden). What it does lives in
+:mod:`bloodseg.model_stages`; this module is the command.
 """
 
 from __future__ import annotations
 
-import logging
 import sys
-from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 import bloodseg  # noqa: F401  (resolvers)
-from bloodseg import evaluation
 from bloodseg.checkpoint import CheckpointError
 from bloodseg.cli_errors import hydra_override_hints
 from bloodseg.config import CONF_DIR
-from bloodseg.data.bbbc041seg import list_split
-from bloodseg.inference import predictor_from_config
 from bloodseg.io import DataError
-
-log = logging.getLogger(__name__)
-
-
-def evaluate(cfg: DictConfig) -> dict:
-    out = Path(cfg.paths.output_dir)
-    predictor, weights = predictor_from_config(cfg)
-    root = (cfg.get("data") or {}).get("root")
-    if not root:
-        root = predictor.spec.provenance.get("data_root")
-        if not root:
-            raise DataError(f"{weights}: the model does not say which data it was trained on; "
-                            "pass data.root=<folder with train/ and test/>")
-        log.info("data.root=%s (the folder the model was trained on; pass data.root= to "
-                 "evaluate other images)", root)
-    samples = list_split(root, (cfg.get("data") or {}).get("split", "test"))
-    info = {"data_root": str(root),
-            # exact instance labels come with the built-in synthetic data only
-            "data_kind": "synthetic" if all(s.instances for s in samples) else "real",
-            "color": predictor.spec.preprocess.color, "target": predictor.spec.target.name}
-    scored = evaluation.test_stage(predictor, samples, out, weights, info,
-                                   int(cfg.get("n_samples", 4)))
-    shown = {k: round(v, 4) for k, v in scored.metrics.items()}
-    log.info("test metrics: %s", shown)
-    log.info("wrote %s", out / "test_metrics.json")
-    return scored.metrics
+from bloodseg.model_stages import evaluate
 
 
 @hydra_override_hints  # a clear hint for unquoted paths, before Hydra parses

@@ -1,6 +1,6 @@
 """Pictures of instance labels: contour overlays with numbers, and colour label maps.
 
-Shared by the watershed callback (W&B images), ``bloodseg-predict`` (overlay PNGs) and
+Shared by the instance-metrics callback (W&B images), ``bloodseg-predict`` (overlay PNGs) and
 ``bloodseg-report`` (test panels), so all three show cells the same way.
 
     >>> rgb = overlay(image, labels)            # contours + cell numbers, RGB uint8

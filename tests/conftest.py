@@ -73,7 +73,7 @@ def hydra_cfg():
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory) -> Path:
     """A briefly trained U-Net (narrow, CPU) and its run folder, shared by pipeline tests."""
-    from bloodseg.train import train
+    from bloodseg.training import train
 
     tmp = tmp_path_factory.mktemp("trained")
     cfg = compose_cfg(tmp, [

@@ -20,7 +20,7 @@ from bloodseg.config import instantiate_group
 from bloodseg.console import EpochLog, is_terminal, quiet_lightning
 from bloodseg.postprocess import Watershed
 from bloodseg.progress import Eta, duration
-from bloodseg.train import train
+from bloodseg.training import train
 from bloodseg.tuning import TuningItem, search
 from tests.test_train import TINY_DATA
 

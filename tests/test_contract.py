@@ -18,11 +18,11 @@ import torch
 from hydra.core.global_hydra import GlobalHydra
 
 from bloodseg.checkpoint import CheckpointError
-from bloodseg.evaluate import evaluate
 from bloodseg.inference import Predictor, load_model, read_tuned, save_bundle, write_tuned
-from bloodseg.predict import predict
+from bloodseg.model_stages import evaluate
+from bloodseg.prediction import predict
 from bloodseg.spec import SPEC_KEY, ModelSpec, Postprocess, SpecError
-from bloodseg.train import train
+from bloodseg.training import train
 from tests.conftest import compose_cfg
 from tests.test_pipeline import run_entry
 from tests.test_train import TINY_DATA

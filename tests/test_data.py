@@ -14,8 +14,9 @@ import torch
 
 from bloodseg.augment import build_augment
 from bloodseg.config import group_config
-from bloodseg.data import cli
+from bloodseg.data import kaggle
 from bloodseg.data.bbbc041seg import Sample, list_split, verify
+from bloodseg.data.cli import main as data_cli
 from bloodseg.data.datamodule import BloodCellDataModule
 from bloodseg.data.dataset import SegmentationDataset, load_cache, load_sample
 from bloodseg.io import DataError, read_image, read_mask
@@ -278,22 +279,22 @@ def test_real_mini_dataset_loads(shared_data):
 
 def test_cli_synthetic_then_verify(tmp_path, capsys):
     out = tmp_path / "syn"
-    assert cli.main(["synthetic", "--out", str(out), "--train", "3", "--test", "2",
+    assert data_cli(["synthetic", "--out", str(out), "--train", "3", "--test", "2",
                      "--size", "64x48", "--seed", "3"]) == 0
     assert sorted(p.name for p in (out / "train").iterdir()) == ["instances", "mask", "original"]
     assert cv2.imread(str(next((out / "test" / "original").iterdir()))).shape == (48, 64, 3)
-    assert cli.main(["verify", str(out)]) == 0
+    assert data_cli(["verify", str(out)]) == 0
     text = capsys.readouterr().out
     assert "train: 3 pairs (Kaggle has 1169)" in text and "size 64x48: 5 images" in text
     # a second run into the same non-empty folder refuses instead of mixing datasets
-    assert cli.main(["synthetic", "--out", str(out), "--train", "1", "--test", "1"]) == 2
+    assert data_cli(["synthetic", "--out", str(out), "--train", "1", "--test", "1"]) == 2
 
 
 def test_cli_verify_lists_every_problem(tmp_path, capsys):
     root = tiny_dataset(tmp_path / "d")
     (root / "train" / "mask" / "img0.png").unlink()
     (root / "train" / "original" / "img1.png").write_bytes(b"junk")
-    assert cli.main(["verify", str(root)]) == 1
+    assert data_cli(["verify", str(root)]) == 1
     text = capsys.readouterr().out
     assert "2 problem(s)" in text and "img0.png" in text and "img1.png" in text
 
@@ -301,7 +302,7 @@ def test_cli_verify_lists_every_problem(tmp_path, capsys):
 @pytest.mark.real
 @pytest.mark.parametrize("name", ["bbbc041seg-sample", "bbbc041seg-mini"])
 def test_cli_verify_real_data(shared_data, capsys, name):
-    assert cli.main(["verify", str(shared_data / name)]) == 0
+    assert data_cli(["verify", str(shared_data / name)]) == 0
     assert "no problems found" in capsys.readouterr().out
 
 
@@ -313,7 +314,7 @@ def test_download_offline_says_how_to_place_zip(tmp_path, monkeypatch):
 
     monkeypatch.setattr(kagglehub, "dataset_download", offline)
     with pytest.raises(DataError, match=r"bloodseg-data download --zip archive\.zip"):
-        cli.download(tmp_path / "data")
+        kaggle.download(tmp_path / "data")
     assert not (tmp_path / "data" / "BCCD Dataset with mask").exists()
 
 
@@ -324,11 +325,11 @@ def test_download_from_zip_installs_atomically(tmp_path):
         for p in src.rglob("*.png"):
             zf.write(p, p.relative_to(src.parent))
     out = tmp_path / "data"
-    target = cli.download(out, archive)
+    target = kaggle.download(out, archive)
     assert target == out / "BCCD Dataset with mask" and len(list_split(target, "train")) == 3
     assert [p.name for p in out.iterdir()] == ["BCCD Dataset with mask"]  # no temp left
     with pytest.raises(FileExistsError):
-        cli.download(out, archive)
+        kaggle.download(out, archive)
 
 
 def test_download_failure_midway_leaves_nothing(tmp_path, monkeypatch):
@@ -340,7 +341,7 @@ def test_download_failure_midway_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(Path, "rename", fail_rename)
     out = tmp_path / "data"
     with pytest.raises(OSError, match="disk full"):
-        cli.install_dataset(src, out)
+        kaggle.install_dataset(src, out)
     assert list(out.iterdir()) == []  # the staged copy went with the temp dir
 
 

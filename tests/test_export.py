@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from bloodseg.checkpoint import CheckpointError
-from bloodseg.export import (
+from bloodseg.exporting import (
     INPUT,
     OUTPUT,
     ExportError,

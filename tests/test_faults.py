@@ -26,7 +26,7 @@ from hydra.utils import instantiate
 
 from bloodseg import rundir
 from bloodseg.checkpoint_io import AtomicCheckpointIO
-from bloodseg.train import run_recorded
+from bloodseg.training import run_recorded
 from tests.conftest import CONF, REPO
 from tests.test_train import TINY_DATA
 
@@ -537,8 +537,8 @@ def masks_that_teach_nothing(root: Path) -> tuple[Path, Path]:
 
 
 def test_verify_warns_about_masks_without_cells_or_background(tmp_path, capsys):
-    from bloodseg.data import cli
     from bloodseg.data.bbbc041seg import verify
+    from bloodseg.data.cli import main as data_cli
 
     empty, full = masks_that_teach_nothing(tmp_path / "d")
     report = verify(tmp_path / "d")
@@ -548,7 +548,7 @@ def test_verify_warns_about_masks_without_cells_or_background(tmp_path, capsys):
         "wrong: re-export it, or remove the pair",
         f"{full}: mask is all foreground (every pixel is 255): no background, no cell borders; "
         "an inverted or blank export? Fix it, or remove the pair"]
-    assert cli.main(["verify", str(tmp_path / "d")]) == 0  # suspicious, not broken
+    assert data_cli(["verify", str(tmp_path / "d")]) == 0  # suspicious, not broken
     shown = capsys.readouterr().out
     assert f"2 warning(s):\n  - {empty}: mask has no cells" in shown
     assert f"  - {full}: mask is all foreground" in shown and "no problems found" in shown
@@ -584,7 +584,7 @@ def _predict_cfg(tmp_path: Path, ckpt: Path, inputs: Path, out: Path, *extra: st
 def _run_predict(cfg):
     from hydra.core.global_hydra import GlobalHydra
 
-    from bloodseg.predict import predict
+    from bloodseg.prediction import predict
 
     try:
         return predict(cfg)
@@ -618,7 +618,7 @@ def test_overwrite_with_a_mistyped_checkpoint_keeps_the_earlier_results(trained_
 
 
 def test_overwrite_keeps_files_the_user_put_in_result_folders(trained_run, tmp_path):
-    from bloodseg.predict import OutputFolderError
+    from bloodseg.prediction import OutputFolderError
 
     ckpt = trained_run / "checkpoints" / "best.ckpt"
     inputs, out = _images(tmp_path / "in", ["a.png"]), tmp_path / "out"
@@ -634,7 +634,7 @@ def test_overwrite_keeps_files_the_user_put_in_result_folders(trained_run, tmp_p
 
 def test_a_failure_mid_batch_leaves_the_earlier_results_and_no_partial_ones(
         trained_run, tmp_path, monkeypatch):
-    from bloodseg import predict as predict_module
+    from bloodseg import prediction as predict_module
 
     ckpt = trained_run / "checkpoints" / "best.ckpt"
     inputs, out = _images(tmp_path / "in", ["a.png", "b.png"]), tmp_path / "out"
@@ -655,7 +655,7 @@ def test_a_failure_mid_batch_leaves_the_earlier_results_and_no_partial_ones(
 
 
 def test_a_name_too_long_for_the_file_system_is_shortened_and_mapped(trained_run, tmp_path):
-    from bloodseg.predict import MAX_STEM_BYTES
+    from bloodseg.prediction import MAX_STEM_BYTES
 
     ckpt = trained_run / "checkpoints" / "best.ckpt"
     long_name = "x" * 244 + ".png"
@@ -671,7 +671,7 @@ def test_a_name_too_long_for_the_file_system_is_shortened_and_mapped(trained_run
 def test_output_under_a_file_is_refused_before_the_model_runs(trained_run, tmp_path,
                                                               monkeypatch):
     from bloodseg import inference
-    from bloodseg.predict import OutputFolderError
+    from bloodseg.prediction import OutputFolderError
 
     ran = []
     monkeypatch.setattr(inference.Predictor, "outputs",
@@ -700,7 +700,7 @@ def test_dangling_links_and_folders_named_like_images_are_listed(trained_run, tm
 def test_post_processing_that_does_not_fit_the_target_fails_before_training(hydra_cfg,
                                                                             tmp_path):
     from bloodseg.spec import SpecError
-    from bloodseg.train import train
+    from bloodseg.training import train
 
     cfg = hydra_cfg(tmp_path, [*TINY_DATA, "target=contour", "postprocess=watershed"])
     with pytest.raises(SpecError, match="watershed reads 1-channel outputs, but target contour"):
@@ -710,7 +710,7 @@ def test_post_processing_that_does_not_fit_the_target_fails_before_training(hydr
 
 def test_resuming_from_a_pickled_or_foreign_checkpoint_names_the_file(hydra_cfg, tmp_path):
     from bloodseg.checkpoint import CheckpointError
-    from bloodseg.train import train
+    from bloodseg.training import train
 
     pickled = tmp_path / "pickled.ckpt"
     torch.save({"state_dict": {}, "obj": Path("x")}, pickled)  # a class: not weights-only

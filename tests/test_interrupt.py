@@ -14,7 +14,7 @@ import time
 import pytest
 
 from bloodseg.report import find_runs
-from bloodseg.train import was_interrupted
+from bloodseg.training import was_interrupted
 from tests.conftest import REPO
 
 

@@ -59,7 +59,7 @@ def test_label_tiff_round_trips(tmp_path):
 def test_predict_writes_cells_and_the_extra_formats(trained_run, tmp_path):
     from hydra.core.global_hydra import GlobalHydra
 
-    from bloodseg.predict import predict
+    from bloodseg.prediction import predict
     from tests.conftest import compose_cfg
 
     image = next((trained_run / "samples").glob("*_image.png"))

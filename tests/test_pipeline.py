@@ -16,7 +16,7 @@ import torch
 
 from bloodseg.checkpoint import CheckpointError
 from bloodseg.inference import Predictor, blend_window, load_model, tile_starts
-from bloodseg.predict import list_inputs
+from bloodseg.prediction import list_inputs
 from tests.conftest import REPO
 
 

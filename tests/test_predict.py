@@ -15,7 +15,7 @@ from omegaconf import open_dict
 
 from bloodseg.cli_errors import check_overrides, quote_value, quoting_hint
 from bloodseg.inference import Predictor
-from bloodseg.predict import (
+from bloodseg.prediction import (
     OutputFolderError,
     TileProgress,
     check_output,
@@ -162,7 +162,7 @@ def test_tile_progress_off_a_terminal_logs_a_few_lines(caplog):
 
     with Progress(console=Console(file=StringIO())) as bar:
         tiles = TileProgress(bar, bar.add_task("tiles"), warn_tiles=200)
-        with caplog.at_level(logging.INFO, logger="bloodseg.predict"):
+        with caplog.at_level(logging.INFO, logger="bloodseg.prediction"):
             tiles.start("huge.png")
             for done in range(8, 1001, 8):
                 tiles(min(done, 1000), 1000)

@@ -508,8 +508,8 @@ def test_only_failed_runs_still_named_before_the_error(tmp_path, capsys):
 
 def test_baseline_rows_score_otsu_on_the_runs_test_images(tmp_path):
     from bloodseg.data.synthetic import write_dataset
-    from bloodseg.report.__main__ import build_report
     from bloodseg.report.baselines import OTSU, OTSU_TUNED, baseline_rows
+    from bloodseg.report.build import build_report
     from bloodseg.report.readme import readme_section
 
     data = write_dataset(tmp_path / "data", n_train=6, n_test=3, size=(96, 128), seed=1)

@@ -15,8 +15,8 @@ from bloodseg.labels import mask_from_instances
 from bloodseg.metrics import match_instances, merges_and_splits
 from bloodseg.render import overlay
 from bloodseg.report import find_runs, load_run
-from bloodseg.report.__main__ import build_report
 from bloodseg.report.baselines import OTSU, OTSU_TUNED
+from bloodseg.report.build import build_report
 from bloodseg.report.figures import MATCH_COLORS, _match_outlines, comparison_figure
 from tests.test_report import make_run
 

@@ -16,7 +16,7 @@ import yaml
 from bloodseg.config import DIRNAME_MAX, dirname
 from bloodseg.report import find_runs
 from bloodseg.sweep import job_outcomes
-from bloodseg.train import check_objective, objective, train
+from bloodseg.training import check_objective, objective, train
 from tests.conftest import CONF, REPO
 from tests.test_train import TINY_DATA
 
@@ -38,7 +38,7 @@ def test_the_objective_is_a_validation_metric(hydra_cfg, tmp_path, caplog):
     assert cfg.optimized_metric == "val/loss"
     check_objective(cfg)
     assert objective(cfg, {"val/loss": 0.25, "test/loss": 0.1}) == 0.25
-    with caplog.at_level(logging.ERROR, logger="bloodseg.train"):
+    with caplog.at_level(logging.ERROR, logger="bloodseg.training"):
         assert objective(cfg, {"train/loss": 0.3, "test/loss": 0.1}) is None
     assert "optimized_metric=val/loss was not logged by the fit; logged: train/loss" in caplog.text
     cfg = hydra_cfg(tmp_path, ["optimized_metric=test/loss"])

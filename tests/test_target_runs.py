@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from hydra.core.global_hydra import GlobalHydra
 
-from bloodseg.evaluate import evaluate
 from bloodseg.inference import file_sha256, load_model, read_tuned
-from bloodseg.predict import predict
-from bloodseg.train import train
+from bloodseg.model_stages import evaluate
+from bloodseg.prediction import predict
+from bloodseg.training import train
 from tests.conftest import compose_cfg
 from tests.test_train import TINY_DATA
 

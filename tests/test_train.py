@@ -18,7 +18,7 @@ from bloodseg.config import job_gpu, wandb_offline
 from bloodseg.ddp import hydra_ddp_command
 from bloodseg.inference import load_model
 from bloodseg.losses import build_loss
-from bloodseg.train import train
+from bloodseg.training import train
 from tests.conftest import CONF, REPO
 
 EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
@@ -230,7 +230,7 @@ def test_wandb_gets_test_panels_as_a_table_with_masks(hydra_cfg, tmp_path, monke
     """Offline W&B: the test panels land as a table (one row per saved test image) whose
     images carry the predicted and true instances as masks; the model Artifact is only
     logged online."""
-    from bloodseg import train as train_module
+    from bloodseg import training as train_module
 
     monkeypatch.setenv("WANDB_MODE", "offline")
     monkeypatch.setenv("WANDB_SILENT", "true")

@@ -18,7 +18,7 @@ from bloodseg.checkpoint import CheckpointError, load_checkpoint
 from bloodseg.data.datamodule import BloodCellDataModule
 from bloodseg.inference import load_model
 from bloodseg.io import DataError
-from bloodseg.train import run_recorded
+from bloodseg.training import run_recorded
 from tests.conftest import REPO
 from tests.test_train import TINY_DATA
 

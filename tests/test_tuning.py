@@ -237,7 +237,7 @@ def dm_train(root):
 
 
 def test_callback_refuses_the_old_tune_option_with_the_new_one():
-    from bloodseg.callbacks import WatershedCallback
+    from bloodseg.callbacks import InstanceMetricsCallback
 
     with pytest.raises(ValueError, match=r"tune=\{split:train,metric:f1\}"):
-        WatershedCallback(tune={"split": "train"})
+        InstanceMetricsCallback(tune={"split": "train"})

@@ -1,0 +1,339 @@
+"""Predicting a folder of images: masks, instances, overlays, counts and per-cell measurements.
+
+:func:`predict` runs every readable input through the one inference path
+(:mod:`bloodseg.inference`) and writes the results as ``bloodseg-predict`` documents them
+(:mod:`bloodseg.predict`, the command). What keeps results safe lives here too: distinct output
+names per input (:func:`output_names`), the output folder's checks (:func:`check_output`:
+nothing mixes with or deletes what another run or the user left there), and the staging
+folder whose complete results are swapped in only at the end (:func:`swap_in`).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+import shutil
+import sys
+from collections import Counter
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import numpy as np
+from omegaconf import DictConfig
+
+from bloodseg.inference import WARN_TILES, predictor_from_config
+from bloodseg.io import IMAGE_SUFFIXES, DataError, write_png_atomic, write_text_atomic
+from bloodseg.labels import instance_areas
+from bloodseg.measure import CELL_COLUMNS, FORMATS, cell_rows, write_geojson, write_label_tiff
+from bloodseg.progress import Eta
+from bloodseg.render import overlay
+
+log = logging.getLogger(__name__)
+
+#: what bloodseg-predict writes into its output folder; ``overwrite=true`` replaces these only
+OUTPUTS = ("masks", "instances", "overlays", "geojson", "tiff", "counts.csv", "cells.csv")
+#: Hydra's own files in its run folder (the default ``output=``); they do not make it "used"
+HYDRA_FILES = (".hydra",)
+HYDRA_SUFFIXES = (".log",)
+#: longest output stem (bytes): file systems allow 255 per name, and ".geojson" must fit
+MAX_STEM_BYTES = 200
+STAGING = ".bloodseg-predict-partial"
+CSV_HEADER = ["file", "output", "cell_count", "mean_area_px", "median_area_px", "width",
+              "height"]
+
+
+class OutputFolderError(ValueError):
+    """The output folder would mix old and new results; the message says what to pass."""
+
+
+def list_inputs(path: str | Path) -> tuple[list[Path], list[str]]:
+    """The images of a file or folder, and what was passed over (named, never silently:
+    dangling or looping links, folders with an image's name)."""
+    path = Path(path)
+    if path.is_file():
+        return [path], []
+    if path.is_dir():
+        files, skipped = [], []
+        for p in sorted(path.iterdir()):
+            if p.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            if p.is_file():
+                files.append(p)
+            elif p.is_symlink() and not p.exists():
+                skipped.append(f"{p}: a link to nothing (dangling or looping); skipped")
+            else:
+                skipped.append(f"{p}: not a file (a folder?); skipped")
+        if not files:
+            raise DataError(f"{path}: no images ({', '.join(IMAGE_SUFFIXES)}) in this folder"
+                            + (f" ({len(skipped)} entries passed over: {skipped[0]})"
+                               if skipped else ""))
+        return files, skipped
+    if path.is_symlink():
+        raise DataError(f"{path}: a link to nothing (dangling or looping); pass the image itself")
+    raise DataError(f"{path}: no such file or folder; pass input=<image or folder>")
+
+
+def _fit(name: str) -> str:
+    """``name`` cut to :data:`MAX_STEM_BYTES` with a hash of the whole name appended."""
+    if len(name.encode()) <= MAX_STEM_BYTES:
+        return name
+    import hashlib
+
+    digest = hashlib.sha256(name.encode()).hexdigest()[:10]
+    cut = name.encode()[:MAX_STEM_BYTES - 11].decode(errors="ignore")
+    return f"{cut}_{digest}"
+
+
+def output_names(files: Sequence[Path]) -> dict[Path, str]:
+    """A distinct output stem per input: the stem, or ``<stem>_<ext>`` where stems collide;
+    a stem too long for the file system is cut and given a hash suffix.
+
+    Names are compared case-insensitively, so results also stay apart on macOS/Windows disks.
+    """
+    stems = Counter(_fit(p.stem).casefold() for p in files)
+    names: dict[Path, str] = {p: _fit(p.stem) for p in files
+                              if stems[_fit(p.stem).casefold()] == 1}
+    taken = {n.casefold() for n in names.values()}
+    for p in files:
+        if p in names:
+            continue
+        base = _fit(f"{p.stem}_{p.suffix.lstrip('.')}")
+        name, i = base, 2
+        while name.casefold() in taken:
+            name, i = f"{base}_{i}", i + 1
+        names[p] = name
+        taken.add(name.casefold())
+    return names
+
+
+def _is_hydra_file(path: Path) -> bool:
+    return path.name in HYDRA_FILES or (path.is_file() and path.suffix in HYDRA_SUFFIXES)
+
+
+def check_output(out: str | Path, overwrite: bool = False,
+                 inputs: Sequence[Path] = ()) -> list[Path]:
+    """Check that ``out`` can take new results, touching nothing; returns the earlier results
+    that ``overwrite`` will replace once the new ones are complete.
+
+    Refuses (:class:`OutputFolderError`) a path under a file, and a folder with anything in it
+    but Hydra's ``.hydra/`` and ``*.log`` unless ``overwrite``, so new masks never sit beside
+    stale ones from another input.
+    """
+    out = Path(out)
+    for parent in (out, *out.parents):
+        if parent.exists() and not parent.is_dir():
+            raise OutputFolderError(f"output={out}: {parent} is a file, not a folder; pass "
+                                    "another output=")
+        if parent.exists():
+            break
+    if not out.is_dir():
+        return []
+    used = sorted(p.name for p in out.iterdir() if not _is_hydra_file(p) and p.name != STAGING)
+    if not used:
+        return []
+    if not overwrite:
+        shown = ", ".join(used[:5]) + (f", ... ({len(used)} entries)" if len(used) > 5 else "")
+        raise OutputFolderError(
+            f"output folder {out} is not empty ({shown}); new results would mix with what is "
+            "there. Pass overwrite=true to replace bloodseg-predict's earlier results "
+            f"({', '.join(OUTPUTS)}; other files are kept), or another output= folder.")
+    ours = [out / name for name in OUTPUTS if (out / name).exists() or (out / name).is_symlink()]
+    for path in ours:
+        for f in inputs:
+            if f.resolve().is_relative_to(path.resolve()):
+                raise OutputFolderError(
+                    f"overwrite=true would delete the input {f} (it is inside {path}); "
+                    "move the images or pass another output= folder.")
+    foreign = _foreign_files(out, ours)
+    if foreign:
+        more = f" and {len(foreign) - 1} more" if len(foreign) > 1 else ""
+        raise OutputFolderError(
+            f"overwrite=true would delete {foreign[0]}{more}, which bloodseg-predict did not "
+            f"write (not listed in {out / 'counts.csv'}); move it out of that folder or pass "
+            "another output= folder.")
+    return ours
+
+
+def _foreign_files(out: Path, ours: Sequence[Path]) -> list[Path]:
+    """Files in the result folders that the earlier predict run (its ``counts.csv``) did not
+    write: a user's own files there must survive ``overwrite=true``."""
+    stems: set[str] = set()
+    counts = out / "counts.csv"
+    if counts.is_file():
+        try:
+            with open(counts, newline="") as f:
+                stems = {Path(r.get("output") or "").stem for r in csv.DictReader(f)}
+        except (OSError, UnicodeDecodeError, csv.Error):
+            stems = set()
+    foreign = []
+    for folder in ours:
+        if folder.is_dir() and not folder.is_symlink():
+            foreign += [p for p in sorted(folder.rglob("*"))
+                        if not p.is_dir() and (p.parent != folder or p.stem not in stems)]
+    return foreign
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
+
+
+def swap_in(staging: Path, out: Path, old: Sequence[Path]) -> None:
+    """Replace the earlier results ``old`` with the complete new ones in ``staging``."""
+    for path in old:
+        _remove(path)
+        log.info("overwrite=true: replaced %s", path)
+    for new in sorted(staging.iterdir()):
+        new.replace(out / new.name)
+    staging.rmdir()
+
+
+def count_row(path: Path, labels: np.ndarray, output: str | None = None) -> dict:
+    areas = instance_areas(labels)
+    return {
+        "file": path.name,
+        "output": output or f"{path.stem}.png",
+        "cell_count": int(areas.size),
+        "mean_area_px": round(float(areas.mean()), 1) if areas.size else 0.0,
+        "median_area_px": round(float(np.median(areas)), 1) if areas.size else 0.0,
+        "width": labels.shape[1],
+        "height": labels.shape[0],
+    }
+
+
+def write_csv(path: str | Path, rows: Sequence[dict], header: Sequence[str]) -> Path:
+    """Rows as CSV (quoted as needed: names may hold commas or quotes), written atomically."""
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=list(header), lineterminator="\n",
+                            extrasaction="ignore")
+    writer.writeheader()
+    writer.writerows(rows)
+    return write_text_atomic(path, buf.getvalue())
+
+
+class TileProgress:
+    """Tile progress of the current image: a rich bar in a terminal, else a few log lines.
+
+    Off a terminal (logs, SLURM) rich draws nothing until the end, so images over
+    ``warn_tiles`` tiles log about every 10% instead; smaller ones stay quiet.
+    """
+
+    def __init__(self, bar, task, warn_tiles: int = WARN_TILES) -> None:
+        self.bar, self.task, self.warn_tiles = bar, task, warn_tiles
+        self.name, self.logged = "", 0
+
+    def start(self, name: str) -> None:
+        self.name, self.logged = name, 0
+        self.bar.reset(self.task, total=None, visible=False, description=f"  {name} tiles")
+
+    def __call__(self, done: int, total: int) -> None:
+        self.bar.update(self.task, completed=done, total=total, visible=total > 1)
+        if not self.bar.console.is_terminal and total > self.warn_tiles:
+            tenth = done * 10 // total
+            if tenth > self.logged:
+                self.logged = tenth
+                log.info("%s: %d/%d tiles", self.name, done, total)
+
+
+@contextmanager
+def logs_above(bar) -> Iterator[None]:
+    """While ``bar`` is live, send console log lines through rich so they print above it.
+
+    Hydra's console handler holds the real stdout; written there, a warning would land on
+    the bar's line and tear it.
+    """
+    out, err = sys.stdout, sys.stderr
+    with bar:  # rich now proxies sys.stdout/sys.stderr to print above the bar
+        proxy = {id(out): sys.stdout, id(sys.__stdout__): sys.stdout,
+                 id(err): sys.stderr, id(sys.__stderr__): sys.stderr}
+        swapped = []
+        if bar.console.is_terminal:
+            for handler in logging.getLogger().handlers:
+                stream = getattr(handler, "stream", None)
+                if (isinstance(handler, logging.StreamHandler) and id(stream) in proxy
+                        and proxy[id(stream)] is not stream):
+                    swapped.append((handler, handler.setStream(proxy[id(stream)])))
+        try:
+            yield
+        finally:
+            for handler, stream in swapped:
+                handler.setStream(stream)
+
+
+def predict(cfg: DictConfig) -> tuple[list[dict], list[str]]:
+    """Predict every input image; returns the count rows and the unreadable files. Checks the
+    model, the inputs and the output folder before writing anything."""
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    formats = [str(f) for f in (cfg.predict.get("formats") or [])]
+    unknown = sorted(set(formats) - set(FORMATS))
+    if unknown:
+        raise DataError(f"predict.formats: unknown {unknown}; valid: {', '.join(FORMATS)}")
+    predictor, _ = predictor_from_config(cfg)
+    files, failed = list_inputs(cfg.input)
+    names = output_names(files)
+    out = Path(cfg.output)
+    old = check_output(out, overwrite=bool(cfg.get("overwrite", False)), inputs=files)
+    staging = out / STAGING
+    if staging.exists():  # a killed earlier run's partial results: never shown as results
+        shutil.rmtree(staging)
+    staging.mkdir(parents=True)
+    rows, cells = [], []
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TimeRemainingColumn())
+    bar = Progress(*columns)
+    try:
+        with logs_above(bar):
+            images = bar.add_task(f"predicting {len(files)} image(s)", total=len(files),
+                                  visible=len(files) > 1)
+            tiles = TileProgress(bar, bar.add_task("tiles", visible=False),
+                                 predictor.warn_tiles)
+            eta = Eta(len(files))
+            quiet_bar = not bar.console.is_terminal  # rich draws nothing in a log file
+            for k, path in enumerate(files, 1):
+                try:
+                    image = predictor.read(path)
+                except DataError as err:
+                    failed.append(str(err))
+                    bar.advance(images)
+                    continue
+                tiles.start(path.name)
+                maps = predictor.outputs(image, name=path.name, progress=tiles)
+                labels = predictor.labels(maps)
+                stem = names[path]
+                png = f"{stem}.png"
+                write_png_atomic(staging / "masks" / png,
+                                 (predictor.mask(maps) * 255).astype(np.uint8))
+                write_png_atomic(staging / "instances" / png, labels.astype(np.uint16))
+                write_png_atomic(staging / "overlays" / png,
+                                 overlay(image, labels, count=int(labels.max())))
+                if "geojson" in formats:
+                    write_geojson(staging / "geojson" / f"{stem}.geojson", labels)
+                if "tiff" in formats:
+                    write_label_tiff(staging / "tiff" / f"{stem}.tif", labels)
+                rows.append(count_row(path, labels, png))
+                cells += cell_rows(labels, path.name, png)
+                bar.advance(images)
+                if quiet_bar:
+                    log.info("predict %s %s: %d cells", eta.line(k), path.name,
+                             int(labels.max()))
+            bar.update(tiles.task, visible=False)
+        write_csv(staging / "counts.csv", rows, CSV_HEADER)
+        write_csv(staging / "cells.csv", cells, CELL_COLUMNS)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)  # the earlier results stay as they were
+        raise
+    swap_in(staging, out, old)
+    print(f"{len(rows)} image(s), {len(cells)} cells written to {out} (counts.csv, cells.csv)")
+    return rows, failed

@@ -1,0 +1,411 @@
+"""Training one configured experiment: fit -> tune -> test, and the run's recorded outcome.
+
+:func:`train` fits with Lightning, then (:mod:`bloodseg.evaluation`) chooses the
+post-processing on the training images (``postprocess.json`` beside the weights) and scores the
+best checkpoint through the one inference path, exactly as ``bloodseg-evaluate`` would; it
+writes the run folder's files (:mod:`bloodseg.rundir`). A resume (``ckpt_path=``) checks the
+checkpoint's stored spec before Lightning reads it. :func:`run_recorded` wraps it with the
+run's outcome in ``meta.json`` (completed, failed + ``error.txt``, or interrupted by Ctrl+C /
+SIGTERM + the command that resumes it); :func:`check_objective` and :func:`objective` are
+what a Hydra sweeper optimises. The command is ``bloodseg-train`` (:mod:`bloodseg.train`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import copy
+import logging
+import os
+import re
+import shlex
+import signal
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+from hydra.core.hydra_config import HydraConfig
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+import bloodseg  # noqa: F401  (registers the config resolvers)
+from bloodseg import ddp, evaluation, rundir
+from bloodseg.cli_errors import quote_value
+from bloodseg.config import instantiate_group
+from bloodseg.data.bbbc041seg import list_split
+from bloodseg.inference import Predictor, check_model_file, write_tuned
+from bloodseg.io import write_text_atomic
+from bloodseg.module import SegmentationModule
+
+log = logging.getLogger(__name__)
+
+
+def build_module(cfg: DictConfig) -> SegmentationModule:
+    module = SegmentationModule(
+        model=cfg.model,
+        loss=cfg.loss,
+        optimizer=cfg.optimizer,
+        scheduler=cfg.get("scheduler") or None,
+        channels_last=cfg.get("channels_last", False),
+        target=cfg.get("target"),
+        postprocess=cfg.get("postprocess"),
+    )
+    module.provenance = {"run": str(cfg.get("name")), "config_sha256": config_hash(cfg)}
+    if cfg.get("compile"):
+        module.net = torch.compile(module.net)
+    return module
+
+
+def config_hash(cfg: DictConfig) -> str:
+    """A short hash of the resolved config minus paths (same experiment, same hash)."""
+    import hashlib
+
+    plain = OmegaConf.to_container(cfg, resolve=False)
+    for key in ("paths", "hydra"):
+        plain.pop(key, None)
+    return hashlib.sha256(OmegaConf.to_yaml(OmegaConf.create(plain)).encode()).hexdigest()[:16]
+
+
+def is_ddp_worker() -> bool:
+    return int(os.environ.get("LOCAL_RANK", "0")) > 0
+
+
+class FitMetrics(pl.Callback):
+    """The metrics logged by the fit, kept as it ends (``trainer.test`` clears the trainer's
+    ``callback_metrics``), with the checkpoint's monitored metric at its best value (the
+    checkpoint that is tested): what :func:`objective` hands to a sweeper."""
+
+    def __init__(self) -> None:
+        self.metrics: dict[str, float] = {}
+
+    def on_fit_end(self, trainer: pl.Trainer, pl_module) -> None:
+        self.metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
+                        if not k.startswith("test/")}
+        ckpt = trainer.checkpoint_callback
+        if ckpt is not None and ckpt.monitor and ckpt.best_model_score is not None:
+            self.metrics[ckpt.monitor] = float(ckpt.best_model_score)
+
+
+def train(cfg: DictConfig) -> dict:
+    """Fit, test the best checkpoint, and write run metadata; returns the metrics of the fit
+    as it ended (:class:`FitMetrics`) and the test metrics."""
+    out = Path(cfg.paths.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    if HydraConfig.initialized() and not is_ddp_worker():
+        # DDP workers rebuild this exact job from the resolved config (see bloodseg.ddp).
+        write_text_atomic(out / ".hydra" / f"{ddp.RESOLVED_CONFIG}.yaml",
+                          OmegaConf.to_yaml(cfg, resolve=True))
+    ddp.install()
+    ddp_env = ddp.snapshot_env()
+    pl.seed_everything(cfg.seed, workers=True)
+
+    tune = evaluation.tune_spec(cfg.get("tune"))  # a bad tune option fails before training
+    if cfg.get("ckpt_path"):
+        check_model_file(cfg.ckpt_path)  # a stranger's file is checked before Lightning reads it
+    datamodule = instantiate(cfg.data)
+    # Load and check every split the run will touch now: a bad test mask must stop the run
+    # before the first epoch, not after the last.
+    datamodule.prepare_data()
+    if cfg.get("train", True):
+        datamodule.setup("fit")
+    if cfg.get("test", True):
+        datamodule.setup("test")
+    module = build_module(cfg)
+    callbacks = instantiate_group(cfg.get("callbacks"))
+    fit_metrics = FitMetrics()
+    loggers = instantiate_group(cfg.get("logger"))
+    trainer: pl.Trainer = instantiate(cfg.trainer, callbacks=[*callbacks, fit_metrics],
+                                      logger=loggers or False)
+    resolved = OmegaConf.to_container(cfg, resolve=True)
+    for lg in loggers:
+        lg.log_hyperparams(resolved)  # W&B and CSV carry the full experiment config
+
+    try:
+        test_metrics = fit_and_test(cfg, out, trainer, module, datamodule, tune)
+        return {**fit_metrics.metrics, **test_metrics}
+    finally:
+        finish_wandb(loggers)
+        if not is_ddp_worker():
+            ddp.reset(ddp_env)
+
+
+def finish_wandb(loggers: list) -> None:
+    """Close the W&B run: the next job of a sweep (same process) must get a run of its own."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    if any(isinstance(lg, WandbLogger) for lg in loggers):
+        import wandb
+
+        wandb.finish()
+
+
+def fit_and_test(cfg: DictConfig, out: Path, trainer: pl.Trainer, module, datamodule,
+                 tune: dict | None = None) -> dict:
+    """fit -> tune -> test; returns the test metrics (empty where there was no test)."""
+    started = time.time()
+    if cfg.get("train", True):
+        trainer.fit(module, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    train_time = time.time() - started
+
+    weights = None
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if cfg.get("train", True) and best and Path(best).is_file():
+        weights = best
+    elif not cfg.get("train", True):
+        weights = cfg.get("ckpt_path")
+    test_metrics: dict = {}
+    # the stages after fit run once, on rank 0: every rank holds the same weights. Without a
+    # checkpoint (fast_dev_run, checkpointing off) they use the weights in memory.
+    if trainer.is_global_zero and (tune or cfg.get("test", True)) and (
+            weights or cfg.get("train", True)):
+        test_metrics = tune_and_test(cfg, out, trainer, datamodule, weights, tune, module)
+    if trainer.is_global_zero:
+        write_run_files(cfg, out, trainer, module, datamodule, test_metrics, train_time)
+    return test_metrics
+
+
+def tune_and_test(cfg: DictConfig, out: Path, trainer: pl.Trainer, datamodule,
+                  weights: str | None, tune: dict | None, module: SegmentationModule) -> dict:
+    """The tuning and test stages on ``weights`` (None: the module's weights in memory),
+    through the one inference path."""
+    p = cfg.get("predict") or {}
+    options = {"device": str(trainer.strategy.root_device), "mode": p.get("mode", "auto"),
+               "tta": bool(p.get("tta", False)), "batch_size": int(p.get("batch_size", 8))}
+    if weights:
+        predictor = Predictor.load(weights, **options)
+    else:
+        log.info("no checkpoint was written: testing the weights in memory")
+        predictor = Predictor(module.model_spec(), copy.deepcopy(module.net), **options)
+    root = datamodule.root
+    if tune:
+        samples = evaluation.tuning_samples(root, tune["split"], tune["max_images"],
+                                            datamodule.val_fraction, datamodule.seed)
+        result = evaluation.tune_stage(predictor, samples, tune)
+        chosen = evaluation.tuned_postprocess(result)
+        record = evaluation.tuning_record(tune, result, len(samples))
+        rundir.write_tuning(out, record)
+        if weights:
+            log.info("wrote %s", write_tuned(weights, chosen, record, out / rundir.TUNED))
+        predictor = predictor.with_postprocess(chosen)
+    if not cfg.get("test", True):
+        return {}
+    scored = evaluation.test_stage(predictor, list_split(root, "test"), out,
+                                   weights or "(weights in memory)",
+                                   datamodule.describe(), int(cfg.get("n_samples", 4)))
+    log_test(trainer, scored, weights, out)
+    return scored.metrics
+
+
+def log_test(trainer: pl.Trainer, scored: evaluation.Scored, weights: str | None = None,
+             out: Path | None = None) -> None:
+    """Test metrics to every logger (CSV, W&B); W&B also gets the size histogram, the test
+    panels as a table with interactive masks and, when online, the model as an Artifact."""
+    from pytorch_lightning.loggers import WandbLogger
+
+    for lg in trainer.loggers:
+        lg.log_metrics(scored.metrics, step=trainer.global_step)
+        lg.save()
+        if isinstance(lg, WandbLogger):
+            log_wandb(lg.experiment, scored, weights, out)
+
+
+def log_wandb(run, scored: evaluation.Scored, weights: str | None, out: Path | None) -> None:
+    import numpy as np
+    import wandb
+
+    from bloodseg.config import wandb_offline
+
+    areas = np.concatenate(scored.stats.areas) if scored.stats.areas else np.zeros(0)
+    rows = {r["file"]: r for r in scored.stats.rows}
+    table = wandb.Table(columns=["image", "file", "cells", "truth", "count_error", "f1"])
+    for p in scored.pictures:
+        row = rows.get(p["name"], {})
+        # toggle the predicted and true instances over the image in the W&B UI
+        image = wandb.Image(p["image"], masks={
+            "prediction": {"mask_data": p["instances"].astype(np.int32)},
+            "truth": {"mask_data": p["truth"].astype(np.int32)}})
+        table.add_data(image, p["name"], int(p["instances"].max()), p["true_count"],
+                       row.get("count_error"), row.get("f1"))
+    run.log({"test/cell_area_px": wandb.Histogram(areas, num_bins=30), "test/panels": table})
+    if weights and Path(weights).is_file() and not wandb_offline():
+        model = wandb.Artifact(f"model-{run.id}", type="model",
+                               metadata={k: v for k, v in scored.metrics.items()})
+        model.add_file(str(weights))
+        tuned = out / rundir.TUNED if out is not None else None
+        if tuned is not None and tuned.is_file():
+            model.add_file(str(tuned))
+        run.log_artifact(model, aliases=["best"])
+
+
+def write_run_files(cfg, out: Path, trainer: pl.Trainer, module, datamodule,
+                    test_metrics: dict, train_time: float) -> None:
+    stopper = trainer.early_stopping_callback
+    ckpt_cb = trainer.checkpoint_callback
+    choices = HydraConfig.get().runtime.choices if HydraConfig.initialized() else {}
+    meta = {
+        "name": cfg.name,
+        "status": "completed",
+        "model": choices.get("model", cfg.model.get("_target_", "")),
+        "experiment": choices.get("experiment"),
+        "params": sum(p.numel() for p in module.parameters()),
+        "epochs_run": trainer.current_epoch,
+        "stopped_epoch": (stopper.stopped_epoch or None) if stopper else None,
+        "best_ckpt": ckpt_cb.best_model_path if ckpt_cb else "",
+        "best_val_loss": float(ckpt_cb.best_model_score) if ckpt_cb and
+        ckpt_cb.best_model_score is not None else None,
+        "train_time_s": round(train_time, 2),
+        "loss": choices.get("loss") or cfg.loss.get("_target_"),
+        "optimizer": OmegaConf.to_container(cfg.optimizer, resolve=True),
+        "scheduler": OmegaConf.to_container(cfg.scheduler, resolve=True) if cfg.get("scheduler")
+        else None,
+        "max_epochs": cfg.trainer.get("max_epochs"),
+        "batch_size": datamodule.batch_size,
+        **datamodule.describe(),
+    }
+    rundir.write_meta(out, meta)
+    if test_metrics:
+        rundir.write_test_metrics(out, test_metrics, meta["best_ckpt"], False,
+                                  datamodule.describe())
+    log.info("run files written to %s", out)
+
+
+def run_recorded(cfg: DictConfig) -> dict | None:
+    """:func:`train`, with its outcome recorded in the run folder (``meta.json`` status and,
+    on failure, ``error.txt`` + the job log). In a sweep a failed job returns None so the
+    remaining jobs still run; :class:`bloodseg.sweep.SweepSummary` reports it at the end.
+    A folder another run writes to or left results in is refused first
+    (:class:`bloodseg.rundir.RunFolderTaken`), with nothing written into it."""
+    out = Path(cfg.paths.output_dir)
+    worker = is_ddp_worker()
+    # DDP workers run inside the claim of the process that launched them
+    lock = None if worker else rundir.claim(out, cfg.get("ckpt_path"))
+    try:
+        if not worker:
+            rundir.clear_error(out)
+            rundir.write_meta(out, {"name": cfg.name, "status": "running"})
+        with noting_sigterm():
+            return train(cfg)
+    except BaseException as err:
+        if was_interrupted(err):
+            if not worker:
+                record_interrupted(cfg, out)
+            raise interrupted_exit() from err
+        log.exception("run failed: %s", err)
+        if not worker:
+            rundir.write_failure(out, cfg.name, err)
+        if in_sweep() and isinstance(err, Exception):
+            return None
+        raise
+    finally:
+        if lock is not None:
+            lock.release()
+
+
+# -- interruptions ---------------------------------------------------------------------------
+
+SIGTERM_SEEN = threading.Event()
+
+
+@contextlib.contextmanager
+def noting_sigterm() -> Iterator[None]:
+    """Remember a SIGTERM (scancel, kill, a CI time limit) so that :func:`run_recorded`
+    records an interruption, not a failure: inside a fit Lightning's handler stops at the
+    next batch, or the DataLoader's workers die of the same signal first (a RuntimeError
+    "DataLoader worker ... killed"). Outside Lightning's handler (set-up, data loading) the
+    signal ends the run as a SystemExit, unwinding like Ctrl+C."""
+    if threading.current_thread() is not threading.main_thread():
+        yield  # signal handlers can only be set from the main thread
+        return
+    SIGTERM_SEEN.clear()
+
+    def note(signum: int, frame) -> None:
+        SIGTERM_SEEN.set()
+        if signal.getsignal(signal.SIGTERM) is note:  # called directly, not by Lightning's
+            raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, note)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def was_interrupted(err: BaseException) -> bool:
+    """Ctrl+C or SIGTERM, however it surfaced: Lightning turns a KeyboardInterrupt into
+    ``sys.exit(1)`` and a SIGTERM into ``SIGTERMException`` (a SystemExit)."""
+    return (SIGTERM_SEEN.is_set() or isinstance(err, KeyboardInterrupt)
+            or isinstance(err.__context__, KeyboardInterrupt))
+
+
+def _hydra_value(value: str | Path) -> str:
+    """``value`` as a Hydra override value: quoted unless Hydra takes it as it is."""
+    text = str(value)
+    if re.fullmatch(r"[\w/.+\-@%]+", text, flags=re.ASCII):
+        return text
+    return quote_value(text)  # the one Hydra quoting (cli_errors), escapes as Hydra parses
+
+
+def resume_command(cfg: DictConfig, out: Path) -> str:
+    """The shell command that continues this run from its ``last.ckpt``, in its own folder
+    (so ``metrics.csv`` goes on): the job's overrides, ``ckpt_path`` and ``hydra.run.dir``."""
+    task = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
+    keep = [o for o in task
+            if o.split("=", 1)[0].lstrip("+~") not in ("ckpt_path", "hydra.run.dir")]
+    args = [*keep, f"ckpt_path={_hydra_value(out / 'checkpoints' / 'last.ckpt')}",
+            f"hydra.run.dir={_hydra_value(out)}"]
+    return " ".join(["python train.py", *map(shlex.quote, args)])
+
+
+def record_interrupted(cfg: DictConfig, out: Path) -> None:
+    """``meta.json`` status ``interrupted``, with how to resume (no ``error.txt``: nothing
+    failed, and the report and the sweep summary read that file as a failure)."""
+    reason = "SIGTERM" if SIGTERM_SEEN.is_set() else "KeyboardInterrupt"
+    resume = resume_command(cfg, out)
+    log.warning("run interrupted (%s); resume with:\n  %s", reason, resume)
+    rundir.write_meta(out, {
+        "name": cfg.name, "status": "interrupted", "reason": reason,
+        "max_epochs": cfg.trainer.get("max_epochs"), "data_kind": cfg.data.get("kind"),
+        "color": cfg.data.get("color"), "resume": resume})
+
+
+def interrupted_exit() -> SystemExit:
+    """How an interrupted run ends: no traceback (the log says how to resume), and the exit
+    status a shell gives a process killed by the signal (130 Ctrl+C, 143 SIGTERM)."""
+    return SystemExit(128 + (signal.SIGTERM if SIGTERM_SEEN.is_set() else signal.SIGINT))
+
+
+# -- the sweep objective ----------------------------------------------------------------------
+
+
+def check_objective(cfg: DictConfig) -> None:
+    """Refuse a test metric as ``optimized_metric`` before anything runs: a sweeper would
+    choose hyper-parameters by the test split, and the test scores would no longer be
+    held-out estimates."""
+    name = cfg.get("optimized_metric")
+    if name and str(name).startswith("test/"):
+        raise ValueError(
+            f"optimized_metric={name}: a sweep would select on the test split; choose a "
+            "validation metric, e.g. optimized_metric=val/loss or val/count_mae_trainres")
+
+
+def objective(cfg: DictConfig, metrics: dict | None) -> float | None:
+    """``metrics[cfg.optimized_metric]`` (see :class:`FitMetrics`), or None with an error
+    naming what was logged."""
+    name = cfg.get("optimized_metric")
+    if not name or metrics is None:
+        return None
+    if name not in metrics:
+        if cfg.get("train", True):
+            logged = sorted(k for k in metrics if not k.startswith("test/"))
+            log.error("optimized_metric=%s was not logged by the fit; logged: %s", name,
+                      ", ".join(logged) or "nothing")
+        return None
+    return metrics[name]
+
+
+def in_sweep() -> bool:
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
