@@ -18,6 +18,11 @@ the spec's own.
 Modes: ``auto`` runs what the network was trained for: the whole image at the training scale
 (tiles beyond :data:`MAX_WHOLE_PIXELS`), or, for networks trained on squashed images (no
 scale), the image squashed to the training size. ``whole``, ``tile`` and ``resize`` force one.
+
+Test-time augmentation (``tta``): ``flips`` (or ``true``) averages the outputs over the four
+flips, ``d4`` over all eight rotations and flips. Ensembles: :meth:`Predictor.load` takes a
+list of model files (``ckpt_path=[a.ckpt,b.ckpt]``) whose specs agree on target and
+preprocessing, and averages their probability maps (after each one's TTA).
 """
 
 from __future__ import annotations
@@ -41,6 +46,8 @@ from bloodseg.transforms import normalize, prepare_image, scaled_hw, upsample
 log = logging.getLogger(__name__)
 
 MODES = ("auto", "whole", "tile", "resize")
+#: ``predict.tta`` values: none, the four flips, the eight rotations and flips (D4)
+TTA_MODES = ("none", "flips", "d4")
 #: images needing more tiles than this get a warning with ways to go faster
 WARN_TILES = 200
 #: ``auto`` runs the whole scaled image up to this many pixels, tiles beyond (memory)
@@ -125,19 +132,50 @@ def model_file(ckpt_path: str | Path | None = None, weights: str | None = None) 
     return Path(str(ckpt_path))
 
 
-def predictor_from_config(cfg: Mapping) -> tuple[Predictor, Path]:
-    """The predictor of a CLI config (``ckpt_path`` | ``weights``, ``postprocess`` = the
-    user's own ``conf/postprocess`` choice, ``postprocess_file``, ``predict.*`` options) and
-    its model file."""
-    path = model_file(cfg.get("ckpt_path"), cfg.get("weights"))
+def model_files(ckpt_path: Any = None, weights: Any = None) -> list[Path]:
+    """The model file(s) of ``ckpt_path=`` / ``weights=``: one, or a list for an ensemble
+    (``ckpt_path=[a.ckpt,b.ckpt]``, ``weights=[x,y]``)."""
+    def many(v: Any) -> bool:
+        return isinstance(v, Sequence) and not isinstance(v, str | bytes)
+
+    if many(ckpt_path) or many(weights):
+        if ckpt_path and weights:
+            model_file(ckpt_path, weights)  # raises: exactly one of the two
+        items = list(ckpt_path if many(ckpt_path) else weights)
+        if not items:
+            raise CheckpointError("an empty list of model files; pass ckpt_path=<file> or "
+                                  "ckpt_path=[a.ckpt,b.ckpt]")
+        return [model_file(None, v) if many(weights) else model_file(v, None) for v in items]
+    return [model_file(ckpt_path, weights)]
+
+
+def tta_mode(value: Any) -> str:
+    """``predict.tta`` as one of :data:`TTA_MODES` (``true`` = ``flips``, ``false`` = ``none``)."""
+    if value is None or value is False:
+        return "none"
+    if value is True:
+        return "flips"
+    if isinstance(value, str) and value.lower() in (*TTA_MODES, "true", "false"):
+        v = value.lower()
+        return {"true": "flips", "false": "none"}.get(v, v)
+    raise ValueError(f"predict.tta must be one of false, true, {', '.join(TTA_MODES)}; "
+                     f"got {value!r}")
+
+
+def predictor_from_config(cfg: Mapping) -> tuple[Predictor, Path | list[Path]]:
+    """The predictor of a CLI config (``ckpt_path`` | ``weights``, one or a list;
+    ``postprocess`` = the user's own ``conf/postprocess`` choice, ``postprocess_file``,
+    ``predict.*`` options) and its model file (a list for an ensemble)."""
+    paths = model_files(cfg.get("ckpt_path"), cfg.get("weights"))
     pp = cfg.get("postprocess")
     p = cfg.get("predict") or {}
     predictor = Predictor.load(
-        path, postprocess=Postprocess.from_config(pp) if pp else None,
+        paths if len(paths) > 1 else paths[0],
+        postprocess=Postprocess.from_config(pp) if pp else None,
         postprocess_file=cfg.get("postprocess_file"), mode=p.get("mode", "auto"),
         scale=p.get("scale"), overlap=p.get("overlap", 0.25), batch_size=p.get("batch_size", 8),
-        tta=bool(p.get("tta", False)), device=p.get("device", "auto"))
-    return predictor, path
+        tta=p.get("tta", False), device=p.get("device", "auto"))
+    return predictor, (paths if len(paths) > 1 else paths[0])
 
 
 # -- tuned post-processing beside the weights ----------------------------------------------
@@ -209,16 +247,54 @@ def blend_window(h: int, w: int) -> np.ndarray:
     return np.outer(wy / wy.max(), wx / wx.max()) + 1e-3
 
 
+def _d4(k: int, flip: bool) -> tuple[Callable[[torch.Tensor], torch.Tensor],
+                                       Callable[[torch.Tensor], torch.Tensor]]:
+    """One of the eight rotations/flips of a (B, C, H, W) tensor and its inverse."""
+    def forward(t: torch.Tensor) -> torch.Tensor:
+        t = t.flip(-1) if flip else t
+        return torch.rot90(t, k, (-2, -1))
+
+    def inverse(t: torch.Tensor) -> torch.Tensor:
+        t = torch.rot90(t, -k, (-2, -1))
+        return t.flip(-1) if flip else t
+
+    return forward, inverse
+
+
 def tta_outputs(net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, decode,
-                tta: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Logits of ``x`` and the decoded probability maps; with ``tta`` averaged over the four
-    flips (the identity's logits are returned): four passes, not five."""
+                tta: bool | str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits of ``x`` and the decoded probability maps; averaged over the four flips
+    (``tta`` true or ``flips``) or the eight rotations and flips (``d4``); the identity's
+    logits are returned. Every target here (foreground, contour classes, distance to the
+    own boundary) is equivariant to these, so the inverse transform aligns the outputs."""
+    mode = tta_mode(tta)
     logits = net(x)
     outputs = decode(logits.detach())
-    if tta:
+    if mode == "flips":
         flipped = [decode(net(x.flip(d))).flip(d) for d in ((-1,), (-2,), (-2, -1))]
         outputs = torch.stack([outputs, *flipped]).mean(0)
+    elif mode == "d4":
+        views = [outputs]
+        for k, flip in [(k, f) for f in (False, True) for k in range(4)][1:]:
+            forward, inverse = _d4(k, flip)
+            views.append(inverse(decode(net(forward(x)))))
+        outputs = torch.stack(views).mean(0)
     return logits, outputs
+
+
+def _is_list(v: Any) -> bool:
+    return isinstance(v, Sequence) and not isinstance(v, str | bytes | Path)
+
+
+def check_ensemble(first: ModelSpec, other: ModelSpec, first_path: Path, path: Path) -> None:
+    """Refuse ensemble members that would see or mean different things: averaging maps is
+    only sound for one target, one preprocessing (the post-processing comes from the first)."""
+    for what in ("target", "preprocess"):
+        a, b = getattr(first, what).to_dict(), getattr(other, what).to_dict()
+        if a != b:
+            raise SpecError(f"{path}: its {what} {b} differs from {first_path}'s {a}; an "
+                            "ensemble averages networks trained for the same target on the "
+                            "same preprocessing (train the members with one recipe)")
 
 
 # -- the predictor ---------------------------------------------------------------------------
@@ -235,14 +311,15 @@ class Predictor:
         scale: input px -> network px; None = as in training.
         overlap: tile overlap (fraction of the tile).
         batch_size: tiles per forward pass.
-        tta: average the outputs over the four flips.
+        tta: ``none`` | ``flips`` (``True``) | ``d4``: average the outputs over flips, or over
+            the eight rotations and flips.
         device: ``auto`` (CUDA if present), ``cpu``, ``cuda``, ``cuda:1``...
     """
 
     def __init__(self, spec: ModelSpec, net: torch.nn.Module,
                  postprocess: Postprocess | None = None, mode: str = "auto",
                  scale: float | Sequence[float] | None = None, overlap: float = 0.25,
-                 batch_size: int = 8, tta: bool = False, device: str = "auto",
+                 batch_size: int = 8, tta: bool | str = False, device: str = "auto",
                  warn_tiles: int = WARN_TILES) -> None:
         if mode not in MODES:
             raise ValueError(f"predict.mode must be one of {', '.join(MODES)}, got {mode!r}")
@@ -250,7 +327,9 @@ class Predictor:
             device = "cuda" if torch.cuda.is_available() else "cpu"
         self.device = torch.device(device)
         self.spec = spec.replace(postprocess=postprocess) if postprocess else spec
-        self.net = net.to(self.device).eval()
+        nets = list(net) if isinstance(net, Sequence) else [net]
+        self.nets = [n.to(self.device).eval() for n in nets]
+        self.net = self.nets[0]  # what exports and single-model callers use
         self.postprocess = self.spec.postprocess.build()
         pre = self.spec.preprocess
         self.tile_hw = pre.image_size
@@ -265,21 +344,34 @@ class Predictor:
             self.scale = tuple(float(s) for s in scale)
         if mode == "auto":
             mode = "whole" if pre.scale or scale is not None else "resize"
-        self.mode, self.overlap, self.batch_size, self.tta = mode, overlap, batch_size, tta
+        self.mode, self.overlap, self.batch_size = mode, overlap, batch_size
+        self.tta_mode = tta_mode(tta)
+        self.tta = self.tta_mode != "none"  # what run records store (True/False)
         self.warn_tiles = warn_tiles
 
     @classmethod
-    def load(cls, path: str | Path, postprocess: Postprocess | None = None,
+    def load(cls, path: str | Path | Sequence[str | Path],
+             postprocess: Postprocess | None = None,
              postprocess_file: str | Path | None = None, device: str = "auto",
              **options: Any) -> Predictor:
-        """A predictor for a checkpoint or weights bundle; its tuned ``postprocess.json`` (if
-        tuned for exactly these weights) unless ``postprocess`` is given."""
-        spec, net = load_model(path)
+        """A predictor for a checkpoint or weights bundle, or an ensemble of several (a list);
+        the post-processing is ``postprocess``, else the one tuned for exactly these weights
+        (``postprocess.json``; for an ensemble, its first member's), else the spec's."""
+        paths = [Path(p) for p in path] if _is_list(path) else [Path(path)]
+        if not paths:
+            raise CheckpointError("an empty list of model files")
+        loaded = [load_model(p) for p in paths]
+        spec = loaded[0][0]
+        for p, (other, _) in zip(paths[1:], loaded[1:]):
+            check_ensemble(spec, other, paths[0], p)
         if postprocess is None:
-            postprocess = read_tuned(path, postprocess_file)
+            postprocess = read_tuned(paths[0], postprocess_file)
             if postprocess is not None:
-                log.info("post-processing tuned for %s: %s", Path(path).name, postprocess.fields)
-        return cls(spec, net, postprocess=postprocess, device=device, **options)
+                log.info("post-processing tuned for %s: %s", paths[0].name, postprocess.fields)
+        if len(paths) > 1:
+            log.info("ensemble of %d networks: %s", len(paths), ", ".join(str(p) for p in paths))
+        return cls(spec, [net for _, net in loaded], postprocess=postprocess, device=device,
+                   **options)
 
     def with_postprocess(self, postprocess: Postprocess) -> Predictor:
         """The same network and options with another post-processing (nothing reloaded)."""
@@ -302,7 +394,8 @@ class Predictor:
     def _run(self, chunks: list[np.ndarray]) -> np.ndarray:
         x = torch.from_numpy(np.stack(chunks)).to(self.device)
         with torch.inference_mode():
-            _, out = tta_outputs(self.net, x, self.spec.target.decode, self.tta)
+            out = torch.stack([tta_outputs(net, x, self.spec.target.decode, self.tta_mode)[1]
+                               for net in self.nets]).mean(0)
         return out.float().cpu().numpy()
 
     def tile_plan(self, h: int, w: int) -> tuple[tuple[int, int], tuple[int, int],

@@ -172,7 +172,7 @@ def tune_and_test(cfg: DictConfig, out: Path, trainer: pl.Trainer, datamodule,
     through the one inference path."""
     p = cfg.get("predict") or {}
     options = {"device": str(trainer.strategy.root_device), "mode": p.get("mode", "auto"),
-               "tta": bool(p.get("tta", False)), "batch_size": int(p.get("batch_size", 8))}
+               "tta": p.get("tta", False), "batch_size": int(p.get("batch_size", 8))}
     if weights:
         predictor = Predictor.load(weights, **options)
     else:

@@ -1,0 +1,123 @@
+"""Test-time levers of the one inference path: D4 test-time augmentation and ensembles of
+several model files (``ckpt_path=[a,b]``), on the shipped model and a real smear."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from bloodseg.inference import (
+    Predictor,
+    load_model,
+    model_files,
+    predictor_from_config,
+    save_bundle,
+    tta_mode,
+    tta_outputs,
+)
+from bloodseg.io import read_image
+from bloodseg.spec import SpecError
+from bloodseg.weights import weights_path
+
+
+class Ramp(torch.nn.Module):
+    """Not equivariant: its output depends on where a pixel is, so each view differs."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        ramp = torch.arange(h * w, dtype=x.dtype).reshape(h, w) / (h * w)
+        return x * torch.sin(7 * ramp) + ramp ** 2
+
+
+def _views(x: torch.Tensor) -> list[torch.Tensor]:
+    """The eight rotations/flips of ``x``, each passed through Ramp and mapped back by hand."""
+    out = []
+    for flip in (False, True):
+        for k in range(4):
+            t = x.flip(-1) if flip else x
+            y = Ramp()(torch.rot90(t, k, (-2, -1)))
+            y = torch.rot90(y, -k, (-2, -1))
+            out.append(y.flip(-1) if flip else y)
+    return out
+
+
+def test_d4_averages_the_eight_views_on_non_square_input():
+    x = torch.rand(2, 1, 6, 10)
+    _, out = tta_outputs(Ramp(), x, lambda t: t, "d4")
+    want = torch.stack(_views(x)).mean(0)
+    assert out.shape == x.shape
+    torch.testing.assert_close(out, want)
+    _, flips = tta_outputs(Ramp(), x, lambda t: t, True)
+    assert not torch.allclose(flips, out)  # d4 is more than the flips
+
+
+def test_tta_mode_accepts_the_config_values_and_refuses_others():
+    assert [tta_mode(v) for v in (False, None, True, "true", "flips", "D4", "none")] == \
+        ["none", "none", "flips", "flips", "flips", "d4", "none"]
+    with pytest.raises(ValueError, match="predict.tta must be one of"):
+        tta_mode("rot90")
+
+
+@pytest.fixture(scope="module")
+def members(tmp_path_factory):
+    """The shipped model and a second member with perturbed weights (a stand-in for a network
+    trained with another seed)."""
+    folder = tmp_path_factory.mktemp("ensemble")
+    spec, net = load_model(weights_path("count_real"))
+    a = save_bundle(folder / "a.pt", spec, net.state_dict(), half=False)
+    gen = torch.Generator().manual_seed(0)
+    noisy = {k: v + 0.05 * v.std() * torch.randn(v.shape, generator=gen)
+             if v.is_floating_point() and v.numel() > 1 else v
+             for k, v in net.state_dict().items()}
+    b = save_bundle(folder / "b.pt", spec, noisy, half=False)
+    return a, b
+
+
+@pytest.fixture(scope="module")
+def crop(shared_data):
+    image = read_image(shared_data / "bbbc041seg-sample" / "original.png", color="rgb")
+    return image[:480, :640]
+
+
+def test_ensemble_averages_its_members_outputs(members, crop):
+    a, b = members
+    outs = [Predictor.load(p, device="cpu").outputs(crop) for p in (a, b)]
+    assert not np.allclose(outs[0], outs[1], atol=1e-3)  # the members really differ
+    both = Predictor.load([a, b], device="cpu")
+    np.testing.assert_allclose(both.outputs(crop), (outs[0] + outs[1]) / 2, atol=1e-5)
+    labels = both(crop)
+    assert labels.max() >= 5  # still counts cells
+
+
+def test_ensemble_with_d4_is_the_mean_of_each_members_d4(members, crop):
+    a, b = members
+    small = crop[:160, :224]
+    outs = [Predictor.load(p, device="cpu", tta="d4").outputs(small) for p in (a, b)]
+    both = Predictor.load([a, b], device="cpu", tta="d4").outputs(small)
+    np.testing.assert_allclose(both, (outs[0] + outs[1]) / 2, atol=1e-5)
+
+
+def test_ensemble_from_a_cli_config_list(members, crop):
+    a, b = members
+    cfg = OmegaConf.create({"ckpt_path": [str(a), str(b)], "weights": None,
+                            "postprocess": None, "postprocess_file": None,
+                            "predict": {"tta": "d4", "device": "cpu"}})
+    predictor, paths = predictor_from_config(cfg)
+    assert paths == [a, b] and len(predictor.nets) == 2 and predictor.tta_mode == "d4"
+    assert predictor.tta is True  # what run records store
+    assert model_files(None, ["count_real"]) == [weights_path("count_real")]
+    with pytest.raises(Exception, match="exactly one"):
+        model_files([str(a)], "count_real")
+
+
+def test_ensemble_refuses_members_with_other_preprocessing(members, tmp_path):
+    a, _ = members
+    spec, net = load_model(a)
+    other = spec.replace(preprocess=dataclasses.replace(spec.preprocess, contrast="none"))
+    c = save_bundle(tmp_path / "c.pt", other, net.state_dict(), half=False)
+    with pytest.raises(SpecError, match=r"c\.pt: its preprocess .* differs"):
+        Predictor.load([a, c], device="cpu")
