@@ -19,7 +19,8 @@ PACKAGE = Path(__file__).resolve().parents[1] / "bloodseg"
 RANKS = {
     "io": 0, "cli_errors": 0,
     "labels": 1, "transforms": 1, "rundir": 1, "checkpoint": 1,
-    "augment": 1, "targets": 1, "measure": 1,
+    "augment": 1, "measure": 1,
+    "targets": 1,          # one module per target (encode, decode); found by module name
     "checkpoint_io": 1,    # Lightning's checkpoint writer, atomic (every trainer config)
     "config": 2, "render": 2, "weights": 2,
     "progress": 1,         # k/N and ETA of long loops, for logs off a terminal
