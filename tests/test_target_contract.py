@@ -182,3 +182,25 @@ def test_old_post_processing_name_still_loads_and_the_cli_names_the_new_one(caps
     assert exit_.value.code == 2
     assert "postprocess=watershed was renamed: type postprocess=binary" in capsys.readouterr().err
     check_overrides(["postprocess=binary"])  # the new name passes
+
+
+def test_a_bundle_whose_spec_says_watershed_loads_as_binary_and_counts_the_same(tmp_path):
+    from bloodseg.inference import BUNDLE_FORMAT, Predictor, save_bundle
+    from bloodseg.spec import SPEC_KEY
+
+    spec = ModelSpec.from_dict({
+        "version": 1, "network": {"name": "unet", "kwargs": {"in_channels": 1, "classes": 1,
+                                                              "base_channels": 4}},
+        "target": {"name": "binary"}, "preprocess": {"color": "gray", "image_size": 64},
+        "postprocess": {"name": "binary", "fields": {"split_ratio": 0.9}}}, "test")
+    torch.manual_seed(0)
+    new = save_bundle(tmp_path / "new.pt", spec, spec.network.build().state_dict(), half=False)
+    old = torch.load(new, weights_only=True)
+    assert old["format"] == BUNDLE_FORMAT
+    old[SPEC_KEY]["postprocess"]["name"] = "watershed"  # as bundles written before the rename
+    torch.save(old, tmp_path / "old.pt")
+    inst, _ = cells()
+    image = np.where(inst > 0, 60, 200).astype(np.uint8)
+    before, after = Predictor.load(tmp_path / "old.pt"), Predictor.load(new)
+    assert before.spec == after.spec and before.spec.postprocess.fields == {"split_ratio": 0.9}
+    np.testing.assert_array_equal(before(image), after(image))

@@ -122,7 +122,7 @@ def test_losses(name):
 
 
 def test_unknown_loss_lists_choices():
-    with pytest.raises(KeyError, match="bce, bce_dice, contour, dice, distance"):
+    with pytest.raises(KeyError, match="bce, bce_dice, binary, contour, dice, distance"):
         build_loss("focal")
 
 
