@@ -927,7 +927,7 @@ def section_epoch(s: Settings, rep: Report) -> None:
                                    save_last=True)
             callbacks = [phases, ckpt]
             if watershed:
-                callbacks.append(WatershedCallback(group_config("postprocess", "watershed")))
+                callbacks.append(WatershedCallback(group_config("postprocess", "binary")))
             trainer = make_trainer(s, "32-true", callbacks, max_epochs=1,
                                    enable_checkpointing=True)
             start = time.perf_counter()

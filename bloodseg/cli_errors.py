@@ -9,7 +9,9 @@ own parser first and, for the override that fails, prints the fix::
 
     'input="/data/dätä"'
 
-(the value quoted for Hydra, the whole override quoted for the shell), then exits 2.
+(the value quoted for Hydra, the whole override quoted for the shell), then exits 2. A
+config-group option that was renamed (``postprocess=watershed``) gets the new name the same
+way, instead of Hydra's "Could not find" and its list.
 
 Use it on a ``@hydra.main`` function, either as a decorator::
 
@@ -35,6 +37,9 @@ from typing import Any, NoReturn, TypeVar
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_USAGE = 2
+#: config-group options that were renamed: group -> {old option: new option} (model files
+#: that name an old one load through ``bloodseg.spec.RENAMED``, the same table)
+RENAMED_OPTIONS = {"postprocess": {"watershed": "binary"}}
 
 
 def quote_value(value: str) -> str:
@@ -102,6 +107,10 @@ def check_overrides(argv: Sequence[str] | None = None) -> None:
         except OverrideParseException as err:
             _fail(override_error_message(err.override or override,
                                          f"Hydra: {err.message.splitlines()[0]}"))
+        renamed = RENAMED_OPTIONS.get(parsed.key_or_group, {})
+        if isinstance(parsed.value(), str) and parsed.value() in renamed:
+            new = f"{parsed.key_or_group}={renamed[parsed.value()]}"
+            _fail(f"error: {parsed.key_or_group}={parsed.value()} was renamed: type {new}")
         if not multirun and parsed.value_type == ValueType.SIMPLE_CHOICE_SWEEP:
             _fail(override_error_message(
                 override, "an unquoted comma means a sweep; add -m if you meant to sweep"))

@@ -36,9 +36,6 @@ log = logging.getLogger(__name__)
 FORMATS = ("onnx", "torchscript", "bundle")
 EXPORT_FORMAT = "bloodseg-export"  # the ``format`` of an ``<output>.json`` description
 INPUT, OUTPUT = "image", "probabilities"
-#: what each output channel of a target is (the post-processors read them in this order)
-CHANNELS = {"binary": ["foreground"], "contour": ["background", "interior", "border"],
-            "distance": ["foreground", "distance"]}
 #: the packages format=onnx needs (the ``export`` extra)
 ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
 #: largest difference to PyTorch a fresh export may show on its check input
@@ -114,7 +111,7 @@ def describe(spec: ModelSpec, model_format: str, size_divisor: int, source: Path
         },
         "output": {
             "name": OUTPUT, "shape": ["batch", spec.target.channels, "height", "width"],
-            "dtype": "float32", "channels": CHANNELS[spec.target.name],
+            "dtype": "float32", "channels": list(spec.target.channel_names),
             "then": "resize the maps bilinearly to the image's size, then post-process "
                     "them with spec.postprocess (bloodseg.spec.Postprocess.build())",
         },

@@ -34,14 +34,14 @@ from torchmetrics.classification import (
 import bloodseg
 from bloodseg.config import to_plain
 from bloodseg.inference import tta_outputs
-from bloodseg.losses import WeightedBCELoss, build_loss
+from bloodseg.losses import build_loss
 from bloodseg.spec import (
-    DEFAULT_POSTPROCESS,
     SPEC_KEY,
     ModelSpec,
     Network,
     Postprocess,
     Target,
+    check_network_fits,
     check_postprocess_fits,
 )
 
@@ -68,8 +68,9 @@ class SegmentationModule(pl.LightningModule):
 
     Args:
         model: Hydra config of a registered network (``_target_`` + kwargs), e.g. ``cfg.model``.
+            Its ``classes`` (output channels) come from the target when not given.
         loss: Hydra config of the loss (``cfg.loss``) or a ``conf/loss`` name (``bce``, the
-            study's; ``dice``; ``bce_dice``).
+            study's; ``dice``; ``bce_dice``); None: the target's own (``conf/loss/<target>``).
         optimizer: Hydra partial of a ``torch.optim`` class; called with ``params=``.
         scheduler: Hydra partial of an LR scheduler (or None). ``ReduceLROnPlateau``
             monitors ``scheduler_monitor``.
@@ -79,9 +80,11 @@ class SegmentationModule(pl.LightningModule):
             size, scale, contrast, source size); filled in at fit start, it becomes the spec's
             preprocessing.
         target: what the network learns (``conf/target``): ``{"name": "binary" | "contour" |
-            "distance", ...}``; the output channels follow it.
-        postprocess: the post-processing config trained with (``cfg.postprocess``); the spec
-            carries it until tuning chooses better values (``postprocess.json``).
+            "distance", <its fields>}`` (:mod:`bloodseg.targets`); the network's output
+            channels, decoding and foreground follow it.
+        postprocess: the post-processing config trained with (``cfg.postprocess``; None: the
+            target's own); the spec carries it until tuning chooses better values
+            (``postprocess.json``).
         tta: at validation, average the predictions over the four flips (an evaluation
             choice, not saved with the model).
     """
@@ -89,7 +92,7 @@ class SegmentationModule(pl.LightningModule):
     def __init__(
         self,
         model: dict | DictConfig,
-        loss: str | dict | DictConfig = "bce",
+        loss: str | dict | DictConfig | None = None,
         optimizer: dict | DictConfig | None = None,
         scheduler: dict | DictConfig | None = None,
         scheduler_monitor: str = "val/loss",
@@ -101,35 +104,37 @@ class SegmentationModule(pl.LightningModule):
         tta: bool = False,
     ) -> None:
         super().__init__()
+        # checked now: a config that cannot make a valid model file fails before the first
+        # epoch, not at the first checkpoint
+        self.target_spec = Target.from_dict(to_plain(target) or {"name": "binary"},
+                                            "target config")
+        # the network's output channels are the target's (the model configs leave them out)
+        model = {"classes": self.target_spec.channels, **to_plain(model)}
         self.save_hyperparameters(
             {  # tta is left out: how to evaluate is not part of the model
-                "model": to_plain(model),
-                "loss": to_plain(loss),
+                "model": model,
+                "loss": to_plain(loss) or self.target_spec.impl.default_loss,
                 "optimizer": to_plain(optimizer) or dict(DEFAULT_OPTIMIZER),
                 "scheduler": to_plain(scheduler),
                 "scheduler_monitor": scheduler_monitor,
                 "threshold": threshold,
                 "channels_last": channels_last,
                 "data_info": data_info,
-                "target": to_plain(target) or {"name": "binary", "channels": 1},
+                "target": self.target_spec.to_dict(),
                 "postprocess": to_plain(postprocess),
             }
         )
-        # the spec's parts, checked now: a config that cannot make a valid model file fails
-        # before the first epoch, not at the first checkpoint
         self.network = Network.from_config(self.hparams.model)
-        self.target_spec = Target.from_dict(self.hparams.target, "target config")
-        self.target = self.target_spec.name
         pp = self.hparams.postprocess
         self.postprocess_spec = (Postprocess.from_config(pp) if pp else
-                                 Postprocess(DEFAULT_POSTPROCESS[self.target]))
+                                 Postprocess(self.target_spec.default_postprocess))
+        check_network_fits(self.network, self.target_spec, "config")
         check_postprocess_fits(self.postprocess_spec, self.target_spec, "config")
         #: set by the trainer's caller (train.py): config hash, run name...; copied into the spec
         self.provenance: dict[str, Any] = {}
         self.net = self.network.build()
-        # the U-Net paper's weight map weights its loss, BCE, pixel by pixel
-        weighted = self.hparams.target.get("weight_map")
-        self.criterion = WeightedBCELoss() if weighted else build_loss(self.hparams.loss)
+        # the target may replace the configured loss (binary's weight map weights BCE)
+        self.criterion = build_loss(self.target_spec.impl.training_loss(self.hparams.loss))
         self.threshold = threshold
         self.tta = tta
         self.train_metrics = pixel_metrics("train/", threshold)

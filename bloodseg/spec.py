@@ -5,8 +5,9 @@ A checkpoint (or a shipped weights bundle) is data, never code. Next to the weig
 
 - ``network``: a registry name (``conf/model/<name>.yaml``) and plain kwargs, checked against
   the class's signature;
-- ``target``: what the network learned (``binary`` | ``contour`` | ``distance``) and its
-  fields; it decodes logits into probability maps (:meth:`Target.decode`);
+- ``target``: what the network learned, a registry name (``conf/target/<name>.yaml``, whose
+  class is ``bloodseg/targets/<name>.py``) and its fields, type-checked; the class decodes
+  logits into probability maps (:meth:`Target.decode`);
 - ``preprocess``: color, network input size, scale, contrast, normalisation, source size and
   the data's frame-cut rule;
 - ``postprocess``: a registry name (``conf/postprocess/<name>.yaml``) and its dataclass fields,
@@ -41,9 +42,9 @@ from typing import Any
 
 import torch
 
+from bloodseg import targets
 from bloodseg.checkpoint import CheckpointError
 from bloodseg.config import group_config, group_names
-from bloodseg.targets import CONTOUR_MODES
 from bloodseg.transforms import COLORS, CONTRAST, channels
 
 SPEC_VERSION = 1
@@ -51,15 +52,10 @@ SPEC_KEY = "bloodseg_spec"  # where a Lightning checkpoint keeps the spec
 # Hydra's special keys: a stored config holding one of these is trying to build something
 HYDRA_KEYS = ("_target_", "_args_", "_partial_", "_recursive_", "_convert_")
 NORMALIZATIONS = ("imagenet",)  # transforms.normalize: ImageNet mean/std (VGG encoders)
-
-# target name -> (output channels, {field: allowed type or tuple of allowed values})
-TARGETS: dict[str, tuple[int, dict[str, Any]]] = {
-    "binary": (1, {"weight_map": (None, "unet"), "w0": float, "sigma": float}),
-    "contour": (3, {"width": int, "mode": CONTOUR_MODES}),
-    "distance": (2, {}),
-}
-# what a binary network's probability map goes through unless told otherwise
-DEFAULT_POSTPROCESS = {"binary": "watershed", "contour": "contour", "distance": "distance"}
+#: registry names that were renamed: group -> {old name: new name}. Model files and
+#: postprocess.json files that say the old name still load (``postprocess=watershed`` became
+#: ``binary``, the name of the target whose outputs it reads)
+RENAMED = {"postprocess": {"watershed": "binary"}}
 
 
 class SpecError(CheckpointError):
@@ -108,6 +104,8 @@ def _short(value: Any, limit: int = 60) -> str:
 
 
 def _type_name(hint: Any) -> str:
+    if typing.get_origin(hint) is typing.Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(hint))
     return getattr(hint, "__name__", None) or str(hint).replace("typing.", "")
 
 
@@ -127,7 +125,7 @@ def _type_ok(value: Any, hint: Any) -> bool:
         return isinstance(value, int | float) and not isinstance(value, bool)
     if hint is str:
         return isinstance(value, str)
-    return False  # containers, classes: no post-processor field needs them
+    return False  # containers, classes: no post-processor or target field needs them
 
 
 def _mapping(value: Any, source: str, key: str) -> Mapping:
@@ -149,6 +147,20 @@ def _registry_name(value: Any, group: str, source: str, key: str) -> str:
         raise _fail(source, key, f"{_short(value)} is not a registered {group}; valid: "
                     f"{', '.join(names)}")
     return value
+
+
+def _checked_fields(cls: type, fields: Mapping, what: str, source: str, key: str) -> dict:
+    """``fields`` of dataclass ``cls`` (a post-processor or a target), each a field of it
+    whose value has the annotated type; as plain data."""
+    hints = typing.get_type_hints(cls)
+    known = sorted(f.name for f in dataclasses.fields(cls) if f.init)
+    for k, v in fields.items():
+        if k not in known:
+            raise _fail(source, f"{key}.{k}", f"{what} has no such field; it has "
+                        f"{', '.join(known) or 'none'}")
+        if not _type_ok(v, hints[k]):
+            raise _fail(source, f"{key}.{k}", f"{_short(v)} is not of type {_type_name(hints[k])}")
+    return check_plain(dict(fields), source, key)
 
 
 def _registered_class(group: str, name: str) -> type:
@@ -194,7 +206,10 @@ def _entry(d: Any, group: str, values: str, source: str, key: str) -> tuple[str,
     and the (still unchecked) mapping of values."""
     d = _mapping(d, source, key)
     _only(d, {"name", values}, source, key)
-    name = _registry_name(d.get("name"), group, source, f"{key}.name")
+    name = d.get("name")
+    if isinstance(name, str):
+        name = RENAMED.get(group, {}).get(name, name)
+    name = _registry_name(name, group, source, f"{key}.name")
     return name, dict(_mapping(d.get(values, {}), source, f"{key}.{values}"))
 
 
@@ -244,50 +259,52 @@ class Network:
 
 @dataclass(frozen=True)
 class Target:
-    """What the network learned; its channels and how logits become probability maps."""
+    """What the network learned: a registered target (``conf/target/<name>.yaml``) and the
+    fields given for it. Everything else is the target's class (``bloodseg/targets/<name>.py``,
+    :attr:`impl`): channels, decoding, foreground, default post-processing."""
 
     name: str
     fields: dict[str, Any] = field(default_factory=dict)
+    #: the target itself (built from the checked name and fields)
+    impl: targets.Target = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "impl", targets.target_class(self.name)(**self.fields))
 
     @property
     def channels(self) -> int:
-        return TARGETS[self.name][0]
+        return self.impl.channels
+
+    @property
+    def channel_names(self) -> tuple[str, ...]:
+        """What each output channel is (the post-processors read them in this order)."""
+        return self.impl.channel_names
+
+    @property
+    def default_postprocess(self) -> str:
+        return self.impl.default_postprocess
 
     @classmethod
     def from_dict(cls, d: Any, source: str, key: str = "target") -> Target:
         d = dict(_mapping(d, source, key))
-        name = d.pop("name", "binary")
-        if not isinstance(name, str) or name not in TARGETS:
-            raise _fail(source, f"{key}.name", f"{_short(name)} is not a target; valid: "
-                        f"{', '.join(TARGETS)}")
-        want, schema = TARGETS[name]
-        got = d.pop("channels", want)
-        if got != want:
-            raise _fail(source, f"{key}.channels", f"target {name} has {want} channels, not "
-                        f"{got!r}")
-        _only(d, set(schema), source, key)
-        for k, v in d.items():
-            allowed = schema[k]
-            ok = v in allowed if isinstance(allowed, tuple) else _type_ok(v, allowed)
-            if not ok:
-                raise _fail(source, f"{key}.{k}", f"{_short(v)} is not allowed (expected "
-                            f"{allowed if isinstance(allowed, tuple) else _type_name(allowed)})")
-        return cls(name, check_plain(d, source, key))
+        name = _registry_name(d.pop("name", "binary"), "target", source, f"{key}.name")
+        target_cls = targets.target_class(name)  # bloodseg's own module of that name
+        got = d.pop("channels", target_cls.channels)
+        if got != target_cls.channels:
+            raise _fail(source, f"{key}.channels", f"target {name} has {target_cls.channels} "
+                        f"channels, not {_short(got)}")
+        return cls(name, _checked_fields(target_cls, d, f"target {name}", source, key))
 
     def to_dict(self) -> dict:
         return {"name": self.name, "channels": self.channels, **self.fields}
 
     def decode(self, logits: torch.Tensor) -> torch.Tensor:
-        """Logits -> the target's probability maps (float32): softmax over the contour
-        classes, sigmoid of each channel otherwise."""
-        logits = logits.float()
-        return torch.softmax(logits, dim=1) if self.name == "contour" else torch.sigmoid(logits)
+        """Logits -> the target's probability maps (float32, same shape)."""
+        return self.impl.decode(logits)
 
     def foreground(self, outputs: torch.Tensor) -> torch.Tensor:
         """(B, 1, H, W) foreground probability of decoded outputs."""
-        if self.name == "contour":
-            return outputs[:, 1:2] + outputs[:, 2:3]  # interior + border
-        return outputs[:, :1]
+        return self.impl.foreground(outputs)
 
 
 @dataclass(frozen=True)
@@ -352,17 +369,8 @@ class Postprocess:
     @classmethod
     def from_dict(cls, d: Any, source: str, key: str = "postprocess") -> Postprocess:
         name, fields = _entry(d, "postprocess", "fields", source, key)
-        pp_cls = _registered_class("postprocess", name)
-        hints = typing.get_type_hints(pp_cls)
-        known = {f.name for f in dataclasses.fields(pp_cls)}
-        for k, v in fields.items():
-            if k not in known:
-                raise _fail(source, f"{key}.fields.{k}", f"{name} has no such field; it has "
-                            f"{', '.join(sorted(known))}")
-            if not _type_ok(v, hints[k]):
-                raise _fail(source, f"{key}.fields.{k}",
-                            f"{_short(v)} is not of type {_type_name(hints[k])}")
-        return cls(name, check_plain(fields, source, f"{key}.fields"))
+        return cls(name, _checked_fields(_registered_class("postprocess", name), fields, name,
+                                         source, f"{key}.fields"))
 
     @classmethod
     def from_config(cls, config: Mapping, source: str = "postprocess config") -> Postprocess:
@@ -419,9 +427,7 @@ class ModelSpec:
         if "in_channels" in kw and kw["in_channels"] != self.preprocess.channels:
             raise _fail(source, "network.kwargs.in_channels", f"{kw['in_channels']} does not "
                         f"match preprocess.color={self.preprocess.color}")
-        if "classes" in kw and kw["classes"] != self.target.channels:
-            raise _fail(source, "network.kwargs.classes", f"{kw['classes']} does not match "
-                        f"target {self.target.name} ({self.target.channels} channels)")
+        check_network_fits(self.network, self.target, source)
         check_postprocess_fits(self.postprocess, self.target, source)
 
     def to_dict(self) -> dict:
@@ -439,6 +445,15 @@ class ModelSpec:
         return spec
 
 
+def check_network_fits(network: Network, target: Target, source: str = "model spec") -> None:
+    """A network makes as many output channels (``classes``) as the target has, or is
+    refused."""
+    classes = network.kwargs.get("classes")
+    if classes is not None and classes != target.channels:
+        raise _fail(source, "network.kwargs.classes", f"{classes} does not match target "
+                    f"{target.name} ({target.channels} channels)")
+
+
 def check_postprocess_fits(postprocess: Postprocess, target: Target,
                            source: str = "model spec") -> None:
     """A post-processor reads as many output channels as the target makes, or is refused
@@ -447,7 +462,7 @@ def check_postprocess_fits(postprocess: Postprocess, target: Target,
     if channels is not None and channels != target.channels:
         raise _fail(source, "postprocess.name", f"{postprocess.name} reads {channels}-channel "
                     f"outputs, but target {target.name} has {target.channels}; use postprocess="
-                    f"{DEFAULT_POSTPROCESS[target.name]}")
+                    f"{target.default_postprocess}")
 
 
 # -- checkpoints -----------------------------------------------------------------------------
@@ -507,7 +522,7 @@ def migrate_hparams(hp: Any, source: str) -> ModelSpec:
     pp = dict(hp.get("postprocess") or {})
     pp_name = (registry_name_of("postprocess", pp.pop("_target_"), source,
                                 "hyper_parameters.postprocess._target_")
-               if "_target_" in pp else DEFAULT_POSTPROCESS[target.name])
+               if "_target_" in pp else target.default_postprocess)
     provenance = {"migrated_from": "bloodseg 0.1 hyper_parameters",
                   **{k: info[k] for k in ("data_root", "data_kind") if k in info}}
     return ModelSpec.from_dict({

@@ -116,7 +116,7 @@ def test_tuned_file_beside_the_weights_is_checked_like_a_spec(trained_run, tmp_p
     weights = tmp_path / "checkpoints" / "best.ckpt"
     weights.parent.mkdir()
     weights.write_bytes((trained_run / "checkpoints" / "best.ckpt").read_bytes())
-    path = write_tuned(weights, Postprocess("watershed", {"threshold": 0.4}), {"metric": "f1"})
+    path = write_tuned(weights, Postprocess("binary", {"threshold": 0.4}), {"metric": "f1"})
     assert path == tmp_path / "postprocess.json"
     assert read_tuned(weights).fields == {"threshold": 0.4}
     record = json.loads(path.read_text())
@@ -164,7 +164,7 @@ def test_spec_round_trips_and_checks_its_parts(genuine):
         ModelSpec.from_dict(bad, "x")
     bad = spec.to_dict()
     bad["postprocess"] = {"name": "contour", "fields": {}}  # 3-channel post-processing of 1
-    with pytest.raises(SpecError, match="postprocess=watershed"):
+    with pytest.raises(SpecError, match="postprocess=binary"):
         ModelSpec.from_dict(bad, "x")
     bad = spec.to_dict()
     bad["postprocess"]["fields"]["min_area"] = "16"

@@ -196,9 +196,9 @@ def random_bundle(folder: Path, target: str, color: str) -> Path:
     """A bundle of an untrained narrow U-Net learning ``target`` (no training needed: the
     export compares the file with PyTorch itself)."""
     from bloodseg.inference import save_bundle
-    from bloodseg.spec import TARGETS
+    from bloodseg.targets import target_class
 
-    channels = TARGETS[target][0]
+    channels = target_class(target).channels
     spec = ModelSpec.from_dict({
         "version": 1,
         "network": {"name": "unet", "kwargs": {"in_channels": 1 if color == "gray" else 3,

@@ -702,8 +702,9 @@ def test_post_processing_that_does_not_fit_the_target_fails_before_training(hydr
     from bloodseg.spec import SpecError
     from bloodseg.training import train
 
-    cfg = hydra_cfg(tmp_path, [*TINY_DATA, "target=contour", "postprocess=watershed"])
-    with pytest.raises(SpecError, match="watershed reads 1-channel outputs, but target contour"):
+    cfg = hydra_cfg(tmp_path, [*TINY_DATA, "target=contour", "postprocess=binary"])
+    with pytest.raises(SpecError, match="binary reads 1-channel outputs, but target contour "
+                       "has 3; use postprocess=contour"):
         train(cfg)
     assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()
 

@@ -16,7 +16,7 @@ from scipy import ndimage
 
 from bloodseg.labels import mask_from_instances
 from bloodseg.metrics import match_instances
-from bloodseg.postprocess import ContourWatershed, DistanceWatershed
+from bloodseg.postprocess import ContourWatershed, DistanceWatershed, Watershed
 from bloodseg.targets import contour_target, distance_target, unet_weight_map
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "postprocess"
@@ -374,7 +374,7 @@ def test_batch():
     assert [int(lab.max()) for lab in labs] == [2, 0]
 
 
-@pytest.mark.parametrize("name, cls", [("contour", ContourWatershed),
+@pytest.mark.parametrize("name, cls", [("binary", Watershed), ("contour", ContourWatershed),
                                        ("distance", DistanceWatershed)])
 def test_hydra_configs_name_every_parameter(name, cls):
     cfg = OmegaConf.load(CONF / f"{name}.yaml")

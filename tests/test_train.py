@@ -18,6 +18,7 @@ from bloodseg.config import job_gpu, wandb_offline
 from bloodseg.ddp import hydra_ddp_command
 from bloodseg.inference import load_model
 from bloodseg.losses import build_loss
+from bloodseg.targets import target_class
 from bloodseg.training import train
 from tests.conftest import CONF, REPO
 
@@ -121,7 +122,7 @@ def test_losses(name):
 
 
 def test_unknown_loss_lists_choices():
-    with pytest.raises(KeyError, match="bce, bce_dice, contour, dice, distance"):
+    with pytest.raises(KeyError, match="bce, bce_dice, binary, contour, dice, distance"):
         build_loss("focal")
 
 
@@ -217,10 +218,11 @@ def test_every_profile_model_pair_composes_and_builds(hydra_cfg, tmp_path, profi
 
     cfg = hydra_cfg(tmp_path, [f"profile={profile}", f"model={model}"])
     assert cfg.data.kind == "synthetic" and cfg.data.image_size <= 128
-    net = instantiate(cfg.model).eval()
+    channels = target_class(cfg.target.name).channels  # what SegmentationModule gives it
+    net = instantiate(cfg.model, classes=channels).eval()
     with torch.no_grad():
         out = net(torch.zeros(1, cfg.data.in_channels, 64, 64))
-    assert out.shape == (1, cfg.target.channels, 64, 64)  # the demo's target has 2 channels
+    assert out.shape == (1, channels, 64, 64)
     if model in ("unet", "resunet", "attunet"):
         assert cfg.model.base_channels <= 16, "profiles narrow the from-scratch networks"
 

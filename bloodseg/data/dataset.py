@@ -9,9 +9,9 @@ Every image is decoded and resized once into a uint8 cache (decoding a 1600x1200
 
 Instances are resized nearest-neighbour from the native ones; ``separate_touching`` redraws a
 1-px gap between cells that touch after resizing. Per item the dataset augments image, mask
-and instances together, then derives the training target from the instances
-(:mod:`bloodseg.targets`). Test items can carry the native instances for scoring at the
-source resolution.
+and instances together, then the target (:mod:`bloodseg.targets`, ``conf/target``) encodes
+the instances into the training arrays. Test items can carry the native instances for
+scoring at the source resolution.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ from torch.utils.data import Dataset, default_collate
 
 from bloodseg.data.bbbc041seg import Sample, mask_warning, read_native_instances, read_pair
 from bloodseg.labels import instances_from_mask, mask_from_instances
-from bloodseg.targets import contour_target, distance_target, unet_weight_map
+from bloodseg.targets import from_config as target_from_config
 from bloodseg.transforms import normalize, prepare_image, scaled_hw
 
 Augment = Callable[[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]]
@@ -83,31 +83,11 @@ def random_crop(arrays: Sequence[np.ndarray], crop_hw: tuple[int, int]) -> list[
     return [a[y:y + ch, x:x + cw] for a in arrays]
 
 
-def make_target(spec: dict, mask: np.ndarray, inst: np.ndarray) -> dict[str, torch.Tensor]:
-    """The training target of ``spec["name"]`` (``conf/target``), from the instances."""
-    name = spec.get("name", "binary")
-    if name == "binary":
-        out = {"target": torch.from_numpy(mask.astype(np.float32))[None]}
-        if spec.get("weight_map") == "unet":
-            weight = unet_weight_map(inst, w0=spec.get("w0", 10.0), sigma=spec.get("sigma", 5.0))
-            out["weight"] = torch.from_numpy(weight.astype(np.float32))[None]
-        elif spec.get("weight_map"):
-            raise ValueError(
-                f"target.weight_map must be null or 'unet', got {spec['weight_map']!r}")
-        return out
-    if name == "contour":
-        classes = contour_target(inst, width=spec.get("width", 2), mode=spec.get("mode", "all"))
-        return {"target": torch.from_numpy(classes.astype(np.int64))}
-    if name == "distance":
-        both = np.stack([mask.astype(np.float32), distance_target(inst).astype(np.float32)])
-        return {"target": torch.from_numpy(both)}
-    raise ValueError(f"unknown target {name!r}; valid: binary, contour, distance")
-
-
 class SegmentationDataset(Dataset):
     """Cached samples -> tensors: optional crop, augmentation (image, mask and instances
-    together), normalization and the target. ``native``: items carry the source-size
-    instances (decoded on demand) for scoring at native resolution."""
+    together), normalization and the target's arrays (``target``: a ``conf/target`` config,
+    ``{"name": ..., <fields>}``). ``native``: items carry the source-size instances (decoded
+    on demand) for scoring at native resolution."""
 
     def __init__(self, cache: list[dict], color: str, augment: Augment | None = None,
                  target: dict | None = None, crop_hw: tuple[int, int] | None = None,
@@ -116,7 +96,7 @@ class SegmentationDataset(Dataset):
         self.repeats = max(1, int(repeats))  # crops drawn per image and epoch
         self.color = color
         self.augment = augment
-        self.target = dict(target or {"name": "binary"})
+        self.target = target_from_config(target)
         self.crop_hw = crop_hw
         self.native = native
 
@@ -139,7 +119,7 @@ class SegmentationDataset(Dataset):
             "mask": torch.from_numpy(mask.astype(np.float32))[None],
             "instances": torch.from_numpy(inst),
             "name": item["name"],
-            **make_target(self.target, mask, inst),
+            **{k: torch.from_numpy(v) for k, v in self.target.encode(inst, mask).items()},
         }
         if self.native:
             out["native_instances"] = torch.from_numpy(read_native_instances(item["sample"]))

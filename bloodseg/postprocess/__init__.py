@@ -9,7 +9,8 @@ watersheds for networks trained on ``bloodseg.targets`` (contour classes / dista
     >>> labels = Watershed()(prob)               # HxW float in [0, 1] -> int32 0..N
     >>> labels = ContourWatershed()(outputs)     # (3, H, W) softmax -> int32 0..N
 
-Hydra: ``conf/postprocess/*.yaml`` (``_target_: bloodseg.postprocess.Watershed``).
+Hydra: ``conf/postprocess/<name>.yaml``, named after the target whose outputs each reads:
+``binary`` (:class:`Watershed`; called ``watershed`` before), ``contour``, ``distance``.
 """
 
 from bloodseg.postprocess.baselines import fill_holes, otsu_foreground
