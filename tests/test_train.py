@@ -224,7 +224,19 @@ def test_every_profile_model_pair_composes_and_builds(hydra_cfg, tmp_path, profi
         out = net(torch.zeros(1, cfg.data.in_channels, 64, 64))
     assert out.shape == (1, channels, 64, 64)
     if model in ("unet", "resunet", "attunet"):
-        assert cfg.model.base_channels <= 16, "profiles narrow the from-scratch networks"
+        assert cfg.model.base_channels == cfg.profile_network.base_channels <= 16, \
+            "profiles narrow the from-scratch networks"
+    if model.startswith("vgg"):
+        assert cfg.model.batch_norm is True, "profiles train the VGG encoders with BatchNorm"
+
+
+def test_a_profile_leaves_explicit_widths_alone(hydra_cfg, tmp_path):
+    plain = hydra_cfg(tmp_path, ["model=unet"])
+    assert plain.model.base_channels == 64 and "profile_network" not in plain
+    cfg = hydra_cfg(tmp_path, ["profile=quick", "model=unet", "model.base_channels=24"])
+    assert cfg.model.base_channels == 24
+    vgg = hydra_cfg(tmp_path, ["model=vgg11unet"])
+    assert vgg.model.batch_norm is False
 
 
 @pytest.mark.slow
