@@ -181,7 +181,8 @@ def test_quick_benchmark_end_to_end(tmp_path, capsys, monkeypatch):
     assert list(res["methods"])[-2:] == ["tiny", "tiny+tta"]
     for k, f in enumerate(res["methods"]["tiny+tta"]["folds"]):
         assert f["status"] == "ok" and f["run_dir"].endswith(f"fold{k}/rescore-tta")
-        assert json.loads((Path(f["run_dir"]) / "test_metrics.json").read_text())["tta"]
+        record = json.loads((Path(f["run_dir"]) / cv.RUN_RECORD).read_text())
+        assert record["overrides"][-3:-2] == ["predict.tta=true"]  # then train=false, ckpt
         assert f["trained_with"] == res["methods"]["tiny"]["folds"][k]["trained_with"]
         assert [r["file"] for r in f["per_image"]] == \
             [r["file"] for r in res["methods"]["tiny"]["folds"][k]["per_image"]]
@@ -248,7 +249,6 @@ def test_count_real_is_the_benchmarked_recipe(tmp_path):
                                resolve=False)
     b = OmegaConf.to_container(compose_cfg(tmp_path, ["experiment=count_real", *fixed]),
                                resolve=False)
-    assert b.pop("name") == "count_real"
-    for cfg in (a, b):  # hydra: which experiment was chosen; name: the run's
-        cfg.pop("name"), cfg.pop("hydra")
+    assert b.pop("name") == "count_real" and a.pop("name") != "count_real"
+    a.pop("hydra"), b.pop("hydra")  # which experiment was chosen
     assert a == b and a["target"]["name"] == "distance"
