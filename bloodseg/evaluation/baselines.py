@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from bloodseg.data.bbbc041seg import Sample, read_native_instances
-from bloodseg.io import read_image
+from bloodseg.io import read_image, read_mask
 from bloodseg.labels import instances_from_mask
 from bloodseg.metrics import InstanceStats
 from bloodseg.postprocess import Watershed, otsu_foreground
@@ -43,18 +43,22 @@ METHODS = (OTSU_CC, OTSU_WATERSHED, OTSU_TUNED)
 @dataclass
 class OtsuItem(TuningItem):
     """One image's Otsu foreground (``outputs[0]``, float32 {0, 1}: what tuning searches on)
-    and native instances (``truth``), its size and the Otsu time."""
+    and native instances (``truth``), its size, the Otsu time and the pixel Dice terms
+    against its mask file (``mask_inter``, ``mask_total``)."""
 
     width: int = 0
     height: int = 0
     otsu_s: float = 0.0
+    mask_inter: int = 0
+    mask_total: int = 0
 
     @property
     def foreground(self) -> np.ndarray:
         return self.outputs[0] > 0
 
     def dice_terms(self) -> tuple[int, int]:
-        """(|A ∩ B|, |A| + |B|) of the Otsu foreground A and the true foreground B."""
+        """(|A ∩ B|, |A| + |B|) of the Otsu foreground A and the instances' foreground B
+        (the mask without specks under the minimum cell area)."""
         fg, truth = self.foreground, self.truth > 0
         return int((fg & truth).sum()), int(fg.sum() + truth.sum())
 
@@ -68,8 +72,10 @@ def otsu_items(samples: Sequence[Sample],
         t0 = time.perf_counter()
         fg = otsu_foreground(image)
         otsu_s = time.perf_counter() - t0
+        mask = read_mask(sample.mask)
         item = OtsuItem(sample.name, fg[None].astype(np.float32), read_native_instances(sample),
-                        width=image.shape[1], height=image.shape[0], otsu_s=otsu_s)
+                        width=image.shape[1], height=image.shape[0], otsu_s=otsu_s,
+                        mask_inter=int((fg & mask).sum()), mask_total=int(fg.sum() + mask.sum()))
         items.append(item)
         if on_item is not None:
             on_item(item)
@@ -106,7 +112,8 @@ class OtsuScores:
 
 def score_otsu(items: Sequence[OtsuItem], watershed: Watershed | None = None,
                on_row: Callable[[dict], None] | None = None) -> OtsuScores:
-    """Otsu + connected components and Otsu + ``watershed`` (default: its defaults)."""
+    """Otsu + connected components and Otsu + ``watershed`` (default: its defaults); pixel
+    Dice against the mask files."""
     ws = watershed or Watershed()
     scores = OtsuScores()
     for it in items:
@@ -114,7 +121,7 @@ def score_otsu(items: Sequence[OtsuItem], watershed: Watershed | None = None,
         t0 = time.perf_counter()
         labels = ws(fg)
         ws_s = time.perf_counter() - t0
-        inter, total = it.dice_terms()
+        inter, total = it.mask_inter, it.mask_total
         predicted = {OTSU_CC: instances_from_mask(fg), OTSU_WATERSHED: labels}
         row = {"file": it.name, "width": it.width, "height": it.height,
                "dice": 2 * inter / total if total else 1.0, "inter": inter, "total": total,
