@@ -23,9 +23,9 @@ RUNS_DIR ?= experiments/runs/reproduce
 FIGURES_DIR ?= experiments/figures
 README ?= README.md
 ARGS ?=
-# make gpu-check: the prepared GPU-session check (benchmarks/gpu_check.py --help)
+# make gpu-check: the prepared GPU-session check (python -m benchmarks.gpu_check --help)
 GPU_CHECK_ARGS ?=
-# make benchmark-real: k-fold CV of benchmarks/recipes.yaml + Otsu baselines on real pairs
+# make benchmark-real: k-fold CV of conf/experiment/bench/ recipes + Otsu baselines on real pairs
 BENCH_ARGS ?= --readme README.md
 # make weights: retrain the shipped model (bloodseg/weights/count_real.pt) on bbbc041seg-mini
 WEIGHTS_DATA ?= ../shared/data/bbbc041seg-mini
@@ -85,13 +85,13 @@ count: install ## count cells with the shipped model, no training (COUNT_INPUT=i
 	$(BIN)/bloodseg-predict weights=count_real "input='$(COUNT_INPUT)'" "output='$(COUNT_DIR)'" overwrite=true
 
 gpu-check: install ## one GPU session's check (<= 8 min, one H100): step TFLOP/s, Kaggle-sized epoch, CLIs -> $OUT
-	$(PY) benchmarks/gpu_check.py $(GPU_CHECK_ARGS)
+	$(PY) -m benchmarks.gpu_check $(GPU_CHECK_ARGS)
 
-benchmark-real: install ## k-fold CV on the real pairs in ../shared/data (recipes.yaml vs Otsu) -> experiments/benchmark-real, README (CPU: ~2 h)
-	$(PY) benchmarks/real_cv.py $(BENCH_ARGS)
+benchmark-real: install ## k-fold CV on the real pairs in ../shared/data (conf/experiment/bench vs Otsu) -> experiments/benchmark-real, README (CPU: ~2 h)
+	$(PY) -m benchmarks.real_cv $(BENCH_ARGS)
 
 benchmark-synthetic: install ## targets vs scikit-image's watershed on synthetic smears, both styles -> experiments/benchmark-synthetic (CPU: ~15 min)
-	$(PY) benchmarks/synthetic_targets.py
+	$(PY) -m benchmarks.synthetic_targets
 
 weights: install ## retrain the shipped model: count_real on all 40 pairs of bbbc041seg-mini -> bloodseg/weights/count_real.pt (CPU: ~15 min)
 	@if [ ! -d "$(WEIGHTS_DATA)/train/original" ] || [ ! -d "$(WEIGHTS_DATA)/test/original" ]; then \

@@ -9,6 +9,10 @@ so a change is adopted only when it wins image by image, beyond the noise, over 
     python benchmarks/paired.py experiments/benchmark-real/seed*/results.json \\
         --reference distance_s05 --candidate NEW
 
+A test-time change needs no retraining: ``real_cv.py --rescore --variant tta="predict.tta=true"``
+re-tests the same networks as the method ``distance_s05+tta``, compared with
+``--reference distance_s05 --candidate distance_s05+tta``.
+
 For every (repeat, image) both methods scored it prints the difference in absolute count
 error (candidate - reference; negative = better) and, where the runs kept their matches, in
 per-image F1; then how many images improved, got worse or tied, the mean difference ± sd,

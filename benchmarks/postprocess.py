@@ -29,21 +29,19 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import cv2
 import numpy as np
-from scipy import ndimage as ndi
+
+from bloodseg.labels import MIN_CELL_AREA, instances_from_mask
+from bloodseg.metrics import InstanceStats
+from bloodseg.postprocess import Watershed
+from bloodseg.postprocess.baselines import skimage_reference
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from bloodseg.labels import MIN_CELL_AREA, instances_from_mask  # noqa: E402
-from bloodseg.metrics import InstanceStats  # noqa: E402
-from bloodseg.postprocess import Watershed  # noqa: E402
 
 REAL = ROOT.parent / "shared" / "data" / "bbbc041seg-mini"
 
@@ -71,35 +69,6 @@ def synthetic_items(n: int, style: str, seed: int, width: int, height: int) -> I
     for i in range(n):
         _, inst = render_smear(np.random.default_rng([seed, i]), width, height, style)
         yield f"{style}_{i:03d}", inst.astype(np.int32), (inst > 0).astype(np.uint8)
-
-
-def skimage_reference(min_distance_frac: float, min_area_frac: float) -> Callable:
-    """The textbook scikit-image recipe, given the same scale rules as bloodseg."""
-    from skimage.feature import peak_local_max
-    from skimage.segmentation import watershed
-
-    def run(mask: np.ndarray) -> np.ndarray:
-        mask = mask > 0
-        cc, n = ndi.label(mask, structure=np.ones((3, 3)))
-        if n == 0:
-            return np.zeros(mask.shape, np.int32)
-        dist = ndi.distance_transform_edt(mask)
-        # Per-component max over bounding boxes (ndi.maximum is ~50x slower here).
-        boxes = ndi.find_objects(cc)
-        radius = float(np.median([dist[b][cc[b] == i].max() for i, b in enumerate(boxes, 1)]))
-        k = max(1, int(round(min_distance_frac * radius)))
-        peaks = peak_local_max(dist, min_distance=k, labels=cc, exclude_border=False)
-        markers = np.zeros(mask.shape, np.int32)
-        markers[tuple(peaks.T)] = np.arange(1, len(peaks) + 1)
-        labels = watershed(-dist, markers, mask=mask)
-        areas = np.bincount(labels.ravel())
-        keep = areas > max(16, int(min_area_frac * np.pi * radius**2))
-        keep[0] = False
-        lut = np.zeros(areas.size, np.int32)
-        lut[keep] = np.arange(1, int(keep.sum()) + 1)
-        return lut[labels]
-
-    return run
 
 
 def best_ms(fn: Callable, x: np.ndarray, repeat: int) -> tuple[float, np.ndarray]:

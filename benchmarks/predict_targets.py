@@ -24,16 +24,14 @@ import cv2
 import numpy as np
 import torch
 
+from bloodseg.config import group_config
+from bloodseg.inference import Predictor
+from bloodseg.io import read_image, read_mask
+from bloodseg.labels import instances_from_mask
+from bloodseg.module import SegmentationModule
+from bloodseg.targets import contour_target, distance_target
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-
-from bloodseg.config import group_config  # noqa: E402
-from bloodseg.inference import Predictor  # noqa: E402
-from bloodseg.io import read_image, read_mask  # noqa: E402
-from bloodseg.labels import instances_from_mask  # noqa: E402
-from bloodseg.module import SegmentationModule  # noqa: E402
-from bloodseg.targets import contour_target, distance_target  # noqa: E402
 
 SAMPLE = ROOT.parent / "shared" / "data" / "bbbc041seg-sample"
 CHANNELS = {"binary": 1, "contour": 3, "distance": 2}

@@ -9,23 +9,37 @@ in the Kaggle layout is made under ``--work`` of symbolic links only (the fold's
   recipe's ``data.val_fraction`` of it held out for checkpoint selection) and is tested on
   its ``test/``: one ``train.py`` subprocess per (recipe, fold), run folder
   ``<work>/<recipe>/fold<k>/``, its output in ``benchmark_run.log`` there;
-* Otsu + connected components and Otsu + bloodseg watershed (``otsu_baseline.py``) are
-  scored on the same test images at native resolution.
+* Otsu + connected components, Otsu + bloodseg watershed and Otsu + the watershed tuned
+  on the fold's training images (:mod:`bloodseg.evaluation.baselines`) are scored on the
+  same test images at native resolution.
+
+Folds come from :mod:`bloodseg.evaluation.folds`; recipes are the configs
+``conf/experiment/bench/<name>.yaml`` (``experiment=bench/<name>``), all composed from
+``bench/base.yaml``; the counts plot and the README section are written by
+:mod:`bloodseg.report`.
 
 Written into ``--out``: ``results.json`` (every fold of every method, times, the command,
 the git commit), ``results.md`` (mean ± sd over folds) and ``counts.png`` (predicted vs true
 cells per image); ``--readme README.md`` also rewrites the README's ``benchmark`` section.
 
-    python benchmarks/real_cv.py                              # recipes.yaml, 4 folds
-    python benchmarks/real_cv.py --recipes binary_288x384 --readme README.md
-    python benchmarks/real_cv.py --recipe wide="model.base_channels=32 trainer=cpu"
-    python benchmarks/real_cv.py --resume                     # skip finished (recipe, fold)s
-    python benchmarks/real_cv.py --rescore                    # re-test finished runs' best.ckpt
-    python benchmarks/real_cv.py --quick                      # the code path, 1-2 min
+    python -m benchmarks.real_cv                              # every bench recipe, 4 folds
+    python -m benchmarks.real_cv --recipes binary_288x384 --readme README.md
+    python -m benchmarks.real_cv --recipe wide="model.base_channels=32 trainer=cpu"
+    python -m benchmarks.real_cv --resume                     # skip finished (recipe, fold)s
+    python -m benchmarks.real_cv --rescore                    # re-test finished runs' best.ckpt
+    python -m benchmarks.real_cv --rescore --variant tta="predict.tta=true"
+    python -m benchmarks.real_cv --render --readme README.md  # results.json -> md, png, README
+    python -m benchmarks.real_cv --quick                      # the code path, 1-2 min
+
+(``python benchmarks/real_cv.py ...`` runs the same.)
 
 ``--rescore`` keeps each finished run's training and tests its ``best.ckpt`` again under the
 recipe as it is now (e.g. after a change of the post-processing or its tuning), in
-``<run>/rescore/``; the table then says so. ``--quick`` (2 folds, the first 2 recipes, tiny
+``<run>/rescore/``; the table then says so. ``--variant NAME="overrides"`` (with
+``--rescore``) also tests each finished run's ``best.ckpt`` with these test-time overrides
+added (``predict.tta=true``), in ``<run>/rescore-NAME/``, reported as the method
+``<recipe>+NAME``: the same trained networks, image by image, for ``benchmarks/paired.py``.
+``--quick`` (2 folds, the first 2 recipes, tiny
 networks for 1 epoch) checks the pipeline; its numbers are not results and never go into a
 README.
 """
@@ -33,9 +47,7 @@ README.
 from __future__ import annotations
 
 import argparse
-import csv
 import importlib.metadata
-import io
 import json
 import math
 import os
@@ -53,47 +65,60 @@ from pathlib import Path
 
 import numpy as np
 
+from bloodseg import rundir
+from bloodseg.config import CONF_DIR
+from bloodseg.data.bbbc041seg import Sample, resolve_root
+from bloodseg.evaluation import baselines as otsu
+from bloodseg.evaluation.folds import (
+    FOLDS_DIR,
+    assign_folds,
+    build_fold_dirs,
+    data_kind,
+    list_pairs,
+)
+from bloodseg.io import write_text_atomic
+from bloodseg.labels import CUT_CELL_FRAC
+from bloodseg.postprocess import Watershed
+from bloodseg.report.figures import plot_count_scatter
+from bloodseg.report.readme import find_section, replace_section
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from otsu_baseline import METHODS as BASELINES  # noqa: E402
-from otsu_baseline import score_baselines  # noqa: E402
-
-from bloodseg import rundir  # noqa: E402
-from bloodseg.data.bbbc041seg import SPLITS, Sample, pair_split, resolve_root  # noqa: E402
-from bloodseg.io import write_bytes_atomic, write_text_atomic  # noqa: E402
-from bloodseg.labels import CUT_CELL_FRAC  # noqa: E402
-from bloodseg.postprocess import Watershed  # noqa: E402
 
 DEFAULT_ROOT = ROOT.parent / "shared" / "data" / "bbbc041seg-mini"
 DEFAULT_OUT = ROOT / "experiments" / "benchmark-real"
-RECIPES_FILE = ROOT / "benchmarks" / "recipes.yaml"
+# the recipes: conf/experiment/bench/<name>.yaml, each run as experiment=bench/<name>
+RECIPES_DIR = Path(CONF_DIR) / "experiment" / "bench"
+RECIPE_GROUP = "bench"
+RECIPE_BASE = "base"  # what every recipe composes from; not a recipe itself
+# the table's order, and --quick's first two; recipe files not named here follow, sorted
+RECIPE_ORDER = ("binary_s05", "contour_s05", "distance_s05", "distance_s05_e24",
+                "binary_wmap_s05", "binary_288x384")
 SECTION = "benchmark"
 RUN_LOG = "benchmark_run.log"
 RUN_RECORD = "benchmark_run.json"
-RESCORE_DIR = "rescore"
-FOLDS_DIR = "folds"
+RESCORE_DIR = "rescore"  # <run>/rescore/, and <run>/rescore-<variant>/ for --variant
 # appended to every recipe by --quick: a tiny network, one epoch, no loader processes
 QUICK_OVERRIDES = ("trainer.max_epochs=1", "data.image_size=64", "model.base_channels=4",
                    "data.num_workers=0")
 QUICK_FOLDS = 2
 QUICK_RECIPES = 2
 QUICK_NOTE = "QUICK MODE — not a result"
-TUNED_BASELINE = "otsu+watershed-tuned"
-BASELINE_LABELS = {"otsu+cc": "Otsu + connected components",
-                   "otsu+watershed": "Otsu + bloodseg watershed",
+BASELINES = (otsu.OTSU_CC, otsu.OTSU_WATERSHED)  # scored together (one Otsu pass)
+TUNED_BASELINE = otsu.OTSU_TUNED
+BASELINE_LABELS = {otsu.OTSU_CC: "Otsu + connected components",
+                   otsu.OTSU_WATERSHED: "Otsu + bloodseg watershed",
                    TUNED_BASELINE: "Otsu + bloodseg watershed, tuned"}
-# reported metric -> its key(s) in test_metrics.json after "test/" (or "test/native_"),
-# in order of preference, and its key in InstanceStats.aggregate() for the baselines
+# results.json's metric -> its name in test_metrics.json after "test/" (or "test/native_";
+# older runs' names are read through rundir.METRIC_ALIASES) and in InstanceStats.aggregate()
+# for the baselines (None: the pooled Otsu Dice)
 METRICS = {
-    "dice": (("dice",), None),
-    "count_mae": (("count_mae",), "count_mae"),
-    "count_bias": (("count_bias",), "count_bias"),
-    "f1": (("inst_f1", "f1"), "f1"),
-    "ap50": (("ap50", "inst_ap50", "inst_ap"), "ap50"),
-    "ap75": (("ap75", "inst_ap75"), "ap75"),
-    "map": (("map", "inst_map"), "map"),
+    "dice": ("dice", None),
+    "count_mae": ("count_mae", "count_mae"),
+    "count_bias": ("count_bias", "count_bias"),
+    "f1": ("inst_f1", "f1"),
+    "ap50": ("inst_ap50", "ap50"),
+    "ap75": ("inst_ap75", "ap75"),
+    "map": ("inst_map", "map"),
 }
 COLUMNS = [("dice", "Dice", "{:.3f}"), ("count_mae", "count MAE", "{:.2f}"),
            ("count_bias", "count bias", "{:+.2f}"), ("f1", "F1@0.5", "{:.3f}"),
@@ -102,70 +127,7 @@ NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 SAFE_VALUE = re.compile(r"[A-Za-z0-9_/.+:@-]+")
 
 
-# -- data and folds ------------------------------------------------------------------------
-
-
-def list_pairs(root: Path) -> list[Sample]:
-    """Every image/mask pair of ``root``'s train/ and test/, sorted by name; SystemExit
-    listing the problems when a file is unpaired or a name occurs twice."""
-    root = resolve_root(root)
-    samples, problems = [], []
-    for split in SPLITS:
-        found, split_problems = pair_split(root, split)
-        samples += found
-        problems += split_problems
-    seen: dict[str, Path] = {}
-    for s in samples:
-        if s.name in seen:
-            problems.append(f"{s.image}: the name {s.name!r} is also {seen[s.name]}")
-        seen[s.name] = s.image
-    if problems:
-        raise SystemExit(f"{root}: cannot benchmark this folder:\n  " + "\n  ".join(problems))
-    return sorted(samples, key=lambda s: s.name)
-
-
-def data_kind(root: Path) -> str:
-    """``synthetic`` for a folder bloodseg's generator wrote (its dataset.json), else ``real``."""
-    try:
-        return "synthetic" if "generator_version" in json.loads(
-            (root / "dataset.json").read_text()) else "real"
-    except (OSError, ValueError, TypeError):
-        return "real"
-
-
-def assign_folds(names: Sequence[str], folds: int, seed: int) -> list[list[str]]:
-    """Names of each fold's test set: the sorted names permuted with ``seed`` and cut into
-    ``folds`` contiguous parts whose sizes differ by at most one (each name in one fold)."""
-    names = sorted(names)
-    if len(set(names)) != len(names):
-        raise ValueError("names must be unique")
-    if not 2 <= folds <= len(names):
-        raise ValueError(f"need 2 <= folds <= {len(names)} (the number of pairs), got {folds}")
-    perm = np.random.default_rng(seed).permutation(len(names))
-    return [sorted(names[i] for i in part) for part in np.array_split(perm, folds)]
-
-
-def _link(src: Path, dst: Path) -> None:
-    dst.parent.mkdir(parents=True, exist_ok=True)
-    dst.symlink_to(src.resolve())
-
-
-def build_fold_dirs(samples: Sequence[Sample], fold_names: Sequence[Sequence[str]],
-                    work: Path) -> list[Path]:
-    """``<work>/folds/fold<k>/{train,test}/{original,mask}/``: links to the data, nothing
-    else (a fold folder from an earlier call is replaced)."""
-    dirs = []
-    for k, test_names in enumerate(fold_names):
-        fold = work / FOLDS_DIR / f"fold{k}"
-        if fold.exists():
-            shutil.rmtree(fold)
-        test = set(test_names)
-        for s in samples:
-            split = "test" if s.name in test else "train"
-            _link(s.image, fold / split / "original" / s.image.name)
-            _link(s.mask, fold / split / "mask" / s.mask.name)
-        dirs.append(fold)
-    return dirs
+# -- data ----------------------------------------------------------------------------------
 
 
 def _inside(path: Path, folder: Path) -> bool:
@@ -176,15 +138,16 @@ def _inside(path: Path, folder: Path) -> bool:
 # -- recipes -------------------------------------------------------------------------------
 
 
-def load_recipes(path: Path) -> dict[str, str]:
-    import yaml
+def recipe_names(folder: Path = RECIPES_DIR) -> list[str]:
+    """The recipes of ``conf/experiment/bench/``: :data:`RECIPE_ORDER` first, then any other
+    file, sorted (never ``base``)."""
+    found = {p.stem for p in folder.glob("*.yaml")} - {RECIPE_BASE}
+    return [n for n in RECIPE_ORDER if n in found] + sorted(found - set(RECIPE_ORDER))
 
-    if not path.is_file():
-        raise SystemExit(f"{path}: no recipes file")
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
-        raise SystemExit(f'{path}: expected lines NAME: "override override ..."')
-    return {str(k): v for k, v in data.items()}
+
+def recipe_overrides(name: str) -> list[str]:
+    """A recipe file's overrides of ``train.py``."""
+    return [f"experiment={RECIPE_GROUP}/{name}"]
 
 
 def parse_recipe(text: str) -> tuple[str, str]:
@@ -197,30 +160,41 @@ def parse_recipe(text: str) -> tuple[str, str]:
 
 
 def select_recipes(args: argparse.Namespace) -> dict[str, list[str]]:
-    """Name -> override list: ``--recipes`` from the file, then ``--recipe``s; the whole
-    file when neither is given."""
-    chosen: dict[str, str] = {}
+    """Name -> override list: ``--recipes`` from conf/experiment/bench/, then ``--recipe``s;
+    every recipe file when neither is given."""
+    chosen: dict[str, list[str]] = {}
     if args.recipes or not args.recipe:
-        book = load_recipes(args.recipes_file)
+        book = recipe_names()
         names = [n.strip() for n in args.recipes.split(",") if n.strip()] if args.recipes \
-            else list(book)
+            else book
         unknown = [n for n in names if n not in book]
         if unknown:
-            raise SystemExit(f"{args.recipes_file}: no recipe {', '.join(unknown)} (it has "
+            raise SystemExit(f"{RECIPES_DIR}: no recipe {', '.join(unknown)} (it has "
                              f"{', '.join(book) or 'none'})")
-        chosen |= {n: book[n] for n in names}
+        chosen |= {n: recipe_overrides(n) for n in names}
     for text in args.recipe:
         name, overrides = parse_recipe(text)
         if name in chosen:
             raise SystemExit(f"recipe {name!r} given twice")
-        chosen[name] = overrides
+        chosen[name] = split_overrides(overrides)
     for name in chosen:
         if not NAME_RE.fullmatch(name) or name == FOLDS_DIR:
             raise SystemExit(f"recipe name {name!r}: use letters, digits, _ . + - (not "
                              f"{FOLDS_DIR!r})")
     if not chosen:
         raise SystemExit("no recipes to run")
-    return {n: split_overrides(o) for n, o in chosen.items()}
+    return chosen
+
+
+def parse_variants(texts: Sequence[str]) -> dict[str, list[str]]:
+    """``--variant NAME="overrides"`` -> name -> override list (test-time overrides)."""
+    variants: dict[str, list[str]] = {}
+    for text in texts:
+        name, overrides = parse_recipe(text)
+        if name in variants:
+            raise SystemExit(f"variant {name!r} given twice")
+        variants[name] = split_overrides(overrides)
+    return variants
 
 
 def split_overrides(text: str) -> list[str]:
@@ -296,33 +270,29 @@ def _training_size(payload: dict) -> str:
 
 
 def read_run(run_dir: Path) -> tuple[dict, dict, list[dict]]:
-    """(metrics, resolution per metric, per-image counts) of a finished run folder.
-    ``test/native_*`` keys win over ``test/*``; instance metrics are native when the run
-    scored natively (it then logs ``test/native_dice``); a missing metric is NaN."""
-    payload = rundir.read_json(run_dir / rundir.TEST_METRICS)
-    raw = {k: float(v) for k, v in payload.get("metrics", {}).items()}
+    """(metrics, resolution per metric, per-image counts) of a finished run folder, read
+    through :mod:`bloodseg.rundir` (older runs' metric names included). ``test/native_*``
+    keys win over ``test/*``; instance metrics are native when the run scored natively (it
+    then logs ``test/native_dice``); a missing metric is NaN."""
+    payload = rundir.read_test_payload(run_dir) or {"metrics": {}}
+    raw = payload["metrics"]
     train_size = _training_size(payload)
     # the test phase scores instances at native size whenever it has native instances, and
     # then also reports test/native_dice (test/dice is torchmetrics' at the training size)
     native_test = "test/native_dice" in raw
     metrics, resolution = {}, {}
-    for name, (keys, _) in METRICS.items():
+    for name, (key, _) in METRICS.items():
         metrics[name], resolution[name] = float("nan"), None
         plain = "native" if native_test and name != "dice" else train_size
         for prefix, where in (("test/native_", "native"), ("test/", plain)):
-            key = next((prefix + k for k in keys if prefix + k in raw), None)
-            if key is not None:
-                metrics[name], resolution[name] = raw[key], where
+            if prefix + key in raw:
+                metrics[name], resolution[name] = raw[prefix + key], where
                 break
-    per_image = []
-    path = run_dir / rundir.PER_IMAGE
-    if path.is_file():
-        with open(path, newline="") as f:
-            per_image = [{"file": r["file"], "true_count": int(r["true_count"]),
-                          "pred_count": int(r["pred_count"]),
-                          # matches, for paired per-image comparisons (benchmarks/paired.py)
-                          **{k: int(r[k]) for k in ("tp", "fp", "fn") if r.get(k)}}
-                         for r in csv.DictReader(f)]
+    # matches kept for paired per-image comparisons (benchmarks/paired.py)
+    per_image = [{"file": r["file"], "true_count": int(r["true_count"]),
+                  "pred_count": int(r["pred_count"]),
+                  **{k: int(r[k]) for k in ("tp", "fp", "fn") if k in r}}
+                 for r in rundir.read_per_image(run_dir)]
     return metrics, resolution, per_image
 
 
@@ -352,15 +322,23 @@ def _failed(label: str, error: str, log: Path, folder: Path, cmd: list[str],
             "command": shlex.join(cmd)}
 
 
+def rescore_dir(run_dir: Path, variant: str | None = None) -> Path:
+    """Where a run's re-test goes: ``<run>/rescore/``, or ``<run>/rescore-<variant>/``."""
+    return run_dir / (f"{RESCORE_DIR}-{variant}" if variant else RESCORE_DIR)
+
+
 def rescore_fold(recipe: str, overrides: list[str], fold: int, fold_dir: Path, run_dir: Path,
-                 seed: int, quick: bool) -> dict:
+                 seed: int, quick: bool, variant: str | None = None,
+                 test_overrides: Sequence[str] = ()) -> dict:
     """Test a finished run's ``best.ckpt`` again under the recipe as it is now (its
-    post-processing, tuning included), in ``<run>/rescore/``; training time is the run's."""
+    post-processing, tuning included), plus a variant's ``test_overrides``
+    (``predict.tta=true``), in :func:`rescore_dir`; training time is the run's."""
     record = rundir.read_json(run_dir / RUN_RECORD)
     ckpt = run_dir / "checkpoints" / "best.ckpt"
-    test_dir = run_dir / RESCORE_DIR
+    test_dir = rescore_dir(run_dir, variant)
+    recipe = f"{recipe}+{variant}" if variant else recipe
     args = merge_overrides(run_overrides(overrides, fold_dir, test_dir, seed, quick),
-                           ["train=false", f"ckpt_path={hydra_value(ckpt)}"])
+                           test_overrides, ["train=false", f"ckpt_path={hydra_value(ckpt)}"])
     cmd = [sys.executable, str(ROOT / "train.py"), *args]
     test_record = test_dir / RUN_RECORD
     old = rundir.read_json(test_record) if test_record.is_file() else {}
@@ -380,6 +358,7 @@ def rescore_fold(recipe: str, overrides: list[str], fold: int, fold_dir: Path, r
              "returncode": rc, "ckpt_mtime_ns": ckpt.stat().st_mtime_ns, "code": code,
              "rescore_wall_s": round(wall, 2), "rescore_cpu_s": round(cpu, 2)}, indent=2))
     result = {"status": "ok", "resumed": True, "rescored": True,
+              **({"variant": variant} if variant else {}),
               "wall_s": record.get("wall_s"), "cpu_s": record.get("cpu_s"),
               "rescore_wall_s": round(wall, 2), "rescore_cpu_s": round(cpu, 2),
               "trained_with": record.get("overrides")}
@@ -392,6 +371,23 @@ def rescore_fold(recipe: str, overrides: list[str], fold: int, fold_dir: Path, r
             "metrics": metrics, "resolution": resolution, "per_image": per_image}
 
 
+def trained(run_dir: Path) -> bool:
+    """Whether a (recipe, fold) run finished: tested, its best checkpoint kept."""
+    return (run_dir / rundir.TEST_METRICS).is_file() and \
+        (run_dir / rundir.CHECKPOINTS / "best.ckpt").is_file()
+
+
+def run_variant(recipe: str, overrides: list[str], variant: str, test_overrides: list[str],
+                fold: int, fold_dir: Path, run_dir: Path, seed: int, quick: bool) -> dict:
+    """The variant ``<recipe>+<variant>`` of one fold: the run's ``best.ckpt`` re-tested with
+    ``test_overrides``; a failed row when the run itself did not finish."""
+    if not trained(run_dir):
+        return {"status": "failed", "variant": variant, "run_dir": str(run_dir),
+                "error": f"no finished run to re-test (no {rundir.TEST_METRICS} or best.ckpt)"}
+    return rescore_fold(recipe, overrides, fold, fold_dir, run_dir, seed, quick, variant,
+                        test_overrides)
+
+
 def run_fold(recipe: str, overrides: list[str], fold: int, fold_dir: Path, run_dir: Path,
              seed: int, quick: bool, resume: bool, rescore: bool = False) -> dict:
     """Train + test one (recipe, fold) in a subprocess (or reuse it with ``resume``, or
@@ -401,7 +397,7 @@ def run_fold(recipe: str, overrides: list[str], fold: int, fold_dir: Path, run_d
     record_path = run_dir / RUN_RECORD
     old = rundir.read_json(record_path) if record_path.is_file() else {}
     done = (run_dir / rundir.TEST_METRICS).is_file()
-    if rescore and done and (run_dir / "checkpoints" / "best.ckpt").is_file():
+    if rescore and done and trained(run_dir):
         return rescore_fold(recipe, overrides, fold, fold_dir, run_dir, seed, quick)
     if resume and done and old.get("overrides", args) == args:
         print(f"[{recipe} fold {fold}] done before, reusing {run_dir}", flush=True)
@@ -438,78 +434,56 @@ def _brief(metrics: dict) -> str:
 
 def run_baselines(samples: dict[str, Sample], fold_names: Sequence[Sequence[str]],
                   cut_cell_frac: float = 0.0) -> dict[str, list[dict]]:
-    """Both Otsu baselines on each fold's test images, at native resolution; the watershed
-    drops frame-cut cells as the recipes' post-processing does (``cut_cell_frac``)."""
-    out: dict[str, list[dict]] = {m: [] for m in BASELINES}
+    """The three Otsu baselines (:mod:`bloodseg.evaluation.baselines`) on each fold's test
+    images, at native resolution; the watershed drops frame-cut cells as the recipes'
+    post-processing does (``cut_cell_frac``); the tuned one chooses its grid (split depth;
+    the frame-cut cut-off where the data has a rule) on the fold's training images, as the
+    recipes' ``tune`` does: networks that tune their post-processing meet a baseline that
+    does too."""
+    out: dict[str, list[dict]] = {m: [] for m in otsu.METHODS}
     watershed = Watershed(min_cut_area_frac=cut_cell_frac)
+    cpu0, t0 = time.process_time(), time.perf_counter()
+    items = {it.name: it for it in otsu.otsu_items(list(samples.values()))}
+    # Otsu runs once per image; each fold's share of it is counted in its times
+    otsu_cpu = (time.process_time() - cpu0) / len(fold_names)
+    otsu_wall = (time.perf_counter() - t0) / len(fold_names)
     for k, names in enumerate(fold_names):
-        items = [(n, samples[n].image, samples[n].mask) for n in names]
+        test = [items[n] for n in names]
         cpu0, t0 = time.process_time(), time.perf_counter()
-        scores = score_baselines(items, watershed)
-        wall, cpu = time.perf_counter() - t0, time.process_time() - cpu0
+        scores = otsu.score_otsu(test, watershed)
+        wall, cpu = time.perf_counter() - t0 + otsu_wall, time.process_time() - cpu0 + otsu_cpu
         for method in BASELINES:
             agg = scores.stats[method].aggregate()
-            metrics = {name: float(agg[key]) if key else scores.pooled_dice
-                       for name, (_, key) in METRICS.items()}
-            out[method].append({
-                "status": "ok", "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
-                "time_note": "both baselines together (Otsu once, then CC and watershed)",
-                "metrics": metrics,
-                "resolution": {name: "native" for name in METRICS},
-                "per_image": [{"file": r["file"], "true_count": r["true_count"],
-                               "pred_count": r["pred_count"],
-                               "size": f"{px['width']}×{px['height']}"}
-                              for r, px in zip(scores.stats[method].rows, scores.rows)],
-            })
-        print(f"[baselines fold {k}] " + "; ".join(
-            f"{m}: {_brief(out[m][-1]['metrics'])}" for m in BASELINES) +
-              f" in {wall:.1f} s", flush=True)
-    return out
-
-
-def run_tuned_baseline(samples: dict[str, Sample], fold_names: Sequence[Sequence[str]],
-                       cut_cell_frac: float, dice: Sequence[float]) -> list[dict]:
-    """Otsu + watershed with its own grid (split depth; the frame-cut cut-off where the data
-    has a rule) chosen per fold on the fold's training images
-    (``bloodseg.tuning``, as the recipes' ``tune`` does), scored on its
-    test images: networks that tune their post-processing meet a baseline that does too.
-    ``dice``: each fold's pooled Otsu Dice (tuning does not move the foreground)."""
-    from bloodseg.io import read_image, read_mask
-    from bloodseg.labels import MIN_CELL_AREA, instances_from_mask
-    from bloodseg.metrics import InstanceStats
-    from bloodseg.postprocess import otsu_foreground
-    from bloodseg.tuning import TuningItem, search
-
-    cpu0, t0 = time.process_time(), time.perf_counter()
-    items = {}
-    for name, sample in samples.items():
-        fg = otsu_foreground(read_image(sample.image))
-        truth = instances_from_mask(read_mask(sample.mask), MIN_CELL_AREA)
-        items[name] = TuningItem(name, fg[None].astype(np.float32), truth)
-    shared_cpu, shared_wall = time.process_time() - cpu0, time.perf_counter() - t0
-    out = []
-    for k, names in enumerate(fold_names):
+            out[method].append(_baseline_fold(
+                agg, scores.pooled_dice, scores.stats[method].rows, wall, cpu,
+                "both baselines together (Otsu once, then CC and watershed)",
+                sizes=[f"{r['width']}×{r['height']}" for r in scores.rows]))
         cpu0, t0 = time.process_time(), time.perf_counter()
-        test = set(names)
-        result = search(Watershed(min_cut_area_frac=cut_cell_frac),
-                        [it for n, it in items.items() if n not in test])
-        stats = InstanceStats()
-        for n in names:
-            stats.update(n, items[n].truth, result.postprocess(items[n].outputs[0]))
-        agg = stats.aggregate()
-        metrics = {name: float(agg[key]) if key else float(dice[k])
-                   for name, (_, key) in METRICS.items()}
-        out.append({
-            "status": "ok", "tuned": result.best,
-            "wall_s": round(time.perf_counter() - t0 + shared_wall / len(fold_names), 2),
-            "cpu_s": round(time.process_time() - cpu0 + shared_cpu / len(fold_names), 2),
-            "time_note": "Otsu on all images once, then tuning on the training images",
-            "metrics": metrics, "resolution": {name: "native" for name in METRICS},
-            "per_image": [{"file": r["file"], "true_count": r["true_count"],
-                           "pred_count": r["pred_count"]} for r in stats.rows],
-        })
-        print(f"[{TUNED_BASELINE} fold {k}] {result.best}: {_brief(metrics)}", flush=True)
+        stats, result = otsu.score_tuned(test, [it for n, it in items.items() if n not in names],
+                                         watershed)
+        out[TUNED_BASELINE].append({
+            "tuned": result.best, **_baseline_fold(
+                stats.aggregate(), scores.pooled_dice, stats.rows,
+                time.perf_counter() - t0 + otsu_wall, time.process_time() - cpu0 + otsu_cpu,
+                "Otsu on all images once, then tuning on the training images")})
+        print(f"[baselines fold {k}] " + "; ".join(
+            f"{m}: {_brief(out[m][-1]['metrics'])}" for m in otsu.METHODS) +
+              f" ({result.best}) in {wall:.1f} s", flush=True)
     return out
+
+
+def _baseline_fold(agg: dict, dice: float, rows: Sequence[dict], wall: float, cpu: float,
+                   note: str, sizes: Sequence[str] | None = None) -> dict:
+    metrics = {name: float(agg[key]) if key else float(dice)
+               for name, (_, key) in METRICS.items()}
+    per_image = [{"file": r["file"], "true_count": r["true_count"],
+                  "pred_count": r["pred_count"], **{k: r[k] for k in ("tp", "fp", "fn")}}
+                 for r in rows]
+    for row, size in zip(per_image, sizes or ()):
+        row["size"] = size
+    return {"status": "ok", "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
+            "time_note": note, "metrics": metrics,
+            "resolution": {name: "native" for name in METRICS}, "per_image": per_image}
 
 
 # -- summary and outputs -------------------------------------------------------------------
@@ -675,6 +649,12 @@ def results_markdown(results: dict, figure: str | None = "counts.png") -> str:
                   "their checkpoints were trained as recorded in each run's "
                   f"`{RUN_RECORD}` (training times are those runs'), then tested under the "
                   "recipe as listed above.", ""]
+    variants = results.get("variants") or {}
+    if variants:
+        lines += ["Test-time variants (`--variant`): each re-tests every finished run's "
+                  "`best.ckpt` (the same trained networks as the plain recipe) with "
+                  + ", ".join(f"`{n}`: `{shlex.join(o)}`" for n, o in variants.items())
+                  + "; reported as `<recipe>+<variant>`.", ""]
     commit = results["git"].get("commit")
     commit_text = f" at commit `{commit[:10]}`" + (" (uncommitted changes)"
                                                   if results["git"].get("dirty") else "") \
@@ -686,47 +666,24 @@ def results_markdown(results: dict, figure: str | None = "counts.png") -> str:
 
 
 def plot_counts(results: dict, path: Path) -> Path | None:
-    """Predicted vs true cells per image, all folds, one colour per method, y = x."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=(7.0, 6.6), layout="constrained")
-    FigureCanvasAgg(fig)
-    ax = fig.add_subplot()
-    hi, drawn = 1.0, 0
-    markers = "osD^vP*Xph"
-    for i, (name, method) in enumerate(results["methods"].items()):
+    """Predicted vs true cells per image, all folds, one colour per method, y = x
+    (:func:`bloodseg.report.figures.plot_count_scatter`)."""
+    groups = []
+    for name, method in results["methods"].items():
         pts = [(r["true_count"], r["pred_count"]) for f in method["folds"]
                if f.get("status") == "ok" for r in f.get("per_image", [])]
-        if not pts:
-            continue
-        t, p = np.array(pts, dtype=float).T
-        mae = _fmt(method["summary"]["count_mae"], "{:.2f}")
-        ax.scatter(t, p, s=40, alpha=0.7, color=f"C{i % 10}", marker=markers[i % len(markers)],
-                   edgecolors="white", linewidths=0.5,
-                   label=f"{_label(name, method).strip('`')} (count MAE {mae})")
-        hi, drawn = max(hi, t.max(), p.max()), drawn + 1
-    if not drawn:
-        return None
-    hi *= 1.06
-    ax.plot([0, hi], [0, hi], ls="--", color="0.45", lw=1.2, label="y = x (exact count)")
-    ax.set(xlim=(-0.03 * hi, hi), ylim=(-0.03 * hi, hi), xlabel="true cells per image",
-           ylabel="predicted cells", aspect="equal")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=8, framealpha=0.9)
+        if pts:
+            true, pred = np.array(pts, dtype=float).T
+            groups.append((_label(name, method).strip("`"), true, pred))
     data = results["data"]
-    title = f"{QUICK_NOTE}\n" if results["quick"] else ""
-    ax.set_title(f"{title}Cell counts on {data['n_pairs']} {data['kind']} images ({data['name']}), "
-                 f"{data['folds']}-fold CV\none point per image, each scored in its test fold",
-                 fontsize=10)
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, metadata={"Software": None})
-    return write_bytes_atomic(path, buf.getvalue())
+    title = f"{QUICK_NOTE}: cell counts" if results["quick"] else "Cell counts"
+    return plot_count_scatter(
+        groups, path, f"{title} on {data['n_pairs']} {data['kind']} images ({data['name']})",
+        f"{data['folds']}-fold CV · one point per image, each scored in its test fold",
+        xlabel="true cells per image", ylabel="predicted cells")
 
 
 def update_readme(readme: Path, section: str, results: dict, out: Path) -> Path:
-    from bloodseg.report.readme import replace_section
-
     figure = None
     if (out / "counts.png").is_file():
         figure = Path(os.path.relpath(out.resolve() / "counts.png",
@@ -751,8 +708,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--recipe", action="append", default=[], metavar='NAME="OVERRIDES"',
                     help="a recipe on the command line (repeatable)")
     ap.add_argument("--recipes", default="", metavar="NAME,NAME",
-                    help="recipes from --recipes-file (default: all of it unless --recipe)")
-    ap.add_argument("--recipes-file", type=Path, default=RECIPES_FILE)
+                    help="recipes of conf/experiment/bench/ (default: all unless --recipe)")
+    ap.add_argument("--variant", action="append", default=[], metavar='NAME="OVERRIDES"',
+                    help="with --rescore: also re-test every finished run with these "
+                         "test-time overrides, as method <recipe>+NAME (repeatable)")
+    ap.add_argument("--render", action="store_true",
+                    help="only rewrite results.md, counts.png (and --readme) from --out's "
+                         "results.json; nothing runs")
     ap.add_argument("--out", type=Path, default=None,
                     help="results folder (default experiments/benchmark-real; --quick: "
                          "experiments/benchmark-real/quick)")
@@ -783,18 +745,24 @@ def main(argv: list[str] | None = None) -> int:
     folds = args.folds or (QUICK_FOLDS if args.quick else 4)
     out = (args.out or (DEFAULT_OUT / "quick" if args.quick else DEFAULT_OUT)).resolve()
     work = (args.work or out / "work").resolve()
-    recipes = select_recipes(args)
-    if args.quick:
-        recipes = dict(list(recipes.items())[:QUICK_RECIPES])
     if args.readme is not None:
-        from bloodseg.report.readme import find_section
-
         try:
             find_section(args.readme, args.section)  # fail now, not after an hour
         except ValueError as e:
             raise SystemExit(str(e)) from e
+    if args.render:
+        return render(out, args.readme, args.section)
+    recipes = select_recipes(args)
+    if args.quick:
+        recipes = dict(list(recipes.items())[:QUICK_RECIPES])
+    variants = parse_variants(args.variant)
+    if variants and not args.rescore:
+        raise SystemExit("--variant re-tests trained runs: use it with --rescore")
 
-    samples = list_pairs(args.root)
+    try:
+        samples = list_pairs(args.root)
+    except ValueError as e:
+        raise SystemExit(str(e)) from e
     data_root = resolve_root(args.root).resolve()
     for label, path in (("--work", work), ("--out", out)):
         if _inside(path, data_root) or _inside(data_root, path):
@@ -826,8 +794,6 @@ def main(argv: list[str] | None = None) -> int:
     cut = args.cut_cell_frac if args.cut_cell_frac is not None else (
         CUT_CELL_FRAC if kind == "real" else 0.0)
     baselines = run_baselines(by_name, fold_names, cut)
-    baselines[TUNED_BASELINE] = run_tuned_baseline(
-        by_name, fold_names, cut, [f["metrics"]["dice"] for f in baselines[BASELINES[0]]])
     sizes = _image_sizes(baselines)
     fold_sizes = sorted({len(f) for f in fold_names})
     results = {
@@ -851,19 +817,28 @@ def main(argv: list[str] | None = None) -> int:
                             "callbacks.progress_bar=null", "hydra.run.dir=<run folder>",
                             f"seed={args.seed}"],
         "recipes": recipes,
+        **({"variants": variants} if variants else {}),
         "methods": {m: {"kind": "baseline", "label": BASELINE_LABELS[m], "folds": f}
                     for m, f in baselines.items()},
     }
     for name in recipes:
         results["methods"][name] = {"kind": "recipe", "label": name, "folds": []}
+        for v in variants:
+            results["methods"][f"{name}+{v}"] = {"kind": "recipe", "label": f"{name}+{v}",
+                                                 "recipe": name, "variant": v, "folds": []}
     write_outputs(results, out)
 
     for name, overrides in recipes.items():
         method = results["methods"][name]
         for k, fold_dir in enumerate(fold_dirs):
-            method["folds"].append(run_fold(name, overrides, k, fold_dir, work / name / f"fold{k}",
+            run_dir = work / name / f"fold{k}"
+            method["folds"].append(run_fold(name, overrides, k, fold_dir, run_dir,
                                             args.seed, args.quick, args.resume,
                                             args.rescore))
+            for v, test_overrides in variants.items():
+                results["methods"][f"{name}+{v}"]["folds"].append(run_variant(
+                    name, overrides, v, test_overrides, k, fold_dir, run_dir, args.seed,
+                    args.quick))
             write_outputs(results, out)  # an interrupted benchmark keeps what it measured
 
     results["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -880,6 +855,23 @@ def main(argv: list[str] | None = None) -> int:
     return 1 if failed else 0
 
 
+def render(out: Path, readme: Path | None, section: str) -> int:
+    """``--render``: results.md, counts.png and the README section again from
+    ``out/results.json`` (a finished or interrupted benchmark's); nothing is run."""
+    path = out / "results.json"
+    if not path.is_file():
+        raise SystemExit(f"{path}: no results to render; run the benchmark first")
+    results = rundir.read_json(path)
+    write_outputs(results, out, json_too=False)
+    print(f"wrote {out / 'results.md'}, {out / 'counts.png'}")
+    if readme is not None:
+        if results.get("quick"):
+            print(f"{QUICK_NOTE}: {readme} left unchanged", file=sys.stderr)
+        else:
+            print(f"updated {update_readme(readme, section, results, out)}")
+    return 0
+
+
 def _image_sizes(baselines: dict[str, list[dict]]) -> dict[str, int]:
     counts: dict[str, int] = {}
     for f in baselines[BASELINES[0]]:
@@ -888,11 +880,13 @@ def _image_sizes(baselines: dict[str, list[dict]]) -> dict[str, int]:
     return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
 
 
-def write_outputs(results: dict, out: Path) -> None:
+def write_outputs(results: dict, out: Path, json_too: bool = True) -> None:
+    """results.json (unless ``json_too`` is False), counts.png and results.md into ``out``."""
     for method in results["methods"].values():
         method["summary"] = summarize(method["folds"])
     out.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(out / "results.json", json.dumps(_json_safe(results), indent=2) + "\n")
+    if json_too:
+        write_text_atomic(out / "results.json", json.dumps(_json_safe(results), indent=2) + "\n")
     figure = plot_counts(results, out / "counts.png")
     write_text_atomic(out / "results.md",
                       results_markdown(results, "counts.png" if figure else None))

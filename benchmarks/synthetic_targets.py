@@ -33,17 +33,14 @@ from pathlib import Path
 
 import numpy as np
 
+from bloodseg import rundir
+from bloodseg.data.bbbc041seg import list_split, read_native_instances
+from bloodseg.io import read_image, write_text_atomic
+from bloodseg.metrics import InstanceStats
+from bloodseg.postprocess import Watershed, otsu_foreground
+from bloodseg.postprocess.baselines import skimage_reference
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "benchmarks"))
-
-from postprocess import skimage_reference  # noqa: E402
-
-from bloodseg import rundir  # noqa: E402
-from bloodseg.data.bbbc041seg import list_split, read_native_instances  # noqa: E402
-from bloodseg.io import read_image, write_text_atomic  # noqa: E402
-from bloodseg.metrics import InstanceStats  # noqa: E402
-from bloodseg.postprocess import Watershed, otsu_foreground  # noqa: E402
 
 DEFAULT_OUT = ROOT / "experiments" / "benchmark-synthetic"
 
@@ -99,7 +96,7 @@ def _brief(agg: dict) -> dict:
 
 
 def run_metrics(run: Path) -> dict:
-    m = rundir.read_json(run / rundir.TEST_METRICS)["metrics"]
+    m = rundir.read_test_metrics(run) or {}
     tuning = run / rundir.TUNING
     tuned = rundir.read_json(tuning)["chosen"] if tuning.is_file() else {}
     return {"count_mae": m["test/count_mae"], "count_bias": m["test/count_bias"],

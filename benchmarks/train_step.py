@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import tempfile
-import time
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -23,52 +22,11 @@ import torch
 
 from bloodseg.data.datamodule import BloodCellDataModule
 from bloodseg.data.synthetic import write_dataset
-from bloodseg.module import SegmentationModule
-
-
-class StepTimer(pl.Callback):
-    """Wall time from the first timed step's start to the last step's end."""
-
-    def __init__(self, warmup: int) -> None:
-        self.warmup, self.start, self.end, self.steps = warmup, 0.0, 0.0, 0
-
-    def _sync(self, device: torch.device) -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        if trainer.global_step == self.warmup:
-            self._sync(pl_module.device)
-            self.start = time.perf_counter()
-
-    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if trainer.global_step > self.warmup:
-            self._sync(pl_module.device)
-            self.end = time.perf_counter()
-            self.steps = trainer.global_step - self.warmup
-
-
-def make_module(args) -> SegmentationModule:
-    torch.manual_seed(0)
-    return SegmentationModule(
-        model={
-            "_target_": "bloodseg.models.unet.UNet",
-            "in_channels": 1,
-            "base_channels": args.base_channels,
-        },
-        loss="bce",
-        optimizer={"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-4},
-    )
-
-
-def endless(loader):
-    while True:
-        yield from loader
+from bloodseg.steptime import StepTimer, loader_s_per_batch, make_module, plain_step_s
 
 
 def lightning_time(args, dm) -> float:
-    module = make_module(args)
-    timer = StepTimer(args.warmup)
+    timer = StepTimer(args.warmup, args.steps)
     trainer = pl.Trainer(
         accelerator="gpu" if args.device.startswith("cuda") else "cpu",
         devices=1,
@@ -82,46 +40,13 @@ def lightning_time(args, dm) -> float:
         precision=args.precision,
         num_sanity_val_steps=0,
     )
-    trainer.fit(module, train_dataloaders=dm.train_dataloader())
-    return (timer.end - timer.start) / timer.steps
+    trainer.fit(make_module("unet", args.base_channels), train_dataloaders=dm.train_dataloader())
+    return timer.seconds_per_step()
 
 
 def plain_time(args, dm) -> float:
-    device = torch.device(args.device)
-    module = make_module(args).to(device)
-    module.train()
-    net, criterion, metrics = module.net, module.criterion, module.train_metrics
-    opt = torch.optim.Adam(net.parameters(), lr=1e-4)
-    dtype = torch.bfloat16 if args.precision.startswith("bf16") else None
-    batches = endless(dm.train_dataloader())
-    start = 0.0
-    for step in range(args.warmup + args.steps):
-        if step == args.warmup:
-            if device.type == "cuda":
-                torch.cuda.synchronize(device)
-            start = time.perf_counter()
-        batch = next(batches)
-        x, y = batch["image"].to(device), batch["mask"].to(device)
-        with torch.autocast(device.type, dtype=dtype, enabled=dtype is not None):
-            logits = net(x)
-            loss = criterion(logits, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        metrics.update(torch.sigmoid(logits.detach().float()), y.int())
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    return (time.perf_counter() - start) / args.steps
-
-
-def loader_time(args, dm) -> float:
-    batches = endless(dm.train_dataloader())
-    for _ in range(args.warmup):
-        next(batches)
-    start = time.perf_counter()
-    for _ in range(args.steps):
-        next(batches)
-    return (time.perf_counter() - start) / args.steps
+    return plain_step_s(make_module("unet", args.base_channels), dm, args.device,
+                        args.precision, args.warmup, args.steps)
 
 
 def main() -> None:
@@ -155,7 +80,8 @@ def main() -> None:
         for _ in range(args.repeats):
             light.append(lightning_time(args, dm))
             plain.append(plain_time(args, dm))
-        t_light, t_plain, t_load = min(light), min(plain), loader_time(args, dm)
+        t_light, t_plain, t_load = (min(light), min(plain),
+                                    loader_s_per_batch(dm, args.steps, args.warmup))
 
     bs = args.batch_size
     print(

@@ -299,11 +299,73 @@ def read_meta(folder: str | Path) -> dict:
     return meta
 
 
-def read_test_metrics(folder: str | Path) -> dict[str, float] | None:
+#: metric names of older runs -> today's (``test/ap50`` -> ``test/inst_ap50``; the prefix and
+#: a ``native_`` after it are kept): instance metrics are ``inst_*`` since one naming scheme
+METRIC_ALIASES = {"inst_ap": "inst_ap50", "ap50": "inst_ap50", "ap75": "inst_ap75",
+                  "map": "inst_map", "mean_matched_iou": "inst_mean_iou"}
+_METRIC_NAME = re.compile(r"(?P<head>(?:[^/]+/)?(?:native_)?)(?P<name>[^/]+?)"
+                          r"(?P<tail>_trainres)?")
+
+
+def canonical_metric(key: str) -> str:
+    """A metric's name today (``test/native_map`` -> ``test/native_inst_map``)."""
+    m = _METRIC_NAME.fullmatch(key)
+    if m is None or m["name"] not in METRIC_ALIASES:
+        return key
+    return f"{m['head']}{METRIC_ALIASES[m['name']]}{m['tail'] or ''}"
+
+
+def canonical_metrics(metrics: dict[str, float]) -> dict[str, float]:
+    """``metrics`` under today's names (a name logged under both keeps today's value)."""
+    out = {canonical_metric(k): v for k, v in metrics.items() if canonical_metric(k) != k}
+    out.update((k, v) for k, v in metrics.items() if canonical_metric(k) == k)
+    return out
+
+
+def read_test_payload(folder: str | Path) -> dict | None:
+    """``test_metrics.json`` whole (checkpoint, data, image size...), its metrics under
+    today's names (:func:`canonical_metrics`); None when the folder has none."""
     path = Path(folder) / TEST_METRICS
     if not path.is_file():
         return None
-    return {k: float(v) for k, v in read_json(path).get("metrics", {}).items()}
+    payload = read_json(path)
+    if not isinstance(payload, dict):
+        raise RunDirError(f"{path}: expected a JSON object")
+    metrics = payload.get("metrics") or {}
+    payload["metrics"] = canonical_metrics({k: float(v) for k, v in metrics.items()})
+    return payload
+
+
+def read_test_metrics(folder: str | Path) -> dict[str, float] | None:
+    payload = read_test_payload(folder)
+    return None if payload is None else payload["metrics"]
+
+
+def read_per_image(folder: str | Path) -> list[dict]:
+    """``per_image.csv`` rows, numbers as int/float, ``file`` as text (empty cells dropped);
+    [] when absent."""
+    path = Path(folder) / PER_IMAGE
+    if not path.is_file():
+        return []
+    rows = []
+    with open(path, newline="") as f:
+        for raw in csv.DictReader(f):
+            row: dict[str, Any] = {}
+            for key, value in raw.items():
+                if value in (None, ""):
+                    continue
+                if key == "file":  # a name, even one of digits only
+                    row[key] = value
+                    continue
+                try:
+                    row[key] = int(value)
+                except ValueError:
+                    try:
+                        row[key] = float(value)
+                    except ValueError:
+                        row[key] = value
+            rows.append(row)
+    return rows
 
 
 def read_error(folder: str | Path) -> str | None:

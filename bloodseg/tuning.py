@@ -94,7 +94,8 @@ def _scores(items: Sequence[TuningItem], labels: Sequence[np.ndarray]) -> dict[s
     for item, lab in zip(items, labels):
         stats.update(item.name, item.truth, lab)
     agg = stats.aggregate()
-    return {"f1": float(agg["f1"]), "ap50": float(agg["ap"]),
+    # the names of the logged test metrics (bloodseg.evaluation.LOGGED), minus "test/"
+    return {"inst_f1": float(agg["f1"]), "inst_ap50": float(agg["ap50"]),
             "count_mae": float(agg["count_mae"]), "count_bias": float(agg["count_bias"])}
 
 
@@ -106,8 +107,8 @@ def score(postprocess: Any, items: Sequence[TuningItem]) -> dict[str, float]:
 
 def _rank(row: dict, metric: str) -> tuple:
     if metric == "f1":  # higher F1, then lower count error
-        return (row["f1"], -row["count_mae"])
-    return (-row["count_mae"], row["f1"])
+        return (row["inst_f1"], -row["count_mae"])
+    return (-row["count_mae"], row["inst_f1"])
 
 
 def search(postprocess: Any, items: Sequence[TuningItem], grid: dict[str, Sequence] | None = None,
@@ -133,11 +134,12 @@ def search(postprocess: Any, items: Sequence[TuningItem], grid: dict[str, Sequen
             tried = {**params, LAST_STEP: cut} if cuts else params
             row = {**tried, **_scores(items, [drop_cut_cells(lab, cut) for lab in raw])}
             rows.append(row)
-            log.debug("tuning %s: F1 %.3f, count MAE %.2f", tried, row["f1"], row["count_mae"])
+            log.debug("tuning %s: F1 %.3f, count MAE %.2f", tried, row["inst_f1"],
+                      row["count_mae"])
             if eta.due(len(rows)):
                 best = max(rows, key=lambda r: _rank(r, metric))
                 log.info("tuning %s; best so far F1 %.3f, count MAE %.2f", eta.line(len(rows)),
-                         best["f1"], best["count_mae"])
+                         best["inst_f1"], best["count_mae"])
     keys = [*grid, *([LAST_STEP] if cuts else [])]
     best_row = max(rows, key=lambda r: _rank(r, metric))
     best = {k: best_row[k] for k in keys}

@@ -34,10 +34,11 @@ def test_run_folder_has_callback_outputs(trained_run):
     rows = read_csv(trained_run / "metrics.csv")
     assert any(r.get("val/count_mae_trainres") for r in rows)
     assert any(r.get("val/inst_f1_trainres") for r in rows)
-    assert any(r.get("test/map") for r in rows) and any(r.get("test/native_dice") for r in rows)
+    assert any(r.get("test/inst_map") for r in rows)
+    assert any(r.get("test/native_dice") for r in rows)
     test = json.loads((trained_run / "test_metrics.json").read_text())["metrics"]
-    logged = [r for r in rows if r.get("test/map")][-1]
-    assert float(logged["test/map"]) == pytest.approx(test["test/map"])  # CSV == JSON
+    logged = [r for r in rows if r.get("test/inst_map")][-1]
+    assert float(logged["test/inst_map"]) == pytest.approx(test["test/inst_map"])  # CSV == JSON
     per_image = read_csv(trained_run / "per_image.csv")
     assert len(per_image) == 3 and all(int(r["true_count"]) > 0 for r in per_image)
     index = json.loads((trained_run / "samples" / "index.json").read_text())
@@ -100,7 +101,7 @@ def test_evaluate_writes_metrics(trained_run, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((tta / "test_metrics.json").read_text())
     assert result["tta"] is True
-    for key in ("test/dice", "test/iou", "test/count_mae", "test/inst_f1", "test/inst_ap"):
+    for key in ("test/dice", "test/iou", "test/count_mae", "test/inst_f1", "test/inst_ap50"):
         assert key in result["metrics"]
     assert len(read_csv(tta / "per_image.csv")) == 3
 

@@ -1,34 +1,27 @@
-"""benchmarks/real_cv.py: the folds, the recipe plumbing, and a --quick run end to end on a
-synthetic folder in the Kaggle layout (the real benchmark reads ../shared/data; this test
-does not, so it needs no ``real`` mark)."""
+"""benchmarks/real_cv.py: the folds (bloodseg.evaluation.folds), the recipe plumbing, and a
+--quick run end to end on a synthetic folder in the Kaggle layout (the real benchmark reads
+../shared/data; this test does not, so it needs no ``real`` mark)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
 import os
-import sys
 from pathlib import Path
 
 import pytest
 
+from benchmarks import real_cv
 from bloodseg.data.synthetic import write_dataset
-from tests.conftest import REPO
+from bloodseg.evaluation.folds import assign_folds
 
-SCRIPT = REPO / "benchmarks" / "real_cv.py"
 TINY = ('tiny="data.image_size=64 model.base_channels=4 trainer=cpu trainer.max_epochs=1 '
         'tune={split:train}"')
 README_STUB = "# readme\nbefore\n<!-- benchmark:begin -->\nold\n<!-- benchmark:end -->\nafter\n"
 
 
 def load_script():
-    if "real_cv" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("real_cv", SCRIPT)
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["real_cv"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["real_cv"]
+    return real_cv
 
 
 def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
@@ -42,18 +35,17 @@ def snapshot(folder: Path) -> dict[str, tuple[int, int]]:
 
 
 def test_assign_folds_is_a_seeded_partition():
-    cv = load_script()
     names = [f"img{i:02d}" for i in range(40)]
-    folds = cv.assign_folds(names, 4, seed=0)
+    folds = assign_folds(names, 4, seed=0)
     assert [len(f) for f in folds] == [10, 10, 10, 10]
     assert sorted(n for f in folds for n in f) == names  # each name in exactly one fold
-    assert folds == cv.assign_folds(list(reversed(names)), 4, seed=0)  # input order is moot
-    assert folds != cv.assign_folds(names, 4, seed=1)
+    assert folds == assign_folds(list(reversed(names)), 4, seed=0)  # input order is moot
+    assert folds != assign_folds(names, 4, seed=1)
     assert folds[0] != names[:10]  # shuffled, not the sorted order cut in four
-    assert [len(f) for f in cv.assign_folds(names[:10], 3, seed=0)] == [4, 3, 3]
+    assert [len(f) for f in assign_folds(names[:10], 3, seed=0)] == [4, 3, 3]
     for bad in (1, 41):
         with pytest.raises(ValueError, match="folds"):
-            cv.assign_folds(names, bad, seed=0)
+            assign_folds(names, bad, seed=0)
 
 
 def test_recipe_overrides():
@@ -72,8 +64,11 @@ def test_recipe_overrides():
     assert cv.hydra_value("/a/it's") == "'/a/it\\'s'"
     with pytest.raises(SystemExit):
         cv.parse_recipe("no equals sign")
-    recipes = cv.load_recipes(cv.RECIPES_FILE)
-    assert "binary_288x384" in recipes and "data.image_size=[288,384]" in recipes["binary_288x384"]
+    # the recipes are conf/experiment/bench/*.yaml, in the table's order, base not among them
+    names = cv.recipe_names()
+    assert names[:6] == list(cv.RECIPE_ORDER) and "base" not in names
+    assert cv.recipe_overrides("binary_288x384") == ["experiment=bench/binary_288x384"]
+    assert cv.parse_variants(['tta="predict.tta=true"']) == {"tta": ["predict.tta=true"]}
 
 
 @pytest.mark.parametrize("script, expected", [
@@ -178,6 +173,28 @@ def test_quick_benchmark_end_to_end(tmp_path, capsys, monkeypatch):
         assert f["cpu_s"] is not None and f["rescore_wall_s"] > 0
     assert metrics_file.stat().st_mtime_ns == stamp
     assert "Re-tested with `--rescore`: `tiny`" in (out / "results.md").read_text()
+
+    # --variant: the same checkpoints re-tested with test-time overrides, a method of its own
+    assert cv.main([*argv, "--rescore", "--variant", 'tta="predict.tta=true"']) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["variants"] == {"tta": ["predict.tta=true"]}
+    assert list(res["methods"])[-2:] == ["tiny", "tiny+tta"]
+    for k, f in enumerate(res["methods"]["tiny+tta"]["folds"]):
+        assert f["status"] == "ok" and f["run_dir"].endswith(f"fold{k}/rescore-tta")
+        record = json.loads((Path(f["run_dir"]) / cv.RUN_RECORD).read_text())
+        assert record["overrides"][-3:-2] == ["predict.tta=true"]  # then train=false, ckpt
+        assert f["trained_with"] == res["methods"]["tiny"]["folds"][k]["trained_with"]
+        assert [r["file"] for r in f["per_image"]] == \
+            [r["file"] for r in res["methods"]["tiny"]["folds"][k]["per_image"]]
+    assert "| `tiny+tta` |" in (out / "results.md").read_text()
+    with pytest.raises(SystemExit, match="--rescore"):
+        cv.main([*argv, "--variant", "tta=predict.tta=true"])
+
+    # --render: results.md again from results.json alone, the same text
+    md = (out / "results.md").read_text()
+    (out / "results.md").unlink()
+    assert cv.main(["--render", "--out", str(out)]) == 0
+    assert (out / "results.md").read_text() == md
     rescored = work / "tiny" / "fold0" / "rescore" / "test_metrics.json"
     stamp = rescored.stat().st_mtime_ns
     assert cv.main([*argv, "--rescore"]) == 0  # the same re-test is reused, not run again
@@ -209,23 +226,29 @@ def test_read_run_knows_which_numbers_are_native(tmp_path):
     assert where["dice"] == where["count_mae"] == "256×256 (training size)"
 
 
-# the recipe of benchmarks/recipes.yaml that experiment=count_real packages
-COUNT_REAL_RECIPE = "distance_s05"
+def test_read_run_reads_old_metric_names(tmp_path):
+    """Runs from before the inst_* names (test/ap50, test/map, test/inst_ap) still read."""
+    cv = load_script()
+    (tmp_path / "test_metrics.json").write_text(json.dumps({"metrics": {
+        "test/native_dice": 0.95, "test/inst_f1": 0.9, "test/inst_ap": 0.8, "test/ap50": 0.8,
+        "test/ap75": 0.5, "test/map": 0.45}}))
+    metrics, where, _ = cv.read_run(tmp_path)
+    assert (metrics["ap50"], metrics["ap75"], metrics["map"]) == (0.8, 0.5, 0.45)
+    assert where["map"] == "native"
 
 
 def test_count_real_is_the_benchmarked_recipe(tmp_path):
-    """experiment=count_real composes to exactly the recipe the benchmark measured, so the
-    README's numbers are the experiment's."""
+    """experiment=count_real composes from the recipe the benchmark measured (no copy), so
+    the README's numbers are the experiment's: everything but its name is the same."""
     from omegaconf import OmegaConf
 
     from tests.conftest import compose_cfg
 
-    cv = load_script()
-    recipe = cv.split_overrides(cv.load_recipes(cv.RECIPES_FILE)[COUNT_REAL_RECIPE])
     fixed = ["data=bbbc041seg", "data.root=/d", "seed=0"]
-    a = compose_cfg(tmp_path, [*recipe, *fixed])
-    b = compose_cfg(tmp_path, ["experiment=count_real", *fixed])
-    for key in ("data", "model", "target", "loss", "augment", "optimizer", "scheduler",
-                "postprocess", "callbacks", "trainer"):
-        assert OmegaConf.to_container(a[key], resolve=True) == \
-            OmegaConf.to_container(b[key], resolve=True), key
+    a = OmegaConf.to_container(compose_cfg(tmp_path, ["experiment=bench/distance_s05", *fixed]),
+                               resolve=False)
+    b = OmegaConf.to_container(compose_cfg(tmp_path, ["experiment=count_real", *fixed]),
+                               resolve=False)
+    assert b.pop("name") == "count_real" and a.pop("name") != "count_real"
+    a.pop("hydra"), b.pop("hydra")  # which experiment was chosen
+    assert a == b and a["target"]["name"] == "distance"

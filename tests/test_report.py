@@ -100,6 +100,8 @@ def make_run(folder: Path, name: str, *, experiment: str | None, model: str, col
     (folder / "meta.json").write_text(json.dumps(meta, indent=2))
     write_metrics_csv(folder / "metrics.csv", epochs, best, dice)
     if test_json:
+        # the names of runs before the inst_* scheme (inst_ap, mean_matched_iou): the report
+        # reads them under today's (rundir.METRIC_ALIASES)
         metrics = {"test/loss": 0.3, "test/dice": dice, "test/iou": dice - 0.1,
                    "test/precision": 0.8, "test/recall": 0.85, "test/accuracy": 0.9,
                    "test/count_mae": 1.5, "test/count_bias": -0.5, "test/inst_precision": 0.7,
@@ -204,7 +206,8 @@ def test_load_history_single_epoch_and_missing_columns(tmp_path):
 def test_load_run_reads_every_file(sweep):
     run = load_run(sweep / "1")
     assert run.name == run.label == "ResUnet_grayscale_scheduler"
-    assert run.test["test/dice"] == 0.86 and run.test["test/inst_ap"] == 0.6
+    assert run.test["test/dice"] == 0.86 and run.test["test/inst_ap50"] == 0.6
+    assert run.test["test/inst_mean_iou"] == 0.8 and "test/inst_ap" not in run.test
     assert run.stopped_epoch == 8 and run.best_epoch == 4
     assert len(run.history) == 9 and len(run.per_image) == 3 and len(run.size_hist) == 2
     assert [s.name for s in run.samples] == ["smear_000", "smear_001"]
@@ -268,7 +271,7 @@ def test_results_csv_and_markdown(report):
     assert table["experiment"].tolist() == ["ResUnet_grayscale_scheduler", "Unet_grayscale"]
     row = table.set_index("experiment").loc["ResUnet_grayscale_scheduler"]
     assert row["dice"] == 0.86 and row["iou"] == pytest.approx(0.76)  # from test_metrics.json
-    assert row["count_mae"] == 1.5 and row["inst_f1"] == 0.72 and row["inst_ap"] == 0.6
+    assert row["count_mae"] == 1.5 and row["inst_f1"] == 0.72 and row["inst_ap50"] == 0.6
     assert row["stopped_epoch"] == 8 and row["epochs_run"] == 9
     assert row["params_m"] == pytest.approx(31.037633) and row["train_time_s"] == 123.4
     assert row["model"] == "resunet" and row["color"] == "gray"

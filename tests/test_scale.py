@@ -80,7 +80,7 @@ def test_outputs_upsampled_from_a_small_size_score_like_native_ones():
     direct.update("a", native, Watershed()(prob))
     want = direct.aggregate()
     assert got["count_mae"] == want["count_mae"] == 0
-    assert got["f1"] == want["f1"] == 1.0
+    assert got["inst_f1"] == want["f1"] == 1.0
     up = upsample(small, native.shape)
     assert up.shape == (1, *native.shape)
     truth = native > 0

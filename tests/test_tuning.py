@@ -107,7 +107,7 @@ def test_search_finds_the_threshold_that_splits():
     assert result.postprocess.marker_threshold == 0.8 and result.postprocess(outputs).max() == 2
     tried = [r["marker_threshold"] for r in result.rows]
     assert tried == [0.7, 0.8, 0.9]  # the current value is always tried
-    assert result.rows[0]["count_mae"] == 1 and result.rows[1]["f1"] == 1.0
+    assert result.rows[0]["count_mae"] == 1 and result.rows[1]["inst_f1"] == 1.0
     assert score(result.postprocess, items)["count_mae"] == 0
 
 
@@ -116,7 +116,7 @@ def test_search_scores_at_the_truths_size():
     small = np.stack([cv2.resize(c, (100, 60), interpolation=cv2.INTER_AREA) for c in outputs])
     result = search(ContourWatershed(), [TuningItem("a", small, truth)],
                     {"marker_threshold": [0.8]})
-    assert result.rows[-1]["f1"] > 0.9  # upsampled to 120x200 before scoring
+    assert result.rows[-1]["inst_f1"] > 0.9  # upsampled to 120x200 before scoring
 
 
 def test_search_rejects_bad_requests():
@@ -176,12 +176,13 @@ def test_search_picks_the_cut_off_the_truth_follows():
     assert result.best == {"min_cut_area_frac": 0.7}  # 0.9 would drop the 0.82 cell too
     assert [r["min_cut_area_frac"] for r in result.rows] == [0.3, 0.4, 0.5, 0.7, 0.9]
     assert [r["count_bias"] for r in result.rows] == [1, 1, 1, 0, -1]
-    assert result.postprocess(outputs).max() == 4 and score(result.postprocess, items)["f1"] == 1.0
+    assert result.postprocess(outputs).max() == 4
+    assert score(result.postprocess, items)["inst_f1"] == 1.0
     both = search(pp, items, {"split_ratio": [0.8, 0.9], "min_cut_area_frac": [0.7]})  # +0.85, +0.4
     assert len(both.rows) == 3 * 2 and set(both.best) == {"split_ratio", "min_cut_area_frac"}
     for row in both.rows:  # each try's scores are those of the post-processor it names
         tried = dataclasses.replace(pp, **{k: row[k] for k in both.best})
-        assert score(tried, items)["f1"] == row["f1"]
+        assert score(tried, items)["inst_f1"] == row["inst_f1"]
 
 
 def test_the_cut_off_is_tuned_only_where_the_data_has_a_rule():

@@ -14,6 +14,7 @@ section), ``gallery`` (synthetic vs real smears).
 
 from bloodseg.report.figures import (
     plot_comparison,
+    plot_count_scatter,
     plot_counts,
     plot_curves,
     plot_panel,
@@ -37,6 +38,7 @@ from bloodseg.report.tables import incomplete_markdown, results_markdown, result
 __all__ = [
     "Found", "Incomplete", "Run", "Sample", "assign_labels", "data_caption", "find_runs",
     "find_section", "incomplete_markdown", "load_history", "load_run", "markers",
-    "plot_comparison", "plot_counts", "plot_curves", "plot_panel", "plot_sizes",
+    "plot_comparison", "plot_count_scatter", "plot_counts", "plot_curves", "plot_panel",
+    "plot_sizes",
     "readme_section", "results_markdown", "results_table", "safe_stem", "update_readme",
 ]

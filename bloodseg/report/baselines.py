@@ -10,8 +10,9 @@ images it says whether training paid. For every test folder the runs name (``dat
   *training* images (:mod:`bloodseg.tuning`), as runs with ``tune`` do.
 
 Both drop frame-cut cells as the runs' data does (``cut_cell_frac`` in ``meta.json``). The
-scoring code is imported only when rows are asked for (``bloodseg-report --baselines``): the
-metrics module brings torch, and the report alone must run without it.
+scores come from :mod:`bloodseg.evaluation.baselines`, the scorer ``benchmarks/`` uses too;
+it is imported only when rows are asked for (``bloodseg-report --baselines``): its package
+brings torch, and the report alone must run without it.
 """
 
 from __future__ import annotations
@@ -40,49 +41,29 @@ def is_baseline(row: Any) -> bool:
     return not isinstance(run_dir, str) or not run_dir
 
 
-def _items(root: Path, split: str) -> list:
-    from bloodseg.data.bbbc041seg import list_split, read_native_instances
-    from bloodseg.io import read_image
-    from bloodseg.postprocess import otsu_foreground
-    from bloodseg.tuning import TuningItem
-
-    items = []
-    for sample in list_split(root, split):
-        fg = otsu_foreground(read_image(sample.image))
-        items.append(TuningItem(sample.name, fg[None].astype(np.float32),
-                                read_native_instances(sample)))
-    return items
-
-
-def _row(label: str, kind: Any, watershed: Any, items: Sequence) -> dict:
-    from bloodseg.metrics import InstanceStats
-
-    stats = InstanceStats()
-    inter = pred = true = 0
-    for it in items:
-        fg = it.outputs[0] > 0
-        truth = it.truth > 0
-        inter += int((fg & truth).sum())
-        pred, true = pred + int(fg.sum()), true + int(truth.sum())
-        stats.update(it.name, it.truth, watershed(it.outputs[0]))
+def _row(label: str, kind: Any, items: Sequence, stats: Any) -> dict:
+    inter = sum(it.dice_terms()[0] for it in items)
+    fg = sum(int(it.foreground.sum()) for it in items)
+    true = sum(int((it.truth > 0).sum()) for it in items)
     agg = stats.aggregate()
     return {
         "experiment": label, "model": "—", "color": "—", "data_kind": kind,
-        "dice": 2 * inter / (pred + true) if pred + true else np.nan,
-        "iou": inter / (pred + true - inter) if pred + true - inter else np.nan,
-        "precision": inter / pred if pred else np.nan,
+        "dice": 2 * inter / (fg + true) if fg + true else np.nan,
+        "iou": inter / (fg + true - inter) if fg + true - inter else np.nan,
+        "precision": inter / fg if fg else np.nan,
         "recall": inter / true if true else np.nan,
         "count_mae": agg["count_mae"], "count_bias": agg["count_bias"],
-        "inst_f1": agg["f1"], "inst_ap": agg["ap"],
+        "inst_f1": agg["f1"], "inst_ap50": agg["ap50"],
     }
 
 
 def baseline_rows(runs: Sequence[Run]) -> list[dict]:
     """Both reference rows per distinct test folder of ``runs`` (labelled with the folder's
     name when the runs used several); a folder that is gone is skipped with a warning."""
+    from bloodseg.data.bbbc041seg import list_split
+    from bloodseg.evaluation.baselines import OTSU_WATERSHED, otsu_items, score_otsu, score_tuned
     from bloodseg.io import DataError
     from bloodseg.postprocess import Watershed
-    from bloodseg.tuning import search
 
     roots: dict[str, Run] = {}
     for r in runs:
@@ -93,13 +74,14 @@ def baseline_rows(runs: Sequence[Run]) -> list[dict]:
         suffix = f" ({Path(root).name})" if len(roots) > 1 else ""
         cut = float(run.meta.get("cut_cell_frac") or 0.0)
         try:
-            test = _items(Path(root), "test")
-            train = _items(Path(root), "train")
+            test = otsu_items(list_split(root, "test"))
+            train = otsu_items(list_split(root, "train"))
         except (DataError, OSError, ValueError) as e:
             warn(f"no baseline rows for {root}: {e}")
             continue
         base = Watershed(min_cut_area_frac=cut)
-        rows.append(_row(OTSU + suffix, run.data_kind, base, test))
-        tuned = search(base, train).postprocess
-        rows.append(_row(OTSU_TUNED + suffix, run.data_kind, tuned, test))
+        plain = score_otsu(test, base).stats[OTSU_WATERSHED]
+        rows.append(_row(OTSU + suffix, run.data_kind, test, plain))
+        tuned, _ = score_tuned(test, train, base)
+        rows.append(_row(OTSU_TUNED + suffix, run.data_kind, test, tuned))
     return rows

@@ -35,7 +35,8 @@ from bloodseg.metrics import match_instances, merges_and_splits
 from bloodseg.render import overlay, to_rgb_uint8
 from bloodseg.report.runs import Run, Sample, data_caption, join, warn
 
-__all__ = ["plot_comparison", "plot_counts", "plot_curves", "plot_panel", "plot_sizes"]
+__all__ = ["plot_comparison", "plot_count_scatter", "plot_counts", "plot_curves", "plot_panel",
+           "plot_sizes"]
 
 TRAIN, VAL = "#1f77b4", "#ff7f0e"
 BEST, STOP = "#2ca02c", "#d62728"
@@ -342,35 +343,48 @@ def _colors(n: int) -> list:
     return [cmap(i % cmap.N) for i in range(n)]
 
 
-def plot_counts(runs: Sequence[Run], out: str | Path) -> Path | None:
-    """``counts.png``: predicted vs true cells per test image, one colour per experiment."""
-    runs = [r for r in runs if r.per_image is not None and not r.per_image.empty]
-    if not runs:
+def plot_count_scatter(groups: Sequence[tuple[str, Sequence[float], Sequence[float]]],
+                       path: str | Path, title: str, subtitle: str,
+                       xlabel: str = "true cells per test image",
+                       ylabel: str = "predicted cells (watershed)") -> Path | None:
+    """Predicted vs true cells per image, one colour and marker per ``(label, true,
+    predicted)`` group, and y = x; None when no group has a point. The one counts plot:
+    ``counts.png`` of the report and of ``benchmarks/real_cv.py``."""
+    groups = [(label, np.asarray(t, float), np.asarray(p, float)) for label, t, p in groups
+              if len(t)]
+    if not groups:
         return None
     fig = Figure(figsize=(7.0, 6.6), layout="constrained")
     ax = fig.add_subplot()
     hi = 1.0
     markers = "osD^vP*Xph"
-    for i, (r, name, color) in enumerate(zip(runs, _run_names(runs), _colors(len(runs)),
-                                             strict=True)):
-        df = r.per_image
-        mae = float((df["pred_count"] - df["true_count"]).abs().mean())
-        # experiments share the test images (same x): distinct markers keep overlaps visible
-        ax.scatter(df["true_count"], df["pred_count"], s=46, alpha=0.7, color=color,
-                   marker=markers[i % len(markers)], edgecolors="white", linewidths=0.6,
-                   label=f"{name} (MAE {mae:.2f})")
-        hi = max(hi, float(df["true_count"].max()), float(df["pred_count"].max()))
+    for i, ((label, true, pred), color) in enumerate(zip(groups, _colors(len(groups)),
+                                                         strict=True)):
+        mae = float(np.abs(pred - true).mean())
+        # methods share the test images (same x): distinct markers keep overlaps visible
+        ax.scatter(true, pred, s=46, alpha=0.7, color=color, marker=markers[i % len(markers)],
+                   edgecolors="white", linewidths=0.6, label=f"{label} (MAE {mae:.2f})")
+        hi = max(hi, float(true.max()), float(pred.max()))
     hi *= 1.06
     ax.plot([0, hi], [0, hi], ls="--", color="0.45", lw=1.2, label="y = x (exact count)")
     # a little room below 0 so "no cells found" points are not hidden by the axis
-    ax.set(xlim=(-0.03 * hi, hi), ylim=(-0.03 * hi, hi), xlabel="true cells per test image",
-           ylabel="predicted cells (watershed)")
+    ax.set(xlim=(-0.03 * hi, hi), ylim=(-0.03 * hi, hi), xlabel=xlabel, ylabel=ylabel)
     ax.set_aspect("equal")
     ax.grid(alpha=0.3)
-    ax.legend(loc="upper left", fontsize=9, framealpha=0.9)
-    _titles(fig, "Cell counts: predicted vs true", f"{_runs_caption(runs)} · one point per "
-            "test image")
-    return _save(fig, Path(out) / "counts.png")
+    ax.legend(loc="upper left", fontsize=9 if len(groups) <= 6 else 8, framealpha=0.9)
+    _titles(fig, title, subtitle)
+    return _save(fig, Path(path))
+
+
+def plot_counts(runs: Sequence[Run], out: str | Path) -> Path | None:
+    """``counts.png``: predicted vs true cells per test image, one colour per experiment."""
+    runs = [r for r in runs if r.per_image is not None and not r.per_image.empty]
+    if not runs:
+        return None
+    groups = [(name, r.per_image["true_count"], r.per_image["pred_count"])
+              for r, name in zip(runs, _run_names(runs), strict=True)]
+    return plot_count_scatter(groups, Path(out) / "counts.png", "Cell counts: predicted vs true",
+                              f"{_runs_caption(runs)} · one point per test image")
 
 
 # (test metric, baseline-row column, axis label, lower is better)

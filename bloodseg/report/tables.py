@@ -30,7 +30,7 @@ COLUMNS = [
     ("count_mae", "count MAE"),
     ("count_bias", "count bias"),
     ("inst_f1", "inst. F1@0.5"),
-    ("inst_ap", "AP@0.5"),
+    ("inst_ap50", "AP@0.5"),
     ("epochs_run", "epochs run"),
     ("stopped_epoch", "stopped epoch"),
     ("train_time_s", "train time (s)"),
@@ -39,7 +39,7 @@ COLUMNS = [
 TEST_KEYS = {
     "dice": "test/dice", "iou": "test/iou", "precision": "test/precision",
     "recall": "test/recall", "count_mae": "test/count_mae", "count_bias": "test/count_bias",
-    "inst_f1": "test/inst_f1", "inst_ap": "test/inst_ap",
+    "inst_f1": "test/inst_f1", "inst_ap50": "test/inst_ap50",
 }
 # results.csv only: what the README needs for the study's "Epoch : 100, Batch : 4, ..." line
 EXTRA_COLUMNS = ["optimizer", "lr", "scheduler", "batch_size", "max_epochs", "loss", "run_dir"]

@@ -8,7 +8,12 @@ label images of test scoring and ``bloodseg-predict``.
 
 Scores are taken at each image's native resolution, against its native instances (exact labels
 for synthetic data, connected components of the gap-separated masks for BBBC041Seg), and
-logged as ``test/count_mae``, ``test/inst_f1``, ``test/ap50``, ``test/dice``, ...
+logged as ``test/count_mae``, ``test/inst_f1``, ``test/inst_ap50``, ``test/dice``, ... (one
+scheme: instance metrics are ``inst_*``; :data:`bloodseg.rundir.METRIC_ALIASES` reads the names
+of older runs).
+
+Also here: :mod:`bloodseg.evaluation.folds` (cross-validation folds of a data folder) and
+:mod:`bloodseg.evaluation.baselines` (the Otsu baselines, scored).
 
     >>> predictor = Predictor.load("run/checkpoints/best.ckpt")
     >>> result = tune_stage(predictor, "data/BCCD Dataset with mask", {"metric": "f1"})
@@ -45,13 +50,12 @@ LOGGED = {
     "precision": "inst_precision",
     "recall": "inst_recall",
     "f1": "inst_f1",
-    "ap": "inst_ap",
-    "mean_matched_iou": "mean_matched_iou",
+    "ap50": "inst_ap50",  # InstanceStats' "ap" is the same number (AP at IoU 0.5)
+    "ap75": "inst_ap75",
+    "map": "inst_map",
+    "mean_matched_iou": "inst_mean_iou",
     "pred_count_mean": "pred_count",
     "true_count_mean": "true_count",
-    "ap50": "ap50",
-    "ap75": "ap75",
-    "map": "map",
 }
 TUNE_KEYS = ("split", "metric", "grid", "max_images")
 TUNE_DEFAULTS = {"split": "train", "metric": "f1", "grid": None, "max_images": 50}

@@ -1,0 +1,7 @@
+"""bloodseg's benchmarks: scripts that measure the library, never part of it.
+
+Each runs as ``python -m benchmarks.<name>`` from the repository root, or as
+``python benchmarks/<name>.py``. They import only the library (``bloodseg``, never its entry
+points: a command is run as a subprocess instead) and, for ``gpu_check``, its own sections
+(``benchmarks/gpucheck/``).
+"""
