@@ -54,6 +54,11 @@ def tune(cfg: DictConfig) -> Path:
     ``postprocess.json`` written (beside the weights unless ``output=``)."""
     spec = evaluation.tune_spec(cfg.tune) or dict(evaluation.TUNE_DEFAULTS)
     predictor, weights = predictor_from_config({**cfg, "postprocess_file": None})
+    if isinstance(weights, list):  # an ensemble: its choice is tied to its first member
+        if not cfg.get("output"):
+            raise DataError("tuning an ensemble writes its choice to output=<file.json>; pass "
+                            "that file as postprocess_file= to evaluate and predict")
+        weights = weights[0]
     out = Path(cfg.output) if cfg.get("output") else tuned_path(weights)
     if out.suffix != ".json":
         out = out / rundir.TUNED

@@ -103,7 +103,9 @@ def write_meta(out: str | Path, meta: dict) -> Path:
 def write_test_metrics(out: str | Path, metrics: dict, ckpt_path: str | Path | None,
                        tta: bool, data_info: dict) -> Path:
     """``test_metrics.json``: the metrics plus what produced them."""
-    payload = {"ckpt_path": str(ckpt_path), "tta": tta, **data_info, "metrics": metrics}
+    # an ensemble's members as a list of paths
+    ckpt = [str(c) for c in ckpt_path] if isinstance(ckpt_path, list | tuple) else str(ckpt_path)
+    payload = {"ckpt_path": ckpt, "tta": tta, **data_info, "metrics": metrics}
     return write_text_atomic(Path(out) / TEST_METRICS, json.dumps(payload, indent=2))
 
 

@@ -264,10 +264,7 @@ def write_run_files(cfg, out: Path, trainer: pl.Trainer, module, datamodule,
         "batch_size": datamodule.batch_size,
         **datamodule.describe(),
     }
-    rundir.write_meta(out, meta)
-    if test_metrics:
-        rundir.write_test_metrics(out, test_metrics, meta["best_ckpt"], False,
-                                  datamodule.describe())
+    rundir.write_meta(out, meta)  # test_metrics.json is the test stage's (weights, TTA, data)
     log.info("run files written to %s", out)
 
 

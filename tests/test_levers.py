@@ -4,6 +4,7 @@ several model files (``ckpt_path=[a,b]``), on the shipped model and a real smear
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import numpy as np
 import pytest
@@ -121,3 +122,37 @@ def test_ensemble_refuses_members_with_other_preprocessing(members, tmp_path):
     c = save_bundle(tmp_path / "c.pt", other, net.state_dict(), half=False)
     with pytest.raises(SpecError, match=r"c\.pt: its preprocess .* differs"):
         Predictor.load([a, c], device="cpu")
+
+
+def test_evaluate_and_tune_an_ensemble_end_to_end(members, shared_data, tmp_path):
+    """``bloodseg-evaluate ckpt_path=[a,b]`` records both members; ``bloodseg-tune`` writes an
+    ensemble's choice to output= (tied to its first member), which evaluate then reads."""
+    from bloodseg.io import DataError
+    from bloodseg.model_stages import evaluate, tune
+
+    root = tmp_path / "data"
+    for split in ("train", "test"):
+        for kind, name in (("original", "original.png"), ("mask", "mask.png")):
+            (root / split / kind).mkdir(parents=True)
+            (root / split / kind / "smear.png").symlink_to(
+                shared_data / "bbbc041seg-sample" / name)
+    a, b = members
+    base = {"ckpt_path": [str(a), str(b)], "weights": None, "postprocess": None,
+            "postprocess_file": None, "n_samples": 0,
+            "predict": {"tta": False, "device": "cpu", "mode": "auto"},
+            "data": {"root": str(root), "split": "test", "val_fraction": 0.0, "seed": 0}}
+    with pytest.raises(DataError, match="output="):
+        tune(OmegaConf.create({**base, "paths": {"output_dir": str(tmp_path / "t0")},
+                               "tune": {"split": "train", "max_images": 1}}))
+    chosen = tmp_path / "ensemble_pp.json"
+    tune(OmegaConf.create({**base, "paths": {"output_dir": str(tmp_path / "t")},
+                           "output": str(chosen),
+                           "tune": {"split": "train", "max_images": 1,
+                                    "grid": {"marker_threshold": [0.4, 0.6]}}}))
+    assert chosen.is_file()
+    out = tmp_path / "eval"
+    metrics = evaluate(OmegaConf.create({**base, "postprocess_file": str(chosen),
+                                         "paths": {"output_dir": str(out)}}))
+    record = json.loads((out / "test_metrics.json").read_text())
+    assert record["ckpt_path"] == [str(a), str(b)] and record["tta_mode"] == "none"
+    assert metrics["test/inst_f1"] > 0.8  # the shipped model and its noisy twin, averaged

@@ -150,11 +150,13 @@ def test_stage(predictor: Predictor, samples: Sequence[Sample], out: str | Path 
     """Score ``samples`` and, with ``out``, write the run folder's test files."""
     if not samples:
         raise ValueError("no test images to score")
-    log.info("testing %s on %d image(s) (%s, mode %s, tta %s)", Path(weights).name,
-             len(samples), predictor.spec.postprocess.name, predictor.mode, predictor.tta)
+    names = ", ".join(Path(w).name for w in weights) if isinstance(weights, list) \
+        else Path(weights).name  # a list: an ensemble
+    log.info("testing %s on %d image(s) (%s, mode %s, tta %s)", names, len(samples),
+             predictor.spec.postprocess.name, predictor.mode, predictor.tta_mode)
     scored = score(predictor, samples, n_pictures)
     if out is not None:
-        info = {"n_test": len(samples), "postprocess": {
+        info = {"n_test": len(samples), "tta_mode": predictor.tta_mode, "postprocess": {
             "name": predictor.spec.postprocess.name, **predictor.spec.postprocess.fields},
             **(data_info or {})}
         write_scored(out, scored, weights, predictor.tta, info, n_pictures)

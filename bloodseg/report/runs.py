@@ -196,7 +196,9 @@ def evaluate_meta(folder: Path) -> dict:
     payload = rundir.read_json(folder / rundir.TEST_METRICS)
     if not isinstance(payload, dict):
         raise rundir.RunDirError(f"{folder / rundir.TEST_METRICS}: expected a JSON object")
-    ckpt = Path(str(payload.get("ckpt_path") or ""))
+    ckpt_path = payload.get("ckpt_path") or ""
+    members = ckpt_path if isinstance(ckpt_path, list) else [ckpt_path]  # a list: an ensemble
+    ckpt = Path(str(members[0] if members else ""))
     trained_in = ckpt.parent.parent if ckpt.parent.name == "checkpoints" else None
     training: dict = {}
     if trained_in is not None and (trained_in / rundir.META).is_file():
@@ -206,6 +208,8 @@ def evaluate_meta(folder: Path) -> dict:
             pass
     name = training.get("name") or (trained_in.name if trained_in else folder.name)
     how = "evaluate, TTA" if payload.get("tta") else "evaluate"
+    if len(members) > 1:
+        how += f", ensemble of {len(members)}"
     data = {k: v for k, v in payload.items() if k not in ("metrics", "ckpt_path", "tta")}
     return {**{k: training[k] for k in _TRAINING_KEYS if k in training}, **data,
             "name": f"{name} ({how})", "status": "evaluated", "ckpt_path": str(ckpt)}
