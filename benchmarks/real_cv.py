@@ -28,6 +28,7 @@ cells per image); ``--readme README.md`` also rewrites the README's ``benchmark`
     python -m benchmarks.real_cv --resume                     # skip finished (recipe, fold)s
     python -m benchmarks.real_cv --rescore                    # re-test finished runs' best.ckpt
     python -m benchmarks.real_cv --rescore --variant tta="predict.tta=true"
+    python -m benchmarks.real_cv --only-variants --variant d4="predict.tta=d4 tune=null"
     python -m benchmarks.real_cv --render --readme README.md  # results.json -> md, png, README
     python -m benchmarks.real_cv --quick                      # the code path, 1-2 min
 
@@ -377,6 +378,21 @@ def trained(run_dir: Path) -> bool:
         (run_dir / rundir.CHECKPOINTS / "best.ckpt").is_file()
 
 
+def finished_fold(recipe: str, fold: int, run_dir: Path) -> dict:
+    """One fold's row as its run tested it (``--only-variants``); a failed row, never a
+    training, when the run has not finished."""
+    if not trained(run_dir):
+        return {"status": "failed", "run_dir": str(run_dir),
+                "error": f"not finished yet (no {rundir.TEST_METRICS} or best.ckpt)"}
+    record = rundir.read_json(run_dir / RUN_RECORD) if (run_dir / RUN_RECORD).is_file() else {}
+    metrics, resolution, per_image = read_run(run_dir)
+    print(f"[{recipe} fold {fold}] as tested: {_brief(metrics)}", flush=True)
+    return {"status": "ok", "resumed": True, "run_dir": str(run_dir),
+            "wall_s": record.get("wall_s"), "cpu_s": record.get("cpu_s"),
+            "trained_with": record.get("overrides"), "metrics": metrics,
+            "resolution": resolution, "per_image": per_image}
+
+
 def run_variant(recipe: str, overrides: list[str], variant: str, test_overrides: list[str],
                 fold: int, fold_dir: Path, run_dir: Path, seed: int, quick: bool) -> dict:
     """The variant ``<recipe>+<variant>`` of one fold: the run's ``best.ckpt`` re-tested with
@@ -712,6 +728,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--variant", action="append", default=[], metavar='NAME="OVERRIDES"',
                     help="with --rescore: also re-test every finished run with these "
                          "test-time overrides, as method <recipe>+NAME (repeatable)")
+    ap.add_argument("--only-variants", action="store_true",
+                    help="with --variant: re-test only the variants; each recipe's row is "
+                         "its finished runs as they were tested (nothing trains, so it may "
+                         "run beside a benchmark still training other folds)")
     ap.add_argument("--render", action="store_true",
                     help="only rewrite results.md, counts.png (and --readme) from --out's "
                          "results.json; nothing runs")
@@ -756,6 +776,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         recipes = dict(list(recipes.items())[:QUICK_RECIPES])
     variants = parse_variants(args.variant)
+    if args.only_variants:
+        if not variants:
+            raise SystemExit("--only-variants needs at least one --variant NAME=\"...\"")
+        args.rescore = True  # variants re-test; the recipes' own runs are only read
     if variants and not args.rescore:
         raise SystemExit("--variant re-tests trained runs: use it with --rescore")
 
@@ -832,9 +856,10 @@ def main(argv: list[str] | None = None) -> int:
         method = results["methods"][name]
         for k, fold_dir in enumerate(fold_dirs):
             run_dir = work / name / f"fold{k}"
-            method["folds"].append(run_fold(name, overrides, k, fold_dir, run_dir,
-                                            args.seed, args.quick, args.resume,
-                                            args.rescore))
+            method["folds"].append(
+                finished_fold(name, k, run_dir) if args.only_variants else
+                run_fold(name, overrides, k, fold_dir, run_dir, args.seed, args.quick,
+                         args.resume, args.rescore))
             for v, test_overrides in variants.items():
                 results["methods"][f"{name}+{v}"]["folds"].append(run_variant(
                     name, overrides, v, test_overrides, k, fold_dir, run_dir, args.seed,

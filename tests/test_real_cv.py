@@ -252,3 +252,28 @@ def test_count_real_is_the_benchmarked_recipe(tmp_path):
     assert b.pop("name") == "count_real" and a.pop("name") != "count_real"
     a.pop("hydra"), b.pop("hydra")  # which experiment was chosen
     assert a == b and a["target"]["name"] == "distance"
+
+
+def test_only_variants_reads_finished_runs_and_never_trains(tmp_path):
+    """``--only-variants``: a recipe's row is its runs as they were tested; an unfinished
+    run is a failed row (it is never trained from there), so the call can run beside a
+    benchmark still training other folds."""
+    from bloodseg import rundir
+
+    done, pending = tmp_path / "fold0", tmp_path / "fold1"
+    (done / "checkpoints").mkdir(parents=True)
+    (done / "checkpoints" / "best.ckpt").write_bytes(b"")
+    rundir.write_test_metrics(done, {"test/count_mae": 1.5, "test/inst_f1": 0.95,
+                                     "test/dice": 0.94, "test/native_dice": 0.94}, "x", False, {})
+    rundir.write_per_image(done, [{"file": "a.png", "true_count": 10, "pred_count": 11,
+                                   "tp": 10, "fp": 1, "fn": 0}])
+    row = real_cv.finished_fold("distance_s05", 0, done)
+    assert row["status"] == "ok" and row["metrics"]["count_mae"] == 1.5
+    assert row["metrics"]["f1"] == 0.95
+    assert row["per_image"] == [{"file": "a.png", "true_count": 10, "pred_count": 11,
+                                 "tp": 10, "fp": 1, "fn": 0}]
+    pending.mkdir()
+    assert real_cv.finished_fold("distance_s05", 1, pending)["status"] == "failed"
+    assert not (pending / "checkpoints").exists()
+    with pytest.raises(SystemExit, match="--only-variants needs"):
+        real_cv.main(["--only-variants", "--out", str(tmp_path / "out")])
