@@ -35,7 +35,8 @@ from bloodseg import ddp, evaluation, rundir
 from bloodseg.cli_errors import quote_value
 from bloodseg.config import instantiate_group
 from bloodseg.data.bbbc041seg import list_split
-from bloodseg.inference import Predictor, check_model_file, write_tuned
+from bloodseg.checkpoint import CheckpointError
+from bloodseg.inference import Predictor, check_model_file, load_model, write_tuned
 from bloodseg.io import write_text_atomic
 from bloodseg.module import SegmentationModule
 
@@ -53,9 +54,42 @@ def build_module(cfg: DictConfig) -> SegmentationModule:
         postprocess=cfg.get("postprocess"),
     )
     module.provenance = {"run": str(cfg.get("name")), "config_sha256": config_hash(cfg)}
+    if cfg.get("init_from"):
+        init_weights(module, str(cfg.init_from))
     if cfg.get("compile"):
         module.net = torch.compile(module.net)
     return module
+
+
+def init_weights(module: SegmentationModule, source: str) -> Path:
+    """Start from another model's network weights (fine-tuning, or pretraining on synthetic
+    smears first): a checkpoint or bundle file, or a shipped model's name. Its network and
+    target must be this run's; the optimizer, schedule and epochs start afresh (``ckpt_path``
+    resumes a run instead). Returns the model file."""
+    from bloodseg.weights import weights_names, weights_path
+
+    path = Path(source)
+    if not path.is_file():
+        if source not in weights_names():
+            raise CheckpointError(
+                f"init_from={source}: no such file and no shipped model of that name; pass a "
+                f"checkpoint or bundle path, or one of: {', '.join(weights_names())}")
+        path = weights_path(source)
+    spec, net = load_model(path)
+    mine, theirs = module.network, spec.network
+    if (theirs.name, theirs.kwargs) != (mine.name, mine.kwargs):
+        raise CheckpointError(
+            f"{path}: its network {theirs.name} {theirs.kwargs} is not this run's {mine.name} "
+            f"{mine.kwargs}; init_from needs the same network (use the model's own recipe, "
+            "e.g. experiment=count_real for count_real)")
+    if spec.target.name != module.target_spec.name:
+        raise CheckpointError(
+            f"{path}: it was trained for target={spec.target.name}, this run learns "
+            f"target={module.target_spec.name}; pass target={spec.target.name}")
+    module.net.load_state_dict(net.state_dict())
+    log.info("network initialised from %s (%s, %s epochs on %s)", path, theirs.name,
+             spec.provenance.get("epochs", "?"), spec.provenance.get("data_kind", "?"))
+    return path
 
 
 def config_hash(cfg: DictConfig) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -156,3 +157,39 @@ def test_evaluate_and_tune_an_ensemble_end_to_end(members, shared_data, tmp_path
     record = json.loads((out / "test_metrics.json").read_text())
     assert record["ckpt_path"] == [str(a), str(b)] and record["tta_mode"] == "none"
     assert metrics["test/inst_f1"] > 0.8  # the shipped model and its noisy twin, averaged
+
+
+TINY = ["data=synthetic", "data.synthetic.n_train=6", "data.synthetic.n_test=2",
+        "data.synthetic.size=[96,96]", "data.image_size=64", "data.num_workers=0",
+        "data.batch_size=2", "logger=csv", "trainer=cpu", "callbacks.progress_bar=null"]
+
+
+def test_init_from_a_shipped_model_then_fine_tune(hydra_cfg, tmp_path):
+    """``init_from=count_real``: the run's network starts as the shipped model (the same
+    weights), then trains on the run's own data."""
+    from bloodseg.training import build_module, train
+
+    cfg = hydra_cfg(tmp_path, ["experiment=count_real", "init_from=count_real", *TINY,
+                               "trainer.max_epochs=1", "tune=null"])
+    module = build_module(cfg)
+    _, shipped = load_model(weights_path("count_real"))
+    for k, v in shipped.state_dict().items():
+        torch.testing.assert_close(module.net.state_dict()[k], v)
+    metrics = train(cfg)
+    assert "test/count_mae" in metrics
+    last = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    _, tuned = load_model(last)  # it trained: the weights moved away from the shipped ones
+    assert [k for k, v in shipped.state_dict().items()
+            if v.is_floating_point() and not torch.equal(tuned.state_dict()[k], v)]
+
+
+def test_init_from_refuses_another_network_or_target(hydra_cfg, tmp_path):
+    from bloodseg.checkpoint import CheckpointError
+    from bloodseg.training import build_module
+
+    with pytest.raises(CheckpointError, match=r"count_real\.pt: its network .* is not this "
+                                              r"run's"):
+        build_module(hydra_cfg(tmp_path, ["experiment=count_real", "model.base_channels=8",
+                                          "init_from=count_real", *TINY]))
+    with pytest.raises(CheckpointError, match="no such file and no shipped model"):
+        build_module(hydra_cfg(tmp_path, ["init_from=/nowhere/x.ckpt", *TINY]))
