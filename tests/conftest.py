@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -12,6 +13,12 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 import bloodseg  # noqa: F401  (resolvers)
+
+# A shell without job control starts background jobs with SIGINT ignored, and an ignored
+# signal stays ignored in every child: Ctrl+C tests (a subprocess sent SIGINT) would hang.
+# A handler is not inherited across exec, so restoring one here gives children the default.
+if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
