@@ -32,10 +32,10 @@ from omegaconf import DictConfig, OmegaConf
 
 import bloodseg  # noqa: F401  (registers the config resolvers)
 from bloodseg import ddp, evaluation, rundir
+from bloodseg.checkpoint import CheckpointError
 from bloodseg.cli_errors import quote_value
 from bloodseg.config import instantiate_group
 from bloodseg.data.bbbc041seg import list_split
-from bloodseg.checkpoint import CheckpointError
 from bloodseg.inference import Predictor, check_model_file, load_model, write_tuned
 from bloodseg.io import write_text_atomic
 from bloodseg.module import SegmentationModule

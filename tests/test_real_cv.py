@@ -13,7 +13,7 @@ import pytest
 
 from benchmarks import real_cv
 from bloodseg.data.synthetic import write_dataset
-from bloodseg.evaluation.folds import assign_folds
+from bloodseg.evaluation.folds import assign_folds, build_fold_dirs, list_pairs
 
 TINY = ('tiny="data.image_size=64 model.base_channels=4 trainer=cpu trainer.max_epochs=1 '
         'tune={split:train}"')
@@ -277,3 +277,23 @@ def test_only_variants_reads_finished_runs_and_never_trains(tmp_path):
     assert not (pending / "checkpoints").exists()
     with pytest.raises(SystemExit, match="--only-variants needs"):
         real_cv.main(["--only-variants", "--out", str(tmp_path / "out")])
+
+
+def test_fold_folders_are_links_kept_while_they_match(tmp_path):
+    """A second call (e.g. --only-variants beside a benchmark still training) keeps fold
+    folders that link exactly the same files, and rebuilds those that do not."""
+    data = write_dataset(tmp_path / "data", n_train=5, n_test=3, size=(32, 32), seed=0)
+    samples = list_pairs(data)
+    names = [s.name for s in samples]
+    folds = assign_folds(names, 2, seed=0)
+    first = build_fold_dirs(samples, folds, tmp_path / "work")
+    links = sorted(p for p in first[0].rglob("*") if p.is_symlink())
+    assert len(links) == 2 * len(samples) and all(p.resolve().is_file() for p in links)
+    assert {p.stem for p in (first[0] / "test" / "original").iterdir()} == set(folds[0])
+    marker = {p: p.lstat().st_mtime_ns for p in links}
+    build_fold_dirs(samples, folds, tmp_path / "work")
+    assert {p: p.lstat().st_mtime_ns for p in links} == marker  # kept, not rebuilt
+    other = assign_folds(names, 2, seed=1)
+    assert other != folds
+    rebuilt = build_fold_dirs(samples, other, tmp_path / "work")
+    assert {p.stem for p in (rebuilt[0] / "test" / "original").iterdir()} == set(other[0])

@@ -13,6 +13,7 @@ links only, so the data folder itself is never written.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from collections.abc import Sequence
 from pathlib import Path
@@ -75,16 +76,32 @@ def _link(src: Path, dst: Path) -> None:
 def build_fold_dirs(samples: Sequence[Sample], fold_names: Sequence[Sequence[str]],
                     work: str | Path) -> list[Path]:
     """``<work>/folds/fold<k>/{train,test}/{original,mask}/``: links to the data, nothing
-    else (a fold folder from an earlier call is replaced)."""
+    else. A fold folder from an earlier call is kept when it links exactly these files (a
+    benchmark still training on it keeps reading it), replaced otherwise."""
     dirs = []
     for k, test_names in enumerate(fold_names):
         fold = Path(work) / FOLDS_DIR / f"fold{k}"
-        if fold.exists():
-            shutil.rmtree(fold)
         test = set(test_names)
+        want = {}
         for s in samples:
             split = "test" if s.name in test else "train"
-            _link(s.image, fold / split / "original" / s.image.name)
-            _link(s.mask, fold / split / "mask" / s.mask.name)
+            want[Path(split, "original", s.image.name)] = s.image.resolve()
+            want[Path(split, "mask", s.mask.name)] = s.mask.resolve()
+        if fold.exists() and _links(fold) != want:
+            shutil.rmtree(fold)
+        if not fold.exists():
+            for rel, src in want.items():
+                _link(src, fold / rel)
         dirs.append(fold)
     return dirs
+
+
+def _links(fold: Path) -> dict[Path, Path] | None:
+    """``{relative path: link target}`` of a fold folder; None if it holds anything else."""
+    found = {}
+    for path in fold.rglob("*"):
+        if path.is_symlink():
+            found[path.relative_to(fold)] = Path(os.readlink(path))
+        elif not path.is_dir():
+            return None
+    return found
