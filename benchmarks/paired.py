@@ -17,19 +17,20 @@ For every (repeat, image) both methods scored it prints the difference in absolu
 error (candidate - reference; negative = better) and, where the runs kept their matches, in
 per-image F1; then how many images improved, got worse or tied, the mean difference ± sd,
 and a two-sided sign test (scipy) of improved vs worse. Also each method's count MAE as
-mean ± sd over all folds of all repeats.
+mean ± sd over all folds of all repeats (:func:`bloodseg.report.cv.mean_sd`, as the CV table).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+
+from bloodseg.report.cv import mean_sd
 
 
 def per_image(results: dict, method: str) -> dict[str, dict]:
@@ -78,17 +79,11 @@ def compare(runs: Sequence[dict], reference: str, candidate: str) -> dict:
     d = np.asarray(count, float)
     better, worse = int((d < 0).sum()), int((d > 0).sum())
     p = binomtest(better, better + worse).pvalue if better + worse else 1.0
-
-    def stat(values: Sequence[float]) -> dict:
-        v = np.asarray(values, float)
-        return {"mean": float(v.mean()) if v.size else math.nan,
-                "sd": float(v.std(ddof=1)) if v.size > 1 else math.nan, "n": int(v.size)}
-
     return {"reference": reference, "candidate": candidate, "images": int(d.size),
             "repeats": len(runs), "better": better, "worse": worse,
             "tied": int(d.size - better - worse), "sign_test_p": float(p),
-            "abs_count_error_diff": stat(d), "f1_diff": stat(score),
-            "fold_mae": {m: stat(v) for m, v in maes.items()}}
+            "abs_count_error_diff": mean_sd(d), "f1_diff": mean_sd(score),
+            "fold_mae": {m: mean_sd(v) for m, v in maes.items()}}
 
 
 def report(c: dict) -> str:

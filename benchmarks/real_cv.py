@@ -15,8 +15,9 @@ in the Kaggle layout is made under ``--work`` of symbolic links only (the fold's
 
 Folds come from :mod:`bloodseg.evaluation.folds`; recipes are the configs
 ``conf/experiment/bench/<name>.yaml`` (``experiment=bench/<name>``), all composed from
-``bench/base.yaml``; the counts plot and the README section are written by
-:mod:`bloodseg.report`.
+``bench/base.yaml``. This script orchestrates (folds, subprocess runs, re-tests); the
+``results.json`` format, its summary (mean ± sd over folds), table, counts plot and README
+section are :mod:`bloodseg.report.cv`'s.
 
 Written into ``--out``: ``results.json`` (every fold of every method, times, the command,
 the git commit), ``results.md`` (mean ± sd over folds) and ``counts.png`` (predicted vs true
@@ -48,11 +49,8 @@ README.
 from __future__ import annotations
 
 import argparse
-import importlib.metadata
 import json
-import math
 import os
-import platform
 import re
 import resource
 import shlex
@@ -63,8 +61,6 @@ import time
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-
-import numpy as np
 
 from bloodseg import rundir
 from bloodseg.config import CONF_DIR
@@ -80,8 +76,23 @@ from bloodseg.evaluation.folds import (
 from bloodseg.io import write_text_atomic
 from bloodseg.labels import CUT_CELL_FRAC
 from bloodseg.postprocess import Watershed
-from bloodseg.report.figures import plot_count_scatter
-from bloodseg.report.readme import find_section, replace_section
+from bloodseg.report.cv import (
+    COLUMNS,
+    QUICK_NOTE,
+    RUN_LOG,
+    RUN_RECORD,
+    baseline_fold,
+    finite,
+    image_sizes,
+    new_results,
+    read_run,
+    results_markdown,
+    summarize_error,
+    tested_fold,
+    update_readme,
+    write_outputs,
+)
+from bloodseg.report.readme import find_section
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,35 +106,17 @@ RECIPE_BASE = "base"  # what every recipe composes from; not a recipe itself
 RECIPE_ORDER = ("binary_s05", "contour_s05", "distance_s05", "distance_s05_e24",
                 "binary_wmap_s05", "binary_288x384")
 SECTION = "benchmark"
-RUN_LOG = "benchmark_run.log"
-RUN_RECORD = "benchmark_run.json"
 RESCORE_DIR = "rescore"  # <run>/rescore/, and <run>/rescore-<variant>/ for --variant
 # appended to every recipe by --quick: a tiny network, one epoch, no loader processes
 QUICK_OVERRIDES = ("trainer.max_epochs=1", "data.image_size=64", "model.base_channels=4",
                    "data.num_workers=0")
 QUICK_FOLDS = 2
 QUICK_RECIPES = 2
-QUICK_NOTE = "QUICK MODE — not a result"
 BASELINES = (otsu.OTSU_CC, otsu.OTSU_WATERSHED)  # scored together (one Otsu pass)
 TUNED_BASELINE = otsu.OTSU_TUNED
 BASELINE_LABELS = {otsu.OTSU_CC: "Otsu + connected components",
                    otsu.OTSU_WATERSHED: "Otsu + bloodseg watershed",
                    TUNED_BASELINE: "Otsu + bloodseg watershed, tuned"}
-# results.json's metric -> its name in test_metrics.json after "test/" (or "test/native_";
-# older runs' names are read through rundir.METRIC_ALIASES) and in InstanceStats.aggregate()
-# for the baselines (None: the pooled Otsu Dice)
-METRICS = {
-    "dice": ("dice", None),
-    "count_mae": ("count_mae", "count_mae"),
-    "count_bias": ("count_bias", "count_bias"),
-    "f1": ("inst_f1", "f1"),
-    "ap50": ("inst_ap50", "ap50"),
-    "ap75": ("inst_ap75", "ap75"),
-    "map": ("inst_map", "map"),
-}
-COLUMNS = [("dice", "Dice", "{:.3f}"), ("count_mae", "count MAE", "{:.2f}"),
-           ("count_bias", "count bias", "{:+.2f}"), ("f1", "F1@0.5", "{:.3f}"),
-           ("ap50", "AP50", "{:.3f}"), ("ap75", "AP75", "{:.3f}"), ("map", "mAP", "{:.3f}")]
 NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.+-]*")
 SAFE_VALUE = re.compile(r"[A-Za-z0-9_/.+:@-]+")
 
@@ -247,56 +240,6 @@ def _tail(path: Path, lines: int = 40) -> str:
     return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
 
 
-EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?(\w*(?:Error|Exception|Interrupt)\b.*)")
-
-
-def summarize_error(log: Path, limit: int = 400) -> str:
-    """A run's exception lines, last first, then the ones it was raised from (``<-``); the
-    last line of output when there is none."""
-    lines = [ln.strip() for ln in (log.read_text(errors="replace").splitlines()
-                                   if log.is_file() else []) if ln.strip()]
-    found = list(dict.fromkeys(m.group(1) for ln in reversed(lines)
-                               if (m := EXCEPTION_LINE.match(ln))))
-    text = " <- ".join(found) if found else (lines[-1] if lines else "no output")
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _training_size(payload: dict) -> str:
-    size = payload.get("image_size")
-    if isinstance(size, int):
-        size = [size, size]
-    if isinstance(size, list) and len(size) == 2:
-        return f"{size[1]}×{size[0]} (training size)"
-    return "training size"
-
-
-def read_run(run_dir: Path) -> tuple[dict, dict, list[dict]]:
-    """(metrics, resolution per metric, per-image counts) of a finished run folder, read
-    through :mod:`bloodseg.rundir` (older runs' metric names included). ``test/native_*``
-    keys win over ``test/*``; instance metrics are native when the run scored natively (it
-    then logs ``test/native_dice``); a missing metric is NaN."""
-    payload = rundir.read_test_payload(run_dir) or {"metrics": {}}
-    raw = payload["metrics"]
-    train_size = _training_size(payload)
-    # the test phase scores instances at native size whenever it has native instances, and
-    # then also reports test/native_dice (test/dice is torchmetrics' at the training size)
-    native_test = "test/native_dice" in raw
-    metrics, resolution = {}, {}
-    for name, (key, _) in METRICS.items():
-        metrics[name], resolution[name] = float("nan"), None
-        plain = "native" if native_test and name != "dice" else train_size
-        for prefix, where in (("test/native_", "native"), ("test/", plain)):
-            if prefix + key in raw:
-                metrics[name], resolution[name] = raw[prefix + key], where
-                break
-    # matches kept for paired per-image comparisons (benchmarks/paired.py)
-    per_image = [{"file": r["file"], "true_count": int(r["true_count"]),
-                  "pred_count": int(r["pred_count"]),
-                  **{k: int(r[k]) for k in ("tp", "fp", "fn") if k in r}}
-                 for r in rundir.read_per_image(run_dir)]
-    return metrics, resolution, per_image
-
-
 def _run_train_py(cmd: list[str], folder: Path, label: str, doing: str
                   ) -> tuple[int, float, float, Path]:
     """Run ``train.py`` into an emptied ``folder``, its output in ``folder/RUN_LOG``;
@@ -384,13 +327,9 @@ def finished_fold(recipe: str, fold: int, run_dir: Path) -> dict:
     if not trained(run_dir):
         return {"status": "failed", "run_dir": str(run_dir),
                 "error": f"not finished yet (no {rundir.TEST_METRICS} or best.ckpt)"}
-    record = rundir.read_json(run_dir / RUN_RECORD) if (run_dir / RUN_RECORD).is_file() else {}
-    metrics, resolution, per_image = read_run(run_dir)
-    print(f"[{recipe} fold {fold}] as tested: {_brief(metrics)}", flush=True)
-    return {"status": "ok", "resumed": True, "run_dir": str(run_dir),
-            "wall_s": record.get("wall_s"), "cpu_s": record.get("cpu_s"),
-            "trained_with": record.get("overrides"), "metrics": metrics,
-            "resolution": resolution, "per_image": per_image}
+    row = tested_fold(run_dir)
+    print(f"[{recipe} fold {fold}] as tested: {_brief(row['metrics'])}", flush=True)
+    return row
 
 
 def run_variant(recipe: str, overrides: list[str], variant: str, test_overrides: list[str],
@@ -442,7 +381,7 @@ def run_fold(recipe: str, overrides: list[str], fold: int, fold_dir: Path, run_d
 
 def _brief(metrics: dict) -> str:
     return ", ".join(f"{label} {fmt.format(metrics[k])}" for k, label, fmt in COLUMNS[:4]
-                     if _finite(metrics.get(k)))
+                     if finite(metrics.get(k)))
 
 
 # -- baselines -----------------------------------------------------------------------------
@@ -470,7 +409,7 @@ def run_baselines(samples: dict[str, Sample], fold_names: Sequence[Sequence[str]
         wall, cpu = time.perf_counter() - t0 + otsu_wall, time.process_time() - cpu0 + otsu_cpu
         for method in BASELINES:
             agg = scores.stats[method].aggregate()
-            out[method].append(_baseline_fold(
+            out[method].append(baseline_fold(
                 agg, scores.pooled_dice, scores.stats[method].rows, wall, cpu,
                 "both baselines together (Otsu once, then CC and watershed)",
                 sizes=[f"{r['width']}×{r['height']}" for r in scores.rows]))
@@ -478,7 +417,7 @@ def run_baselines(samples: dict[str, Sample], fold_names: Sequence[Sequence[str]
         stats, result = otsu.score_tuned(test, [it for n, it in items.items() if n not in names],
                                          watershed)
         out[TUNED_BASELINE].append({
-            "tuned": result.best, **_baseline_fold(
+            "tuned": result.best, **baseline_fold(
                 stats.aggregate(), scores.pooled_dice, stats.rows,
                 time.perf_counter() - t0 + otsu_wall, time.process_time() - cpu0 + otsu_cpu,
                 "Otsu on all images once, then tuning on the training images")})
@@ -488,68 +427,7 @@ def run_baselines(samples: dict[str, Sample], fold_names: Sequence[Sequence[str]
     return out
 
 
-def _baseline_fold(agg: dict, dice: float, rows: Sequence[dict], wall: float, cpu: float,
-                   note: str, sizes: Sequence[str] | None = None) -> dict:
-    metrics = {name: float(agg[key]) if key else float(dice)
-               for name, (_, key) in METRICS.items()}
-    per_image = [{"file": r["file"], "true_count": r["true_count"],
-                  "pred_count": r["pred_count"], **{k: r[k] for k in ("tp", "fp", "fn")}}
-                 for r in rows]
-    for row, size in zip(per_image, sizes or ()):
-        row["size"] = size
-    return {"status": "ok", "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
-            "time_note": note, "metrics": metrics,
-            "resolution": {name: "native" for name in METRICS}, "per_image": per_image}
-
-
-# -- summary and outputs -------------------------------------------------------------------
-
-
-def mean_sd(values: Sequence[float]) -> dict:
-    v = np.array([x for x in values if _finite(x)], dtype=float)
-    return {"mean": float(v.mean()) if v.size else float("nan"),
-            "sd": float(v.std(ddof=1)) if v.size > 1 else float("nan"), "n": int(v.size)}
-
-
-def summarize(folds: Sequence[dict]) -> dict:
-    ok = [f for f in folds if f.get("status") == "ok"]
-    summary = {name: mean_sd([f["metrics"][name] for f in ok]) for name in METRICS}
-    for key in ("cpu_s", "wall_s"):
-        summary[key] = mean_sd([f.get(key) for f in ok])
-    by_metric = {}
-    for n in METRICS:
-        where = {f["resolution"].get(n) for f in ok} - {None}
-        by_metric[n] = where.pop() if len(where) == 1 else ("mixed" if where else None)
-    summary["resolution_by_metric"] = by_metric
-    summary["resolution"] = _resolution_text(by_metric)
-    summary["folds_ok"] = len(ok)
-    summary["folds"] = len(folds)
-    return summary
-
-
-def _resolution_text(by_metric: dict[str, str | None]) -> str | None:
-    """One table cell: ``native``, or which metrics are at which size."""
-    groups: dict[str, list[str]] = {}
-    for key, label, _ in COLUMNS:
-        if by_metric.get(key):
-            groups.setdefault(by_metric[key], []).append(label)
-    if len(groups) <= 1:
-        return next(iter(groups), None)
-    main = max(groups, key=lambda w: len(groups[w]))
-    return "; ".join(f"{', '.join(groups[w])}: {w}" for w in groups if w != main) + \
-        f"; others: {main}"
-
-
-def _json_safe(obj):
-    if isinstance(obj, float):
-        return obj if math.isfinite(obj) else None
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
+# -- provenance ----------------------------------------------------------------------------
 
 
 def git_info(paths: Sequence[str] = ()) -> dict:
@@ -568,146 +446,6 @@ def git_info(paths: Sequence[str] = ()) -> dict:
 # What a re-test's scores depend on besides its arguments and checkpoint (README or benchmark
 # edits do not change them)
 SCORING_CODE = ("bloodseg", "conf", "train.py")
-
-
-def _versions() -> dict:
-    out = {"python": platform.python_version()}
-    for pkg in ("torch", "pytorch-lightning", "opencv-python-headless", "numpy"):
-        try:
-            out[pkg] = importlib.metadata.version(pkg)
-        except importlib.metadata.PackageNotFoundError:
-            pass
-    return out
-
-
-def _finite(x) -> bool:
-    return isinstance(x, int | float) and math.isfinite(x)
-
-
-def _fmt(stat: dict, fmt: str) -> str:
-    if not _finite(stat.get("mean")):
-        return "—"
-    text = fmt.format(stat["mean"])
-    return f"{text} ± {fmt.format(stat['sd']).lstrip('+')}" if _finite(stat.get("sd")) \
-        else text
-
-
-def _label(name: str, method: dict) -> str:
-    return BASELINE_LABELS.get(name, name) if method["kind"] == "baseline" else f"`{name}`"
-
-
-def results_markdown(results: dict, figure: str | None = "counts.png") -> str:
-    """The table and its caption (``figure``: the counts plot's link, or None)."""
-    data, quick = results["data"], results["quick"]
-    k = data["folds"]
-    sizes = ", ".join(f"{s} ({n})" for s, n in data["image_sizes"].items())
-    head = f"**{QUICK_NOTE}.** " if quick else ""
-    if not results.get("finished"):
-        head += "**Incomplete: the benchmark is running or was interrupted.** "
-    lines = [
-        f"{head}**{data['n_pairs']} {data['kind']} pairs** of `{data['name']}` "
-        "(train/ and test/ pooled; "
-        f"{sizes}), **{k}-fold cross-validation** (seed {data['seed']}): each fold's "
-        f"{data['fold_sizes_text']} test images are unseen by its training run, which uses the "
-        "other pairs (its `data.val_fraction` held out for checkpoint selection). Baselines are "
-        "scored at native resolution; the column *scored at* says where each network's "
-        "numbers come from. Mean ± sd (sample sd) over folds; Dice is pooled over a fold's "
-        "pixels, F1/AP over its cells (IoU ≥ 0.5; AP75 at 0.75; mAP over 0.50:0.95).",
-        "",
-    ]
-    first = f"method ({QUICK_NOTE})" if quick else "method"
-    lines.append(f"| {first} | scored at | folds | "
-                 + " | ".join(label for _, label, _ in COLUMNS)
-                 + " | CPU s / fold | wall s / fold |")
-    lines.append("|---|---|---:|" + "---:|" * (len(COLUMNS) + 2))
-    failures = []
-    for name, method in results["methods"].items():
-        s = method["summary"]
-        if s["folds_ok"] == 0:
-            cells = ["failed"] * len(COLUMNS) + ["—", "—"]
-        else:
-            cells = [_fmt(s[key], fmt) for key, _, fmt in COLUMNS]
-            cells += [_fmt(s["cpu_s"], "{:.0f}"), _fmt(s["wall_s"], "{:.0f}")]
-        lines.append(f"| {_label(name, method)} | {s['resolution'] or '—'} | "
-                     f"{s['folds_ok']}/{s['folds']} | " + " | ".join(cells) + " |")
-        failures += [f"- `{name}` fold {i}: {f['error']} (`{f.get('run_dir')}`)"
-                     for i, f in enumerate(method["folds"]) if f.get("status") != "ok"]
-    lines.append("")
-    if failures:
-        lines += ["Failed runs (their logs: `benchmark_run.log` in the run folder):", *failures,
-                  ""]
-    tuned = results["methods"].get(TUNED_BASELINE, {}).get("folds", [])
-    picks = "/".join(", ".join(f"{k} {v:g}" for k, v in f["tuned"].items())
-                     for f in tuned if f.get("tuned"))
-    lines.append("The first two baselines' times are for both together (one Otsu pass per "
-                 "image). The tuned baseline chooses the watershed's own grid (split depth, and "
-                 "the frame-cut cut-off where the data has a rule) per fold on "
-                 "the fold's training images, as the recipes' `tune` does"
-                 + (f" (per fold: {picks})" if picks else "") + ". "
-                 "Recipes are Hydra overrides of `train.py`; each run also gets "
-                 f"`{' '.join(results['fixed_overrides'])}`"
-                 + (f" and, quick mode, `{' '.join(QUICK_OVERRIDES)}`" if quick else "")
-                 + ":")
-    lines.append("")
-    for name, overrides in results["recipes"].items():
-        lines.append(f"- `{name}`: `{shlex.join(overrides)}`")
-    lines.append("")
-    cut = data.get("cut_cell_frac")
-    if cut:
-        lines += [f"Cells cut by the image frame and under {cut:g}× a typical cell are dropped "
-                  "by every watershed here, baselines included, as the masks leave them out "
-                  "(`data.cut_cell_frac`); runs that tune (and the tuned baseline) choose "
-                  "this cut-off on their training images instead.", ""]
-    rescored = sorted({n for n, m in results["methods"].items()
-                       for f in m["folds"] if f.get("rescored")})
-    if rescored:
-        lines += [f"Re-tested with `--rescore`: {', '.join(f'`{n}`' for n in rescored)}: "
-                  "their checkpoints were trained as recorded in each run's "
-                  f"`{RUN_RECORD}` (training times are those runs'), then tested under the "
-                  "recipe as listed above.", ""]
-    variants = results.get("variants") or {}
-    if variants:
-        lines += ["Test-time variants (`--variant`): each re-tests every finished run's "
-                  "`best.ckpt` (the same trained networks as the plain recipe) with "
-                  + ", ".join(f"`{n}`: `{shlex.join(o)}`" for n, o in variants.items())
-                  + "; reported as `<recipe>+<variant>`.", ""]
-    commit = results["git"].get("commit")
-    commit_text = f" at commit `{commit[:10]}`" + (" (uncommitted changes)"
-                                                  if results["git"].get("dirty") else "") \
-        if commit else ""
-    lines.append(f"Command{commit_text}: `{results['command']}`")
-    if figure:
-        lines += ["", f"![Predicted vs true cells per image, all folds]({figure})"]
-    return "\n".join(lines) + "\n"
-
-
-def plot_counts(results: dict, path: Path) -> Path | None:
-    """Predicted vs true cells per image, all folds, one colour per method, y = x
-    (:func:`bloodseg.report.figures.plot_count_scatter`)."""
-    groups = []
-    for name, method in results["methods"].items():
-        pts = [(r["true_count"], r["pred_count"]) for f in method["folds"]
-               if f.get("status") == "ok" for r in f.get("per_image", [])]
-        if pts:
-            true, pred = np.array(pts, dtype=float).T
-            groups.append((_label(name, method).strip("`"), true, pred))
-    data = results["data"]
-    title = f"{QUICK_NOTE}: cell counts" if results["quick"] else "Cell counts"
-    return plot_count_scatter(
-        groups, path, f"{title} on {data['n_pairs']} {data['kind']} images ({data['name']})",
-        f"{data['folds']}-fold CV · one point per image, each scored in its test fold",
-        xlabel="true cells per image", ylabel="predicted cells")
-
-
-def update_readme(readme: Path, section: str, results: dict, out: Path) -> Path:
-    figure = None
-    if (out / "counts.png").is_file():
-        figure = Path(os.path.relpath(out.resolve() / "counts.png",
-                                      readme.resolve().parent)).as_posix()
-    rel = Path(os.path.relpath(out.resolve(), readme.resolve().parent)).as_posix()
-    body = (f"Generated by `benchmarks/real_cv.py` (`make benchmark-real`) into `{rel}/` "
-            "(per-fold numbers: `results.json`).\n\n" + results_markdown(results, figure))
-    return replace_section(readme, section, body)
 
 
 # -- main ----------------------------------------------------------------------------------
@@ -818,39 +556,17 @@ def main(argv: list[str] | None = None) -> int:
     cut = args.cut_cell_frac if args.cut_cell_frac is not None else (
         CUT_CELL_FRAC if kind == "real" else 0.0)
     baselines = run_baselines(by_name, fold_names, cut)
-    sizes = _image_sizes(baselines)
     fold_sizes = sorted({len(f) for f in fold_names})
-    results = {
-        "benchmark": "benchmarks/real_cv.py",
-        "quick": args.quick,
-        "command": shlex.join(["python", "benchmarks/real_cv.py", *argv]),
-        "argv": argv,
-        "cwd": os.getcwd(),
-        "git": git_info(),
-        "started": started.isoformat(timespec="seconds"),
-        "finished": None,
-        "host": {"cpus": os.cpu_count(), "machine": platform.machine(), **_versions()},
-        "data": {"root": str(data_root), "name": data_root.name, "kind": kind,
-                 "cut_cell_frac": cut,
-                 "n_pairs": len(samples),
-                 "folds": folds, "seed": args.seed, "image_sizes": sizes,
-                 "fold_sizes_text": "/".join(str(n) for n in fold_sizes),
-                 "fold_test_files": fold_names},
-        "work": str(work),
-        "fixed_overrides": ["data=bbbc041seg", "data.root=<fold folder>", "logger=csv",
-                            "callbacks.progress_bar=null", "hydra.run.dir=<run folder>",
-                            f"seed={args.seed}"],
-        "recipes": recipes,
-        **({"variants": variants} if variants else {}),
-        "methods": {m: {"kind": "baseline", "label": BASELINE_LABELS[m], "folds": f}
-                    for m, f in baselines.items()},
-    }
-    for name in recipes:
-        results["methods"][name] = {"kind": "recipe", "label": name, "folds": []}
-        for v in variants:
-            results["methods"][f"{name}+{v}"] = {"kind": "recipe", "label": f"{name}+{v}",
-                                                 "recipe": name, "variant": v, "folds": []}
-    write_outputs(results, out)
+    data = {"root": str(data_root), "name": data_root.name, "kind": kind, "cut_cell_frac": cut,
+            "n_pairs": len(samples), "folds": folds, "seed": args.seed,
+            "image_sizes": image_sizes(baselines[BASELINES[0]]),
+            "fold_sizes_text": "/".join(str(n) for n in fold_sizes),
+            "fold_test_files": fold_names}
+    fixed = ["data=bbbc041seg", "data.root=<fold folder>", "logger=csv",
+             "callbacks.progress_bar=null", "hydra.run.dir=<run folder>", f"seed={args.seed}"]
+    results = new_results(argv, args.quick, started, git_info(), data, work, fixed, recipes,
+                          variants, baselines, BASELINE_LABELS)
+    write_outputs(results, out, quick_overrides=QUICK_OVERRIDES)
 
     for name, overrides in recipes.items():
         method = results["methods"][name]
@@ -864,17 +580,14 @@ def main(argv: list[str] | None = None) -> int:
                 results["methods"][f"{name}+{v}"]["folds"].append(run_variant(
                     name, overrides, v, test_overrides, k, fold_dir, run_dir, args.seed,
                     args.quick))
-            write_outputs(results, out)  # an interrupted benchmark keeps what it measured
+            # an interrupted benchmark keeps what it measured
+            write_outputs(results, out, quick_overrides=QUICK_OVERRIDES)
 
     results["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    write_outputs(results, out)
-    print(f"\n{results_markdown(results, None)}\nwrote {out / 'results.json'}, "
+    write_outputs(results, out, quick_overrides=QUICK_OVERRIDES)
+    print(f"\n{results_markdown(results, None, QUICK_OVERRIDES)}\nwrote {out / 'results.json'}, "
           f"{out / 'results.md'}, {out / 'counts.png'}")
-    if args.readme is not None:
-        if args.quick:
-            print(f"{QUICK_NOTE}: {args.readme} left unchanged", file=sys.stderr)
-        else:
-            print(f"updated {update_readme(args.readme, args.section, results, out)}")
+    _readme(args.readme, args.section, results, out)
     failed = [(n, i) for n, m in results["methods"].items()
               for i, f in enumerate(m["folds"]) if f.get("status") != "ok"]
     return 1 if failed else 0
@@ -887,34 +600,18 @@ def render(out: Path, readme: Path | None, section: str) -> int:
     if not path.is_file():
         raise SystemExit(f"{path}: no results to render; run the benchmark first")
     results = rundir.read_json(path)
-    write_outputs(results, out, json_too=False)
+    write_outputs(results, out, json_too=False, quick_overrides=QUICK_OVERRIDES)
     print(f"wrote {out / 'results.md'}, {out / 'counts.png'}")
-    if readme is not None:
-        if results.get("quick"):
-            print(f"{QUICK_NOTE}: {readme} left unchanged", file=sys.stderr)
-        else:
-            print(f"updated {update_readme(readme, section, results, out)}")
+    _readme(readme, section, results, out)
     return 0
 
 
-def _image_sizes(baselines: dict[str, list[dict]]) -> dict[str, int]:
-    counts: dict[str, int] = {}
-    for f in baselines[BASELINES[0]]:
-        for r in f["per_image"]:
-            counts[r["size"]] = counts.get(r["size"], 0) + 1
-    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
-
-
-def write_outputs(results: dict, out: Path, json_too: bool = True) -> None:
-    """results.json (unless ``json_too`` is False), counts.png and results.md into ``out``."""
-    for method in results["methods"].values():
-        method["summary"] = summarize(method["folds"])
-    out.mkdir(parents=True, exist_ok=True)
-    if json_too:
-        write_text_atomic(out / "results.json", json.dumps(_json_safe(results), indent=2) + "\n")
-    figure = plot_counts(results, out / "counts.png")
-    write_text_atomic(out / "results.md",
-                      results_markdown(results, "counts.png" if figure else None))
+def _readme(readme: Path | None, section: str, results: dict, out: Path) -> None:
+    """The README section from ``results``; quick numbers never reach a README."""
+    if readme is not None and results.get("quick"):
+        print(f"{QUICK_NOTE}: {readme} left unchanged", file=sys.stderr)
+    elif readme is not None:
+        print(f"updated {update_readme(readme, section, results, out)}")
 
 
 if __name__ == "__main__":

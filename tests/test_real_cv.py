@@ -1,6 +1,7 @@
-"""benchmarks/real_cv.py: the folds (bloodseg.evaluation.folds), the recipe plumbing, and a
---quick run end to end on a synthetic folder in the Kaggle layout (the real benchmark reads
-../shared/data; this test does not, so it needs no ``real`` mark)."""
+"""benchmarks/real_cv.py: the folds (bloodseg.evaluation.folds), the recipe plumbing, its
+results.json read and rendered (bloodseg.report.cv), and a --quick run end to end on a
+synthetic folder in the Kaggle layout (the real benchmark reads ../shared/data; this test does
+not, so it needs no ``real`` mark)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pytest
 from benchmarks import real_cv
 from bloodseg.data.synthetic import write_dataset
 from bloodseg.evaluation.folds import assign_folds, build_fold_dirs, list_pairs
+from bloodseg.report import cv as report
 
 TINY = ('tiny="data.image_size=64 model.base_channels=4 trainer=cpu trainer.max_epochs=1 '
         'tune={split:train}"')
@@ -82,16 +84,48 @@ def test_a_failed_run_is_a_row_not_a_crash(tmp_path, monkeypatch, capsys, script
     run = cv.run_fold("broken", ["model=unet"], 1, tmp_path / "fold1", tmp_path / "run",
                       seed=0, quick=False, resume=False)
     assert run["status"] == "failed" and run["error"].startswith(expected)
-    assert run["wall_s"] > 0 and (tmp_path / "run" / cv.RUN_LOG).is_file()
+    assert run["wall_s"] > 0 and (tmp_path / "run" / report.RUN_LOG).is_file()
     assert "last lines of" in capsys.readouterr().err
     results = {"quick": False, "finished": "now", "git": {}, "command": "python x",
                "fixed_overrides": [], "recipes": {"broken": ["model=unet"]},
                "data": {"kind": "real", "n_pairs": 8, "name": "d", "folds": 2, "seed": 0,
                         "image_sizes": {"64×64": 8}, "fold_sizes_text": "4"},
                "methods": {"broken": {"kind": "recipe", "folds": [run]}}}
-    results["methods"]["broken"]["summary"] = cv.summarize([run])
-    md = cv.results_markdown(results)
+    results["methods"]["broken"]["summary"] = report.summarize([run])
+    md = report.results_markdown(results)
     assert "| `broken` | — | 0/1 | failed |" in md and f"`broken` fold 0: {expected}" in md
+
+
+def test_summary_over_folds():
+    """Mean ± sample sd over the finished folds only; where the numbers were scored, one cell."""
+    size = "256×256 (training size)"
+    folds = [{"status": "ok", "wall_s": 10.0, "cpu_s": 20.0,
+              "metrics": dict.fromkeys(report.METRICS, dice) | {"map": float("nan")},
+              "resolution": dict.fromkeys(report.METRICS, "native") | {"dice": size}}
+             for dice in (0.8, 0.9)] + [{"status": "failed", "error": "boom"}]
+    s = report.summarize(folds)
+    assert (s["folds_ok"], s["folds"]) == (2, 3)
+    assert s["dice"]["n"] == 2 and s["dice"]["mean"] == pytest.approx(0.85)
+    assert s["dice"]["sd"] == pytest.approx(math.sqrt(0.005))
+    assert s["map"]["n"] == 0 and math.isnan(s["map"]["mean"])  # NaN folds are left out
+    assert s["resolution"] == f"Dice: {size}; others: native"
+    assert report.mean_sd([1.0])["n"] == 1 and math.isnan(report.mean_sd([1.0])["sd"])
+    # results.json is strict JSON: NaN and infinities as null, paths as strings
+    assert json.loads(report.results_json({"a": float("nan"), "p": Path("x"),
+                                           "t": (1, float("inf"))})) == \
+        {"a": None, "p": "x", "t": [1, None]}
+    rows = [{"per_image": [{"size": "2×1"}, {"size": "4×3"}, {"size": "4×3"}]}]
+    assert list(report.image_sizes(rows).items()) == [("4×3", 2), ("2×1", 1)]
+
+
+def test_a_run_error_is_its_exception_chain(tmp_path):
+    log = tmp_path / report.RUN_LOG
+    log.write_text("Traceback ...\nKeyError: 'x'\n\nDuring handling ...\n"
+                   "hydra.errors.InstantiationException: bad model\nexiting\n")
+    assert report.summarize_error(log) == "InstantiationException: bad model <- KeyError: 'x'"
+    log.write_text("just output\nlast line\n")
+    assert report.summarize_error(log) == "last line"
+    assert report.summarize_error(tmp_path / "missing.log") == "no output"
 
 
 @pytest.mark.slow
@@ -112,7 +146,7 @@ def test_quick_benchmark_end_to_end(tmp_path, capsys, monkeypatch):
     for name, method in res["methods"].items():
         assert len(method["folds"]) == 2 and all(f["status"] == "ok" for f in method["folds"])
         for f in method["folds"]:
-            assert all(math.isfinite(f["metrics"][k]) for k in cv.METRICS), (name, f["metrics"])
+            assert all(math.isfinite(f["metrics"][k]) for k in report.METRICS), (name, f["metrics"])
             assert f["cpu_s"] >= 0 and f["wall_s"] > 0
             assert len(f["per_image"]) == 4
         assert method["summary"]["folds_ok"] == 2
@@ -122,7 +156,7 @@ def test_quick_benchmark_end_to_end(tmp_path, capsys, monkeypatch):
     assert all("split_ratio" in f["tuned"] for f in res["methods"][cv.TUNED_BASELINE]["folds"])
 
     md = (out / "results.md").read_text()
-    assert cv.QUICK_NOTE in md and "python benchmarks/real_cv.py --quick" in md
+    assert report.QUICK_NOTE in md and "python benchmarks/real_cv.py --quick" in md
     for label in ("Otsu + connected components", "Otsu + bloodseg watershed",
                   "Otsu + bloodseg watershed, tuned", "`tiny`"):
         row = next(ln for ln in md.splitlines() if ln.startswith(f"| {label} |"))
@@ -181,7 +215,7 @@ def test_quick_benchmark_end_to_end(tmp_path, capsys, monkeypatch):
     assert list(res["methods"])[-2:] == ["tiny", "tiny+tta"]
     for k, f in enumerate(res["methods"]["tiny+tta"]["folds"]):
         assert f["status"] == "ok" and f["run_dir"].endswith(f"fold{k}/rescore-tta")
-        record = json.loads((Path(f["run_dir"]) / cv.RUN_RECORD).read_text())
+        record = json.loads((Path(f["run_dir"]) / report.RUN_RECORD).read_text())
         assert record["overrides"][-3:-2] == ["predict.tta=true"]  # then train=false, ckpt
         assert f["trained_with"] == res["methods"]["tiny"]["folds"][k]["trained_with"]
         assert [r["file"] for r in f["per_image"]] == \
@@ -203,36 +237,34 @@ def test_quick_benchmark_end_to_end(tmp_path, capsys, monkeypatch):
     assert cv.main([*argv, "--rescore"]) == 0
     assert rescored.stat().st_mtime_ns != stamp
     res["quick"] = False
-    cv.update_readme(readme, "benchmark", res, out)
+    report.update_readme(readme, "benchmark", res, out)
     text = readme.read_text()
     assert "\nold\n" not in text
     assert text.startswith("# readme\nbefore\n") and text.endswith("after\n")
-    assert cv.QUICK_NOTE not in text and "![Predicted vs true" in text
+    assert report.QUICK_NOTE not in text and "![Predicted vs true" in text
     assert "(out/counts.png)" in text
 
 
 def test_read_run_knows_which_numbers_are_native(tmp_path):
     """A run that scored natively logs test/native_dice; its instance metrics are native too,
     while test/dice is torchmetrics' at the training size."""
-    cv = load_script()
     (tmp_path / "test_metrics.json").write_text(json.dumps({"image_size": [256, 256], "metrics": {
         "test/dice": 0.9, "test/native_dice": 0.95, "test/count_mae": 3.0, "test/inst_f1": 0.9}}))
-    metrics, where, _ = cv.read_run(tmp_path)
+    metrics, where, _ = report.read_run(tmp_path)
     assert metrics["dice"] == 0.95 and where["dice"] == "native"
     assert where["count_mae"] == where["f1"] == "native"
     (tmp_path / "test_metrics.json").write_text(json.dumps({"image_size": [256, 256], "metrics": {
         "test/dice": 0.9, "test/count_mae": 3.0}}))
-    metrics, where, _ = cv.read_run(tmp_path)
+    metrics, where, _ = report.read_run(tmp_path)
     assert where["dice"] == where["count_mae"] == "256×256 (training size)"
 
 
 def test_read_run_reads_old_metric_names(tmp_path):
     """Runs from before the inst_* names (test/ap50, test/map, test/inst_ap) still read."""
-    cv = load_script()
     (tmp_path / "test_metrics.json").write_text(json.dumps({"metrics": {
         "test/native_dice": 0.95, "test/inst_f1": 0.9, "test/inst_ap": 0.8, "test/ap50": 0.8,
         "test/ap75": 0.5, "test/map": 0.45}}))
-    metrics, where, _ = cv.read_run(tmp_path)
+    metrics, where, _ = report.read_run(tmp_path)
     assert (metrics["ap50"], metrics["ap75"], metrics["map"]) == (0.8, 0.5, 0.45)
     assert where["map"] == "native"
 
