@@ -68,15 +68,22 @@ def group_config(group: str, name: str, **overrides) -> dict:
     """``conf/<group>/<name>.yaml`` as a plain dict, with ``overrides`` merged in.
 
     Values that interpolate other groups (e.g. ``in_channels: ${data.in_channels}``) and are
-    not overridden are dropped, so the class default applies.
+    not overridden are dropped, so the class default applies; ``oc.select`` values with a
+    default (what a profile may set) keep that default.
     """
     path = Path(CONF_DIR) / group / f"{name}.yaml"
     if not path.is_file():
         raise unknown_name(group, name, group_names(group))
     cfg = OmegaConf.load(path)
+    raw = OmegaConf.to_container(cfg, resolve=False)
     for key in list(cfg.keys()):
-        if key in overrides or OmegaConf.is_interpolation(cfg, key):
+        if key in overrides:
             del cfg[key]
+        elif OmegaConf.is_interpolation(cfg, key):
+            try:  # on its own: ${oc.select:profile_network.base_channels,64} gives its default
+                cfg[key] = OmegaConf.create({"v": raw[key]}).v
+            except Exception:  # noqa: BLE001  (it needs another group: ${data.in_channels})
+                del cfg[key]
     cfg.pop("defaults", None)
     return {**OmegaConf.to_container(cfg, resolve=True), **overrides}
 
