@@ -256,20 +256,19 @@ def test_the_root_train_py_only_runs_the_command():
     assert entry_imports(ROOT / "train.py") == []
 
 
-@pytest.mark.parametrize("path", _user_files("tests"), ids=lambda p: p.name)
-def test_tests_import_no_entry_point(path):
-    bad = entry_imports(path)
-    assert not bad, (f"{path.relative_to(ROOT)} imports from entry points: {', '.join(bad)}. "
-                     "Import the library module that holds the logic; a test of a command "
-                     f"may import its `{COMMAND}` only")
+#: what a test or a benchmark that runs a command may do instead of importing its logic
+USER_HINTS = {"tests": "Import the library module that holds the logic; a test of a command",
+              "benchmarks": "Import the library module that holds the logic (ARCHITECTURE.md); "
+                            "a benchmark that runs a command"}
 
 
-@pytest.mark.parametrize("path", _user_files("benchmarks"), ids=lambda p: p.name)
-def test_benchmarks_import_no_entry_point(path):
+@pytest.mark.parametrize("path", [p for folder in USERS for p in _user_files(folder)],
+                         ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_tests_and_benchmarks_import_no_entry_point(path):
     bad = entry_imports(path)
+    folder = path.relative_to(ROOT).parts[0]
     assert not bad, (f"{path.relative_to(ROOT)} imports from entry points: {', '.join(bad)}. "
-                     "Import the library module that holds the logic (ARCHITECTURE.md); a "
-                     f"benchmark that runs a command may import its `{COMMAND}` only")
+                     f"{USER_HINTS[folder]} may import its `{COMMAND}` only")
 
 
 # -- the rule itself, on a made-up package ----------------------------------------------------
