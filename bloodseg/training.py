@@ -320,6 +320,7 @@ def run_recorded(cfg: DictConfig) -> dict | None:
             return train(cfg)
     except BaseException as err:
         if was_interrupted(err):
+            ignore_worker_deaths()
             if not worker:
                 record_interrupted(cfg, out)
             raise interrupted_exit() from err
@@ -361,6 +362,16 @@ def noting_sigterm() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGTERM, previous)
+
+
+def ignore_worker_deaths() -> None:
+    """Switch off torch's SIGCHLD handler for the rest of an interrupted run: the signal that
+    stopped the run kills the DataLoader workers too, and that handler raises "DataLoader
+    worker ... killed" in whatever Python line runs when the next one dies (a CI run once
+    crashed so inside ``record_interrupted``). The process is ending; nothing needs it."""
+    sigchld = getattr(signal, "SIGCHLD", None)
+    if sigchld is not None and threading.current_thread() is threading.main_thread():
+        signal.signal(sigchld, signal.SIG_DFL)
 
 
 def was_interrupted(err: BaseException) -> bool:
