@@ -221,9 +221,10 @@ def hydra_value(value: str | Path) -> str:
 def run_overrides(recipe: Sequence[str], fold_dir: Path, run_dir: Path, seed: int,
                   quick: bool) -> list[str]:
     fixed = ["data=bbbc041seg", f"data.root={hydra_value(fold_dir)}", "logger=csv",
-             "callbacks.progress_bar=null", f"hydra.run.dir={hydra_value(run_dir)}",
-             f"seed={seed}"]
-    return merge_overrides(recipe, QUICK_OVERRIDES if quick else (), fixed)
+             "callbacks.progress_bar=null", f"hydra.run.dir={hydra_value(run_dir)}"]
+    # --seed is the training seed unless a recipe sets its own (ensemble members: the same
+    # folds, other seeds)
+    return merge_overrides([f"seed={seed}"], recipe, QUICK_OVERRIDES if quick else (), fixed)
 
 
 # -- one training run ----------------------------------------------------------------------
@@ -458,7 +459,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--root", type=Path, default=DEFAULT_ROOT,
                     help="Kaggle-layout data folder (default: ../shared/data/bbbc041seg-mini)")
     ap.add_argument("--folds", type=int, default=None, help="folds (default 4; --quick 2)")
-    ap.add_argument("--seed", type=int, default=0, help="fold permutation and training seed")
+    ap.add_argument("--seed", type=int, default=0,
+                    help="fold permutation, and the training seed unless a recipe sets seed=")
     ap.add_argument("--recipe", action="append", default=[], metavar='NAME="OVERRIDES"',
                     help="a recipe on the command line (repeatable)")
     ap.add_argument("--recipes", default="", metavar="NAME,NAME",

@@ -57,10 +57,13 @@ def test_recipe_overrides():
                                                                 "model.base_channels=4"]
     assert cv.split_overrides("data.image_size=[288,384] trainer=cpu") == [
         "data.image_size=[288,384]", "trainer=cpu"]
-    # later overrides of a key win; the benchmark's own (data, seed, run dir) always last
+    # later overrides of a key win; the benchmark's own (data, run dir) always last; --seed
+    # trains unless the recipe names its own training seed (ensemble members on one split)
     args = cv.run_overrides(["data=synthetic", "seed=3", "data.image_size=[288,384]"],
                             Path("/d/fold 0"), Path("/w/r/fold0"), seed=0, quick=True)
-    assert "data=synthetic" not in args and "seed=3" not in args
+    assert "data=synthetic" not in args and "seed=3" in args and "seed=0" not in args
+    assert "seed=5" in cv.run_overrides(["trainer=cpu"], Path("/d"), Path("/w"), seed=5,
+                                        quick=False)
     assert args.count("data.image_size=64") == 1 and "data.image_size=[288,384]" not in args
     assert "data.root='/d/fold 0'" in args and "hydra.run.dir=/w/r/fold0" in args
     assert cv.hydra_value("/a/it's") == "'/a/it\\'s'"
