@@ -72,7 +72,7 @@ def tune(cfg: DictConfig) -> Path:
     samples = evaluation.tuning_samples(root, spec["split"], spec["max_images"],
                                         float(cfg.data.val_fraction), int(cfg.data.seed))
     result = evaluation.tune_stage(predictor, samples, spec)
-    record = evaluation.tuning_record(spec, result, len(samples))
+    record = evaluation.tuning_record(spec, result, len(samples), predictor.tta_mode)
     written = write_tuned(weights, evaluation.tuned_postprocess(result), record, out)
     rundir.write_tuning(Path(cfg.paths.output_dir), record)
     print(f"chose {result.best} (was {result.before}) on {len(samples)} {spec['split']} "

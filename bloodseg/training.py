@@ -218,7 +218,7 @@ def tune_and_test(cfg: DictConfig, out: Path, trainer: pl.Trainer, datamodule,
                                             datamodule.val_fraction, datamodule.seed)
         result = evaluation.tune_stage(predictor, samples, tune)
         chosen = evaluation.tuned_postprocess(result)
-        record = evaluation.tuning_record(tune, result, len(samples))
+        record = evaluation.tuning_record(tune, result, len(samples), predictor.tta_mode)
         rundir.write_tuning(out, record)
         if weights:
             log.info("wrote %s", write_tuned(weights, chosen, record, out / rundir.TUNED))

@@ -148,9 +148,11 @@ def test_evaluate_and_tune_an_ensemble_end_to_end(members, shared_data, tmp_path
     chosen = tmp_path / "ensemble_pp.json"
     tune(OmegaConf.create({**base, "paths": {"output_dir": str(tmp_path / "t")},
                            "output": str(chosen),
+                           "predict": {**base["predict"], "tta": "true"},
                            "tune": {"split": "train", "max_images": 1,
                                     "grid": {"marker_threshold": [0.4, 0.6]}}}))
-    assert chosen.is_file()
+    # the file says which TTA its choice was made under (averaged maps are smoother)
+    assert json.loads(chosen.read_text())["tuning"]["tta"] == "flips"
     out = tmp_path / "eval"
     metrics = evaluate(OmegaConf.create({**base, "postprocess_file": str(chosen),
                                          "paths": {"output_dir": str(out)}}))
@@ -193,3 +195,12 @@ def test_init_from_refuses_another_network_or_target(hydra_cfg, tmp_path):
                                           "init_from=count_real", *TINY]))
     with pytest.raises(CheckpointError, match="no such file and no shipped model"):
         build_module(hydra_cfg(tmp_path, ["init_from=/nowhere/x.ckpt", *TINY]))
+
+
+@pytest.mark.parametrize("stage", ["tune", "evaluate", "predict"])
+def test_every_model_stage_takes_the_tta_option(tmp_path, stage):
+    # a tuning chosen on plain maps does not fit averaged ones, so tune takes it as well
+    from tests.conftest import compose_cfg
+
+    cfg = compose_cfg(tmp_path, ["predict.tta=d4"], config_name=stage)
+    assert tta_mode(cfg.predict.tta) == "d4"

@@ -218,10 +218,13 @@ def tune_stage(predictor: Predictor, samples: Sequence[Sample], spec: dict
     return result
 
 
-def tuning_record(spec: dict, result: tuning.TuningResult, n_images: int) -> dict:
-    """What ``tuning.json`` and ``postprocess.json`` keep of a tuning."""
-    return {**spec, "n_images": n_images, "before": result.before, "chosen": result.best,
-            "tried": result.rows}
+def tuning_record(spec: dict, result: tuning.TuningResult, n_images: int,
+                  tta: str = "none") -> dict:
+    """What ``tuning.json`` and ``postprocess.json`` keep of a tuning; ``tta``: the test-time
+    augmentation it was chosen under (averaged maps are smoother: their best marker threshold
+    differs, so predict with the TTA you tuned with)."""
+    return {**spec, "tta": tta, "n_images": n_images, "before": result.before,
+            "chosen": result.best, "tried": result.rows}
 
 
 def tuned_postprocess(result: tuning.TuningResult) -> Postprocess:
