@@ -94,6 +94,11 @@ from bloodseg.report.cv import (
 )
 from bloodseg.report.readme import find_section
 
+if __package__:  # python -m benchmarks.real_cv, or imported
+    from benchmarks.cv_ensemble import ensemble_fold, parse_ensembles
+else:  # python benchmarks/real_cv.py: this folder is sys.path[0]
+    from cv_ensemble import ensemble_fold, parse_ensembles
+
 ROOT = Path(__file__).resolve().parents[1]
 
 DEFAULT_ROOT = ROOT.parent / "shared" / "data" / "bbbc041seg-mini"
@@ -468,6 +473,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap.add_argument("--variant", action="append", default=[], metavar='NAME="OVERRIDES"',
                     help="with --rescore: also re-test every finished run with these "
                          "test-time overrides, as method <recipe>+NAME (repeatable)")
+    ap.add_argument("--ensemble", action="append", default=[], metavar='NAME="RECIPE,RECIPE"',
+                    help="also score the average of these recipes' networks on each fold "
+                         "(tuned together on its training images), as method NAME; the "
+                         "recipes train first (benchmarks/cv_ensemble.py; repeatable)")
     ap.add_argument("--only-variants", action="store_true",
                     help="with --variant: re-test only the variants; each recipe's row is "
                          "its finished runs as they were tested (nothing trains, so it may "
@@ -516,6 +525,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.quick:
         recipes = dict(list(recipes.items())[:QUICK_RECIPES])
     variants = parse_variants(args.variant)
+    ensembles = parse_ensembles(args.ensemble, list(recipes), parse_recipe)
     if args.only_variants:
         if not variants:
             raise SystemExit("--only-variants needs at least one --variant NAME=\"...\"")
@@ -568,6 +578,11 @@ def main(argv: list[str] | None = None) -> int:
              "callbacks.progress_bar=null", "hydra.run.dir=<run folder>", f"seed={args.seed}"]
     results = new_results(argv, args.quick, started, git_info(), data, work, fixed, recipes,
                           variants, baselines, BASELINE_LABELS)
+    if ensembles:
+        results["ensembles"] = ensembles
+        for name, members in ensembles.items():
+            results["methods"][name] = {"kind": "recipe", "label": name, "members": members,
+                                        "folds": []}
     write_outputs(results, out, quick_overrides=QUICK_OVERRIDES)
 
     for name, overrides in recipes.items():
@@ -583,6 +598,12 @@ def main(argv: list[str] | None = None) -> int:
                     name, overrides, v, test_overrides, k, fold_dir, run_dir, args.seed,
                     args.quick))
             # an interrupted benchmark keeps what it measured
+            write_outputs(results, out, quick_overrides=QUICK_OVERRIDES)
+    for name, members in ensembles.items():
+        for k, fold_dir in enumerate(fold_dirs):
+            runs = {m: work / m / f"fold{k}" for m in members}
+            results["methods"][name]["folds"].append(ensemble_fold(
+                name, runs, k, fold_dir, work / name / f"fold{k}", hydra_value, ROOT))
             write_outputs(results, out, quick_overrides=QUICK_OVERRIDES)
 
     results["finished"] = datetime.now(timezone.utc).isoformat(timespec="seconds")

@@ -247,6 +247,30 @@ def test_quick_benchmark_end_to_end(tmp_path, capsys, monkeypatch):
     assert report.QUICK_NOTE not in text and "![Predicted vs true" in text
     assert "(out/counts.png)" in text
 
+    # --ensemble: a second training seed of the same recipe (the recipe's seed= wins over
+    # --seed), then both networks averaged on each fold, tuned together on its training images
+    tiny2 = TINY.replace('tiny="', 'tiny2="seed=7 ')
+    with pytest.raises(SystemExit, match="not a recipe of this call"):
+        cv.main([*argv, "--resume", "--ensemble", 'ens="tiny,tiny2"'])
+    assert cv.main([*argv, "--resume", "--recipe", tiny2, "--ensemble", 'ens="tiny,tiny2"']) == 0
+    res = json.loads((out / "results.json").read_text())
+    assert res["ensembles"] == {"ens": ["tiny", "tiny2"]}
+    trained = json.loads((work / "tiny2" / "fold0" / report.RUN_RECORD).read_text())
+    assert "seed=7" in trained["overrides"] and "seed=0" not in trained["overrides"]
+    for k, f in enumerate(res["methods"]["ens"]["folds"]):
+        assert f["status"] == "ok", f
+        members = [work / m / f"fold{k}" / "checkpoints" / "best.ckpt" for m in ("tiny", "tiny2")]
+        tested = json.loads((work / "ens" / f"fold{k}" / "test_metrics.json").read_text())
+        assert tested["ckpt_path"] == [str(p) for p in members]
+        chosen = json.loads((work / "ens" / f"fold{k}" / "postprocess.json").read_text())
+        assert chosen["tuning"]["split"] == "train" and chosen["tuning"]["tta"] == "none"
+        assert [r["file"] for r in f["per_image"]] == \
+            [r["file"] for r in res["methods"]["tiny"]["folds"][k]["per_image"]]
+        assert f["cpu_s"] == pytest.approx(sum(res["methods"][m]["folds"][k]["cpu_s"]
+                                               for m in ("tiny", "tiny2")), abs=0.02)
+    md = (out / "results.md").read_text()
+    assert "| `ens` |" in md and "`ens` = `tiny` + `tiny2`" in md
+
 
 def test_read_run_knows_which_numbers_are_native(tmp_path):
     """A run that scored natively logs test/native_dice; its instance metrics are native too,

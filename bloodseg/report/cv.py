@@ -352,6 +352,13 @@ def results_markdown(results: dict, figure: str | None = "counts.png",
                   "`best.ckpt` (the same trained networks as the plain recipe) with "
                   + ", ".join(f"`{n}`: `{shlex.join(o)}`" for n, o in variants.items())
                   + "; reported as `<recipe>+<variant>`.", ""]
+    ensembles = results.get("ensembles") or {}
+    if ensembles:
+        lines += ["Ensembles (`--ensemble`): on each fold the members' networks are averaged "
+                  "(`ckpt_path=[...]`), their post-processing tuned together on the fold's "
+                  "training images, then tested; training time is the members' sum: "
+                  + ", ".join(f"`{n}` = " + " + ".join(f"`{m}`" for m in members)
+                              for n, members in ensembles.items()) + ".", ""]
     commit = results["git"].get("commit")
     commit_text = f" at commit `{commit[:10]}`" + (" (uncommitted changes)"
                                                   if results["git"].get("dirty") else "") \

@@ -1,0 +1,131 @@
+"""Ensembles in the cross-validation benchmark: the members' finished fold runs, averaged.
+
+``real_cv.py --recipe a=... --recipe b=... --ensemble ab="a,b"`` adds the method ``ab``: on
+each fold, the members' ``best.ckpt`` (trained on the same fold's training images, e.g. one
+recipe with two training seeds) are averaged through the one inference path
+(``ckpt_path=[a,b]``); the ensemble's post-processing is tuned on the fold's training images
+as each member's own run tunes its (``bloodseg-tune``, ``output=``), then the fold's test
+images are scored by ``bloodseg-evaluate``. Nothing trains here; the training time of a fold
+is the sum of its members'. Fold folders: ``<work>/<ensemble>/fold<k>/``.
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from bloodseg import rundir
+from bloodseg.io import write_text_atomic
+from bloodseg.report.cv import RUN_LOG, RUN_RECORD, read_run
+
+# the members' recipes tune so (conf/experiment/bench/base.yaml: tune: {split: train,
+# metric: f1}); the ensemble's choice is made the same way
+TUNE_OVERRIDES = ("tune.split=train", "tune.metric=f1")
+
+
+def parse_ensembles(texts: Sequence[str], recipes: Sequence[str],
+                    parse: Callable[[str], tuple[str, str]]) -> dict[str, list[str]]:
+    """``--ensemble NAME="a,b"`` -> name -> member recipes (each one of this call's recipes,
+    at least two, none twice); ``parse`` splits NAME from the rest as ``--recipe`` does."""
+    out: dict[str, list[str]] = {}
+    for text in texts:
+        name, rest = parse(text)
+        members = [m.strip() for m in rest.strip("'\"").split(",") if m.strip()]
+        if name in out or name in recipes:
+            raise SystemExit(f"--ensemble {name!r}: the name is taken (a recipe or an "
+                             "ensemble)")
+        unknown = [m for m in members if m not in recipes]
+        if unknown:
+            raise SystemExit(f"--ensemble {name}: {', '.join(unknown)} is not a recipe of this "
+                             f"call ({', '.join(recipes)}); add it with --recipe or --recipes")
+        if len(members) < 2 or len(set(members)) != len(members):
+            raise SystemExit(f"--ensemble {name}: needs two or more different recipes, got "
+                             f"{', '.join(members) or 'none'}")
+        out[name] = members
+    return out
+
+
+def _run(cmd: list[str], log: Path, cwd: Path) -> tuple[int, float, float]:
+    """(exit code, wall s, CPU s) of one command, its output appended to ``log``."""
+    import resource
+
+    def cpu() -> float:
+        r = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return r.ru_utime + r.ru_stime
+
+    cpu0, t0 = cpu(), time.perf_counter()
+    with open(log, "ab") as out:
+        out.write(f"$ {shlex.join(cmd)}\n".encode())
+        out.flush()
+        rc = subprocess.run(cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
+                            stderr=subprocess.STDOUT).returncode
+    return rc, time.perf_counter() - t0, cpu() - cpu0
+
+
+def ensemble_commands(members: Sequence[Path], fold_dir: Path, out: Path,
+                      quote: Callable[[str | Path], str]) -> list[list[str]]:
+    """The tune and evaluate commands of one fold's ensemble (``quote``: a Hydra value)."""
+    ckpts = "[" + ",".join(quote(p) for p in members) + "]"
+    chosen = out / rundir.TUNED
+    common = [f"ckpt_path={ckpts}", f"data.root={quote(fold_dir)}"]
+    return [
+        [sys.executable, "-m", "bloodseg.tune", *common, *TUNE_OVERRIDES,
+         f"output={quote(chosen)}", "overwrite=true", f"hydra.run.dir={quote(out / 'tune')}"],
+        [sys.executable, "-m", "bloodseg.evaluate", *common, f"postprocess_file={quote(chosen)}",
+         f"hydra.run.dir={quote(out)}"],
+    ]
+
+
+def ensemble_fold(name: str, members: dict[str, Path], fold: int, fold_dir: Path, out: Path,
+                  quote: Callable[[str | Path], str], cwd: Path) -> dict:
+    """One fold of an ensemble: ``members`` (recipe -> its fold run folder) tuned together on
+    the fold's training images, then tested; a failed row when a member has not finished or
+    a step fails (its log named)."""
+    ckpts = [run / rundir.CHECKPOINTS / "best.ckpt" for run in members.values()]
+    missing = [str(run) for run, ck in zip(members.values(), ckpts, strict=True)
+               if not (ck.is_file() and (run / rundir.TEST_METRICS).is_file())]
+    if missing:
+        return {"status": "failed", "run_dir": str(out),
+                "error": f"members not finished: {', '.join(missing)}"}
+    records = [rundir.read_json(run / RUN_RECORD) if (run / RUN_RECORD).is_file() else {}
+               for run in members.values()]
+    log = out / RUN_LOG
+    if out.exists():  # an earlier try of this fold: only a folder this module made is replaced
+        if any(out.iterdir()) and not (log.is_file() or (out / RUN_RECORD).is_file()):
+            raise SystemExit(f"{out}: not an ensemble fold folder of this benchmark (no "
+                             f"{RUN_LOG}); move it away or use another --work")
+        shutil.rmtree(out)
+    out.mkdir(parents=True)
+    commands = ensemble_commands(ckpts, fold_dir, out, quote)
+    print(f"[{name} fold {fold}] ensemble of {', '.join(members)} (log: {log})", flush=True)
+    wall = cpu = 0.0
+    for cmd in commands:
+        rc, w, c = _run(cmd, log, cwd)
+        wall, cpu = wall + w, cpu + c
+        if rc != 0:
+            tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])
+            print(f"[{name} fold {fold}] FAILED (exit code {rc}); last lines of {log}:\n{tail}",
+                  file=sys.stderr, flush=True)
+            return {"status": "failed", "run_dir": str(out), "command": shlex.join(cmd),
+                    "error": f"{cmd[2]} exit code {rc} (log {log})"}
+    write_text_atomic(out / RUN_RECORD, json.dumps(
+        {"ensemble": name, "members": {m: str(p) for m, p in members.items()}, "fold": fold,
+         "commands": commands, "test_wall_s": round(wall, 2), "test_cpu_s": round(cpu, 2)},
+        indent=2))
+    metrics, resolution, per_image = read_run(out)
+
+    def total(key: str) -> float | None:
+        values = [r.get(key) for r in records]
+        return round(sum(values), 2) if all(v is not None for v in values) else None
+
+    return {"status": "ok", "run_dir": str(out), "members": list(members),
+            "command": " && ".join(shlex.join(c) for c in commands),
+            "wall_s": total("wall_s"), "cpu_s": total("cpu_s"),
+            "test_wall_s": round(wall, 2), "test_cpu_s": round(cpu, 2),
+            "metrics": metrics, "resolution": resolution, "per_image": per_image}
