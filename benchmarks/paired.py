@@ -9,6 +9,13 @@ so a change is adopted only when it wins image by image, beyond the noise, over 
     python benchmarks/paired.py experiments/benchmark-real/seed*/results.json \\
         --reference distance_s05 --candidate NEW
 
+Calls on the same folds (the same data and ``--seed``) are one repeat, their methods pooled:
+a new recipe trained later into another ``--out`` pairs with the reference's earlier run::
+
+    python benchmarks/paired.py experiments/benchmark-real/seed1/results.json \
+        experiments/benchmark-real/seed1-synpre/results.json \
+        --reference distance_s05 --candidate distance_s05_synpre
+
 A test-time change needs no retraining: ``real_cv.py --rescore --variant tta="predict.tta=true"``
 re-tests the same networks as the method ``distance_s05+tta``, compared with
 ``--reference distance_s05 --candidate distance_s05+tta``.
@@ -58,11 +65,31 @@ def f1(row: dict) -> float | None:
     return 1.0 if den == 0 else 2 * row["tp"] / den
 
 
+def repeats(runs: Sequence[dict]) -> list[dict]:
+    """The given ``results.json`` grouped into repeats: calls on the same folds (data, seed
+    and fold assignment; e.g. a recipe, then its variants or a new recipe in another
+    ``--out``) are one repeat with their methods pooled, the first call's row of a method
+    kept."""
+    merged: dict[str, dict] = {}
+    for results in runs:
+        data = results.get("data", {})
+        key = json.dumps([data.get("n_pairs"), data.get("seed"), data.get("fold_test_files")])
+        if key not in merged or data.get("fold_test_files") is None:
+            key = key if key not in merged else f"{key}#{len(merged)}"
+            merged[key] = {**results, "methods": dict(results.get("methods", {}))}
+        else:
+            methods = merged[key]["methods"]
+            for name, method in results.get("methods", {}).items():
+                methods.setdefault(name, method)
+    return list(merged.values())
+
+
 def compare(runs: Sequence[dict], reference: str, candidate: str) -> dict:
     """Paired differences (candidate - reference) of every image of every repeat."""
     from scipy.stats import binomtest
 
     count, score, maes = [], [], {reference: [], candidate: []}
+    runs = repeats(runs)
     for results in runs:
         ref, cand = per_image(results, reference), per_image(results, candidate)
         for name in sorted(set(ref) & set(cand)):
@@ -104,7 +131,9 @@ def report(c: dict) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("results", type=Path, nargs="+", help="results.json of real_cv.py runs")
+    ap.add_argument("results", type=Path, nargs="+",
+                    help="results.json of real_cv.py runs (calls on the same folds pool their "
+                         "methods into one repeat)")
     ap.add_argument("--reference", required=True, help="e.g. distance_s05 (count_real)")
     ap.add_argument("--candidate", required=True)
     ap.add_argument("--json", type=Path, default=None, help="also write the numbers here")

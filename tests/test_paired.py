@@ -51,3 +51,17 @@ def test_paired_differences_count_every_image_of_every_repeat(tmp_path, capsys):
     assert "better on 7, worse on 1, tied on 4" in out
     assert json.loads((tmp_path / "c.json").read_text())["better"] == 7
     assert paired.main([*files, "--reference", "ref", "--candidate", "nope"]) == 2
+
+
+def test_calls_on_the_same_folds_are_one_repeat():
+    # a recipe in one real_cv call, its new rival in another --out, on the same folds
+    paired = load()
+    data = {"n_pairs": 6, "seed": 1, "fold_test_files": [["img0", "img1", "img2"],
+                                                         ["img3", "img4", "img5"]]}
+    first = {**results({"ref": [3, -2, 4, 0, 1, 5], "base": [9] * 6}), "data": data}
+    second = {**results({"new": [1, -2, 2, 0, 2, 1]}), "data": data}
+    c = paired.compare([first, second], "ref", "new")
+    assert c["repeats"] == 1 and c["images"] == 6 and (c["better"], c["worse"]) == (3, 1)
+    other_folds = {**second, "data": {**data, "seed": 2}}  # another repeat: nothing to pair
+    with pytest.raises(KeyError, match="no method 'new'"):
+        paired.compare([first, other_folds], "ref", "new")
