@@ -30,6 +30,7 @@ cells per image); ``--readme README.md`` also rewrites the README's ``benchmark`
     python -m benchmarks.real_cv --rescore                    # re-test finished runs' best.ckpt
     python -m benchmarks.real_cv --rescore --variant tta="predict.tta=true"
     python -m benchmarks.real_cv --only-variants --variant d4="predict.tta=d4 tune=null"
+    python -m benchmarks.real_cv --recipes a,b --ensemble ab="a,b"  # + their average
     python -m benchmarks.real_cv --render --readme README.md  # results.json -> md, png, README
     python -m benchmarks.real_cv --quick                      # the code path, 1-2 min
 
@@ -478,7 +479,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                          "(tuned together on its training images), as method NAME; the "
                          "recipes train first (benchmarks/cv_ensemble.py; repeatable)")
     ap.add_argument("--only-variants", action="store_true",
-                    help="with --variant: re-test only the variants; each recipe's row is "
+                    help="with --variant/--ensemble: score only those; each recipe's row is "
                          "its finished runs as they were tested (nothing trains, so it may "
                          "run beside a benchmark still training other folds)")
     ap.add_argument("--render", action="store_true",
@@ -527,8 +528,9 @@ def main(argv: list[str] | None = None) -> int:
     variants = parse_variants(args.variant)
     ensembles = parse_ensembles(args.ensemble, list(recipes), parse_recipe)
     if args.only_variants:
-        if not variants:
-            raise SystemExit("--only-variants needs at least one --variant NAME=\"...\"")
+        if not variants and not ensembles:
+            raise SystemExit("--only-variants needs at least one --variant NAME=\"...\" or "
+                             "--ensemble NAME=\"a,b\"")
         args.rescore = True  # variants re-test; the recipes' own runs are only read
     if variants and not args.rescore:
         raise SystemExit("--variant re-tests trained runs: use it with --rescore")

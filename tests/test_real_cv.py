@@ -270,6 +270,14 @@ def test_quick_benchmark_end_to_end(tmp_path, capsys, monkeypatch):
                                                for m in ("tiny", "tiny2")), abs=0.02)
     md = (out / "results.md").read_text()
     assert "| `ens` |" in md and "`ens` = `tiny` + `tiny2`" in md
+    # --only-variants with an ensemble: the members' finished runs are read, none trains
+    member = work / "tiny2" / "fold1" / "test_metrics.json"
+    stamp = member.stat().st_mtime_ns
+    assert cv.main([*argv, "--only-variants", "--recipe", tiny2,
+                    "--ensemble", 'ens="tiny,tiny2"']) == 0
+    assert member.stat().st_mtime_ns == stamp
+    res = json.loads((out / "results.json").read_text())
+    assert all(f["status"] == "ok" for f in res["methods"]["ens"]["folds"])
 
 
 def test_read_run_knows_which_numbers_are_native(tmp_path):
