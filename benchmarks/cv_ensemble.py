@@ -14,15 +14,18 @@ from __future__ import annotations
 import json
 import shlex
 import shutil
-import subprocess
 import sys
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from bloodseg import rundir
 from bloodseg.io import write_text_atomic
 from bloodseg.report.cv import RUN_LOG, RUN_RECORD, read_run
+
+if __package__:  # imported as benchmarks.cv_ensemble
+    from benchmarks.runner import run_logged
+else:  # python benchmarks/real_cv.py: this folder is sys.path[0]
+    from runner import run_logged
 
 # the members' recipes tune so (conf/experiment/bench/base.yaml: tune: {split: train,
 # metric: f1}); the ensemble's choice is made the same way
@@ -49,23 +52,6 @@ def parse_ensembles(texts: Sequence[str], recipes: Sequence[str],
                              f"{', '.join(members) or 'none'}")
         out[name] = members
     return out
-
-
-def _run(cmd: list[str], log: Path, cwd: Path) -> tuple[int, float, float]:
-    """(exit code, wall s, CPU s) of one command, its output appended to ``log``."""
-    import resource
-
-    def cpu() -> float:
-        r = resource.getrusage(resource.RUSAGE_CHILDREN)
-        return r.ru_utime + r.ru_stime
-
-    cpu0, t0 = cpu(), time.perf_counter()
-    with open(log, "ab") as out:
-        out.write(f"$ {shlex.join(cmd)}\n".encode())
-        out.flush()
-        rc = subprocess.run(cmd, cwd=cwd, stdin=subprocess.DEVNULL, stdout=out,
-                            stderr=subprocess.STDOUT).returncode
-    return rc, time.perf_counter() - t0, cpu() - cpu0
 
 
 def ensemble_commands(members: Sequence[Path], fold_dir: Path, out: Path,
@@ -106,7 +92,7 @@ def ensemble_fold(name: str, members: dict[str, Path], fold: int, fold_dir: Path
     print(f"[{name} fold {fold}] ensemble of {', '.join(members)} (log: {log})", flush=True)
     wall = cpu = 0.0
     for cmd in commands:
-        rc, w, c = _run(cmd, log, cwd)
+        rc, w, c = run_logged(cmd, log, cwd, append=True)
         wall, cpu = wall + w, cpu + c
         if rc != 0:
             tail = "\n".join(log.read_text(errors="replace").splitlines()[-20:])

@@ -51,17 +51,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import re
-import resource
 import shlex
 import shutil
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Iterable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
+
+from PIL import Image
 
 from bloodseg import rundir
 from bloodseg.config import CONF_DIR
@@ -84,7 +85,6 @@ from bloodseg.report.cv import (
     RUN_RECORD,
     baseline_fold,
     finite,
-    image_sizes,
     new_results,
     read_run,
     results_markdown,
@@ -97,8 +97,10 @@ from bloodseg.report.readme import find_section
 
 if __package__:  # python -m benchmarks.real_cv, or imported
     from benchmarks.cv_ensemble import ensemble_fold, parse_ensembles
+    from benchmarks.runner import run_logged
 else:  # python benchmarks/real_cv.py: this folder is sys.path[0]
     from cv_ensemble import ensemble_fold, parse_ensembles
+    from runner import run_logged
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -236,11 +238,6 @@ def run_overrides(recipe: Sequence[str], fold_dir: Path, run_dir: Path, seed: in
 # -- one training run ----------------------------------------------------------------------
 
 
-def _children_cpu() -> float:
-    r = resource.getrusage(resource.RUSAGE_CHILDREN)
-    return r.ru_utime + r.ru_stime
-
-
 def _tail(path: Path, lines: int = 40) -> str:
     if not path.is_file():
         return ""
@@ -256,12 +253,8 @@ def _run_train_py(cmd: list[str], folder: Path, label: str, doing: str
     folder.mkdir(parents=True)
     log = folder / RUN_LOG
     print(f"[{label}] {doing} (log: {log})", flush=True)
-    env = os.environ | {"HYDRA_FULL_ERROR": "1", "PYTHONUNBUFFERED": "1"}
-    cpu0, t0 = _children_cpu(), time.perf_counter()
-    with open(log, "wb") as out:
-        rc = subprocess.run(cmd, cwd=ROOT, stdin=subprocess.DEVNULL, stdout=out,
-                            stderr=subprocess.STDOUT, env=env).returncode
-    return rc, time.perf_counter() - t0, _children_cpu() - cpu0, log
+    rc, wall, cpu = run_logged(cmd, log, ROOT)
+    return rc, wall, cpu, log
 
 
 def _failed(label: str, error: str, log: Path, folder: Path, cmd: list[str],
@@ -434,6 +427,16 @@ def run_baselines(samples: dict[str, Sample], fold_names: Sequence[Sequence[str]
     return out
 
 
+def image_sizes(samples: Sequence[Sample]) -> dict[str, int]:
+    """``data.image_sizes``: how many images of each width×height, most common first (the
+    files' headers only)."""
+    counts: Counter[str] = Counter()
+    for sample in samples:
+        with Image.open(sample.image) as im:
+            counts["{}×{}".format(*im.size)] += 1
+    return dict(counts.most_common())
+
+
 # -- provenance ----------------------------------------------------------------------------
 
 
@@ -482,6 +485,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
                     help="with --variant/--ensemble: score only those; each recipe's row is "
                          "its finished runs as they were tested (nothing trains, so it may "
                          "run beside a benchmark still training other folds)")
+    ap.add_argument("--no-baselines", action="store_true",
+                    help="skip the Otsu baselines (~1 min per fold): a lever paired against a "
+                         "recipe of an earlier call on the same folds needs none")
     ap.add_argument("--render", action="store_true",
                     help="only rewrite results.md, counts.png (and --readme) from --out's "
                          "results.json; nothing runs")
@@ -569,11 +575,11 @@ def main(argv: list[str] | None = None) -> int:
     kind = data_kind(data_root)
     cut = args.cut_cell_frac if args.cut_cell_frac is not None else (
         CUT_CELL_FRAC if kind == "real" else 0.0)
-    baselines = run_baselines(by_name, fold_names, cut)
+    baselines = {} if args.no_baselines else run_baselines(by_name, fold_names, cut)
     fold_sizes = sorted({len(f) for f in fold_names})
     data = {"root": str(data_root), "name": data_root.name, "kind": kind, "cut_cell_frac": cut,
             "n_pairs": len(samples), "folds": folds, "seed": args.seed,
-            "image_sizes": image_sizes(baselines[BASELINES[0]]),
+            "image_sizes": image_sizes(samples),
             "fold_sizes_text": "/".join(str(n) for n in fold_sizes),
             "fold_test_files": fold_names}
     fixed = ["data=bbbc041seg", "data.root=<fold folder>", "logger=csv",

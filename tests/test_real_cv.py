@@ -117,8 +117,19 @@ def test_summary_over_folds():
     assert json.loads(report.results_json({"a": float("nan"), "p": Path("x"),
                                            "t": (1, float("inf"))})) == \
         {"a": None, "p": "x", "t": [1, None]}
-    rows = [{"per_image": [{"size": "2×1"}, {"size": "4×3"}, {"size": "4×3"}]}]
-    assert list(report.image_sizes(rows).items()) == [("4×3", 2), ("2×1", 1)]
+
+
+def test_image_sizes_are_read_from_the_files_headers(tmp_path):
+    from PIL import Image
+
+    from bloodseg.data.bbbc041seg import Sample
+
+    cv = load_script()
+    samples = []
+    for i, size in enumerate([(2, 1), (4, 3), (4, 3)]):
+        Image.new("RGB", size).save(tmp_path / f"{i}.png")
+        samples.append(Sample(str(i), tmp_path / f"{i}.png", tmp_path / f"{i}.png"))
+    assert list(cv.image_sizes(samples).items()) == [("4×3", 2), ("2×1", 1)]
 
 
 def test_a_run_error_is_its_exception_chain(tmp_path):
@@ -273,11 +284,16 @@ def test_quick_benchmark_end_to_end(tmp_path, capsys, monkeypatch):
     # --only-variants with an ensemble: the members' finished runs are read, none trains
     member = work / "tiny2" / "fold1" / "test_metrics.json"
     stamp = member.stat().st_mtime_ns
-    assert cv.main([*argv, "--only-variants", "--recipe", tiny2,
+    assert cv.main([*argv, "--only-variants", "--no-baselines", "--recipe", tiny2,
                     "--ensemble", 'ens="tiny,tiny2"']) == 0
     assert member.stat().st_mtime_ns == stamp
     res = json.loads((out / "results.json").read_text())
     assert all(f["status"] == "ok" for f in res["methods"]["ens"]["folds"])
+    # --no-baselines: no Otsu row, and the caption says so instead of describing them
+    assert set(res["methods"]) == {"tiny", "tiny2", "ens"}
+    assert res["data"]["image_sizes"] == {"64×64": 8}
+    md = (out / "results.md").read_text()
+    assert "were not run (`--no-baselines`)" in md and "Otsu +" not in md.split("\n\n")[1]
 
 
 def test_read_run_knows_which_numbers_are_native(tmp_path):

@@ -34,7 +34,7 @@ from bloodseg.report.figures import plot_count_scatter
 from bloodseg.report.readme import replace_section
 
 __all__ = ["BENCHMARK", "COLUMNS", "METRICS", "QUICK_NOTE", "RUN_LOG", "RUN_RECORD",
-           "baseline_fold", "finite", "host", "image_sizes", "mean_sd", "new_results",
+           "baseline_fold", "finite", "host", "mean_sd", "new_results",
            "plot_counts", "read_run", "results_json", "results_markdown", "summarize",
            "summarize_error", "update_readme", "write_outputs"]
 
@@ -188,16 +188,6 @@ def baseline_fold(agg: dict, dice: float, rows: Sequence[dict], wall: float, cpu
             "resolution": {name: "native" for name in METRICS}, "per_image": per_image}
 
 
-def image_sizes(folds: Sequence[dict]) -> dict[str, int]:
-    """``data.image_sizes``: how many images of each ``size`` a method's fold rows hold
-    (those of :func:`baseline_fold`, given ``sizes``), most common first."""
-    counts: dict[str, int] = {}
-    for f in folds:
-        for r in f["per_image"]:
-            counts[r["size"]] = counts.get(r["size"], 0) + 1
-    return dict(sorted(counts.items(), key=lambda kv: -kv[1]))
-
-
 # -- summary -------------------------------------------------------------------------------
 
 
@@ -320,12 +310,14 @@ def results_markdown(results: dict, figure: str | None = "counts.png",
     tuned = [f for m in results["methods"].values() if m["kind"] == "baseline"
              for f in m["folds"] if f.get("tuned")]
     picks = "/".join(", ".join(f"{k} {v:g}" for k, v in f["tuned"].items()) for f in tuned)
-    lines.append("The first two baselines' times are for both together (one Otsu pass per "
-                 "image). The tuned baseline chooses the watershed's own grid (split depth, and "
-                 "the frame-cut cut-off where the data has a rule) per fold on "
-                 "the fold's training images, as the recipes' `tune` does"
-                 + (f" (per fold: {picks})" if picks else "") + ". "
-                 "Recipes are Hydra overrides of `train.py`; each run also gets "
+    has_baselines = any(m["kind"] == "baseline" for m in results["methods"].values())
+    lines.append(("The first two baselines' times are for both together (one Otsu pass per "
+                  "image). The tuned baseline chooses the watershed's own grid (split depth, "
+                  "and the frame-cut cut-off where the data has a rule) per fold on "
+                  "the fold's training images, as the recipes' `tune` does"
+                  + (f" (per fold: {picks})" if picks else "") + ". "
+                  if has_baselines else "The Otsu baselines were not run (`--no-baselines`). ")
+                 + "Recipes are Hydra overrides of `train.py`; each run also gets "
                  f"`{' '.join(results['fixed_overrides'])}`"
                  + (f" and, quick mode, `{' '.join(quick_overrides)}`" if quick else "")
                  + ":")
