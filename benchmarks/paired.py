@@ -22,8 +22,8 @@ re-tests the same networks as the method ``distance_s05+tta``, compared with
 
 For every (repeat, image) both methods scored it prints the difference in absolute count
 error (candidate - reference; negative = better) and, where the runs kept their matches, in
-per-image F1; then how many images improved, got worse or tied, the mean difference ± sd,
-and a two-sided sign test (scipy) of improved vs worse. Also each method's count MAE as
+per-image F1; for each, how many images improved, got worse or tied, the mean difference ±
+sd, and a two-sided sign test (scipy) of improved vs worse. Also each method's count MAE as
 mean ± sd over all folds of all repeats (:func:`bloodseg.report.cv.mean_sd`, as the CV table).
 """
 
@@ -106,10 +106,15 @@ def compare(runs: Sequence[dict], reference: str, candidate: str) -> dict:
     d = np.asarray(count, float)
     better, worse = int((d < 0).sum()), int((d > 0).sum())
     p = binomtest(better, better + worse).pvalue if better + worse else 1.0
+    f = np.asarray(score, float)  # higher F1 is better
+    f_better, f_worse = int((f > 0).sum()), int((f < 0).sum())
+    f_p = binomtest(f_better, f_better + f_worse).pvalue if f_better + f_worse else 1.0
     return {"reference": reference, "candidate": candidate, "images": int(d.size),
             "repeats": len(runs), "better": better, "worse": worse,
             "tied": int(d.size - better - worse), "sign_test_p": float(p),
             "abs_count_error_diff": mean_sd(d), "f1_diff": mean_sd(score),
+            "f1_better": f_better, "f1_worse": f_worse, "f1_tied": int(f.size - f_better - f_worse),
+            "f1_sign_test_p": float(f_p),
             "fold_mae": {m: mean_sd(v) for m, v in maes.items()}}
 
 
@@ -123,7 +128,9 @@ def report(c: dict) -> str:
              f"{ms(c['abs_count_error_diff'])}; better on {c['better']}, worse on "
              f"{c['worse']}, tied on {c['tied']} (sign test p = {c['sign_test_p']:.3g})"]
     if c["f1_diff"]["n"]:
-        lines.append(f"  per-image F1@0.5 difference: {ms(c['f1_diff'], '.3f')}")
+        lines.append(f"  per-image F1@0.5 difference: {ms(c['f1_diff'], '.3f')}; higher on "
+                     f"{c['f1_better']}, lower on {c['f1_worse']}, tied on {c['f1_tied']} "
+                     f"(sign test p = {c['f1_sign_test_p']:.3g})")
     for method, s in c["fold_mae"].items():
         lines.append(f"  {method}: count MAE {ms(s)} over all folds")
     return "\n".join(lines)

@@ -37,6 +37,9 @@ def test_paired_differences_count_every_image_of_every_repeat(tmp_path, capsys):
     assert (c["better"], c["worse"], c["tied"]) == (7, 1, 4)
     assert c["abs_count_error_diff"]["mean"] == pytest.approx(-16 / 12)
     assert c["f1_diff"]["n"] == 12 and c["f1_diff"]["mean"] > 0
+    # F1 = 2tp / (2tp + fp + fn) with tp 10: it follows |error| image by image here
+    assert (c["f1_better"], c["f1_worse"], c["f1_tied"]) == (7, 1, 4)
+    assert c["f1_sign_test_p"] == pytest.approx(c["sign_test_p"])
     assert c["fold_mae"]["ref"]["n"] == 4
     assert c["fold_mae"]["ref"]["mean"] == pytest.approx((15 / 6 + 12 / 6) / 2)
     assert 0 < c["sign_test_p"] < 0.1  # 7 of 8 untied images better
@@ -49,6 +52,7 @@ def test_paired_differences_count_every_image_of_every_repeat(tmp_path, capsys):
                         "--json", str(tmp_path / "c.json")]) == 0
     out = capsys.readouterr().out
     assert "better on 7, worse on 1, tied on 4" in out
+    assert "higher on 7, lower on 1, tied on 4" in out
     assert json.loads((tmp_path / "c.json").read_text())["better"] == 7
     assert paired.main([*files, "--reference", "ref", "--candidate", "nope"]) == 2
 
