@@ -218,8 +218,7 @@ def tune_stage(predictor: Predictor, samples: Sequence[Sample], spec: dict
     return result
 
 
-def tuning_record(spec: dict, result: tuning.TuningResult, n_images: int,
-                  tta: str = "none") -> dict:
+def tuning_record(spec: dict, result: tuning.TuningResult, n_images: int, tta: str) -> dict:
     """What ``tuning.json`` and ``postprocess.json`` keep of a tuning; ``tta``: the test-time
     augmentation it was chosen under (averaged maps are smoother: their best marker threshold
     differs, so predict with the TTA you tuned with)."""
