@@ -84,10 +84,19 @@ def repeats(runs: Sequence[dict]) -> list[dict]:
     return list(merged.values())
 
 
-def compare(runs: Sequence[dict], reference: str, candidate: str) -> dict:
-    """Paired differences (candidate - reference) of every image of every repeat."""
+def signs(diffs: Sequence[float]) -> tuple[int, int, int, float]:
+    """(better, worse, tied, two-sided sign test p) of per-image differences, negative =
+    better."""
     from scipy.stats import binomtest
 
+    d = np.asarray(diffs, float)
+    better, worse = int((d < 0).sum()), int((d > 0).sum())
+    p = binomtest(better, better + worse).pvalue if better + worse else 1.0
+    return better, worse, int(d.size - better - worse), float(p)
+
+
+def compare(runs: Sequence[dict], reference: str, candidate: str) -> dict:
+    """Paired differences (candidate - reference) of every image of every repeat."""
     count, score, maes = [], [], {reference: [], candidate: []}
     runs = repeats(runs)
     for results in runs:
@@ -103,18 +112,13 @@ def compare(runs: Sequence[dict], reference: str, candidate: str) -> dict:
             maes[method] += fold_maes(results, method)
     if not count:
         raise ValueError(f"{reference} and {candidate} share no scored image")
-    d = np.asarray(count, float)
-    better, worse = int((d < 0).sum()), int((d > 0).sum())
-    p = binomtest(better, better + worse).pvalue if better + worse else 1.0
-    f = np.asarray(score, float)  # higher F1 is better
-    f_better, f_worse = int((f > 0).sum()), int((f < 0).sum())
-    f_p = binomtest(f_better, f_better + f_worse).pvalue if f_better + f_worse else 1.0
-    return {"reference": reference, "candidate": candidate, "images": int(d.size),
-            "repeats": len(runs), "better": better, "worse": worse,
-            "tied": int(d.size - better - worse), "sign_test_p": float(p),
-            "abs_count_error_diff": mean_sd(d), "f1_diff": mean_sd(score),
-            "f1_better": f_better, "f1_worse": f_worse, "f1_tied": int(f.size - f_better - f_worse),
-            "f1_sign_test_p": float(f_p),
+    better, worse, tied, p = signs(count)
+    f1_better, f1_worse, f1_tied, f1_p = signs([-s for s in score])  # higher F1 is better
+    return {"reference": reference, "candidate": candidate, "images": len(count),
+            "repeats": len(runs), "better": better, "worse": worse, "tied": tied,
+            "sign_test_p": p, "abs_count_error_diff": mean_sd(count), "f1_diff": mean_sd(score),
+            "f1_better": f1_better, "f1_worse": f1_worse, "f1_tied": f1_tied,
+            "f1_sign_test_p": f1_p,
             "fold_mae": {m: mean_sd(v) for m, v in maes.items()}}
 
 

@@ -411,8 +411,7 @@ def run_baselines(samples: dict[str, Sample], fold_names: Sequence[Sequence[str]
             agg = scores.stats[method].aggregate()
             out[method].append(baseline_fold(
                 agg, scores.pooled_dice, scores.stats[method].rows, wall, cpu,
-                "both baselines together (Otsu once, then CC and watershed)",
-                sizes=[f"{r['width']}×{r['height']}" for r in scores.rows]))
+                "both baselines together (Otsu once, then CC and watershed)"))
         cpu0, t0 = time.process_time(), time.perf_counter()
         stats, result = otsu.score_tuned(test, [it for n, it in items.items() if n not in names],
                                          watershed)

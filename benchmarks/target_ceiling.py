@@ -39,11 +39,12 @@ from bloodseg.data.bbbc041seg import read_native_instances
 from bloodseg.data.dataset import load_sample
 from bloodseg.evaluation.folds import list_pairs
 from bloodseg.labels import CUT_CELL_FRAC
-from bloodseg.postprocess import DistanceWatershed
-from bloodseg.targets import distance_target
+from bloodseg.spec import Postprocess
+from bloodseg.targets import from_config as target_from_config
 
 ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_ROOT = ROOT.parent / "shared" / "data" / "bbbc041seg-mini"
+DISTANCE = target_from_config({"name": "distance"})  # as training encodes it
 
 
 def target_items(root: Path, scale: float, blur: float, max_images: int | None = None
@@ -54,8 +55,7 @@ def target_items(root: Path, scale: float, blur: float, max_images: int | None =
     items = []
     for sample in list_pairs(root)[:max_images]:
         small = load_sample(sample, "gray", scale=scale)
-        # the foreground channel is training's: the mask with 1-px gaps between cells
-        maps = np.stack([small["mask"].astype(np.float32), distance_target(small["instances"])])
+        maps = DISTANCE.encode(small["instances"], small["mask"])["target"]
         if blur > 0:
             maps = np.stack([cv2.GaussianBlur(m, (0, 0), blur) for m in maps])
         items.append(tuning.TuningItem(sample.name, maps, read_native_instances(sample)))
@@ -64,15 +64,11 @@ def target_items(root: Path, scale: float, blur: float, max_images: int | None =
 
 def ceiling(items: list[tuning.TuningItem]) -> dict[str, dict]:
     """Scores of the default post-processing and of the grid's best point per metric."""
-    cfg = {k: v for k, v in group_config("postprocess", "distance").items()
-           if not k.startswith("_")}
-    post = DistanceWatershed(**{**cfg, "min_cut_area_frac": CUT_CELL_FRAC})
-    out = {"default": tuning.score(post, items)}
-    by_f1 = tuning.search(post, items, metric="f1")
-    rows = by_f1.rows
-    out["best F1"] = max(rows, key=lambda r: (r["inst_f1"], -r["count_mae"]))
-    out["best count"] = min(rows, key=lambda r: (r["count_mae"], -r["inst_f1"]))
-    return out
+    post = Postprocess.from_config(group_config(
+        "postprocess", "distance", min_cut_area_frac=CUT_CELL_FRAC)).build()
+    rows = tuning.search(post, items).rows
+    return {"default": tuning.score(post, items), "best F1": tuning.best_row(rows, "f1"),
+            "best count": tuning.best_row(rows, "count_mae")}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -111,6 +111,12 @@ def _rank(row: dict, metric: str) -> tuple:
     return (-row["count_mae"], row["inst_f1"])
 
 
+def best_row(rows: Sequence[dict], metric: str) -> dict:
+    """The best of :func:`search`'s ``rows`` by ``metric`` (``f1``: highest F1@0.5, ties to
+    the lower count MAE; ``count_mae``: the reverse)."""
+    return max(rows, key=lambda r: _rank(r, metric))
+
+
 def search(postprocess: Any, items: Sequence[TuningItem], grid: dict[str, Sequence] | None = None,
            metric: str = "f1") -> TuningResult:
     """Try every combination of ``grid`` (default: the post-processor's ``tune_grid()``,
@@ -137,12 +143,12 @@ def search(postprocess: Any, items: Sequence[TuningItem], grid: dict[str, Sequen
             log.debug("tuning %s: F1 %.3f, count MAE %.2f", tried, row["inst_f1"],
                       row["count_mae"])
             if eta.due(len(rows)):
-                best = max(rows, key=lambda r: _rank(r, metric))
+                best = best_row(rows, metric)
                 log.info("tuning %s; best so far F1 %.3f, count MAE %.2f", eta.line(len(rows)),
                          best["inst_f1"], best["count_mae"])
     keys = [*grid, *([LAST_STEP] if cuts else [])]
-    best_row = max(rows, key=lambda r: _rank(r, metric))
-    best = {k: best_row[k] for k in keys}
+    chosen = best_row(rows, metric)
+    best = {k: chosen[k] for k in keys}
     return TuningResult(best=best, postprocess=dataclasses.replace(postprocess, **best),
                         metric=metric, rows=rows,
                         before={k: getattr(postprocess, k) for k in best})

@@ -173,16 +173,14 @@ def tested_fold(run_dir: Path) -> dict:
 
 
 def baseline_fold(agg: dict, dice: float, rows: Sequence[dict], wall: float, cpu: float,
-                  note: str, sizes: Sequence[str] | None = None) -> dict:
+                  note: str) -> dict:
     """A baseline's fold row: ``agg`` is its ``InstanceStats.aggregate()``, ``dice`` the
-    pooled Dice, ``rows`` its per-image rows (``sizes``: each image's, if given)."""
+    pooled Dice, ``rows`` its per-image rows."""
     metrics = {name: float(agg[key]) if key else float(dice)
                for name, (_, key) in METRICS.items()}
     per_image = [{"file": r["file"], "true_count": r["true_count"],
                   "pred_count": r["pred_count"], **{k: r[k] for k in ("tp", "fp", "fn")}}
                  for r in rows]
-    for row, size in zip(per_image, sizes or ()):
-        row["size"] = size
     return {"status": "ok", "wall_s": round(wall, 2), "cpu_s": round(cpu, 2),
             "time_note": note, "metrics": metrics,
             "resolution": {name: "native" for name in METRICS}, "per_image": per_image}
@@ -310,14 +308,16 @@ def results_markdown(results: dict, figure: str | None = "counts.png",
     tuned = [f for m in results["methods"].values() if m["kind"] == "baseline"
              for f in m["folds"] if f.get("tuned")]
     picks = "/".join(", ".join(f"{k} {v:g}" for k, v in f["tuned"].items()) for f in tuned)
-    has_baselines = any(m["kind"] == "baseline" for m in results["methods"].values())
-    lines.append(("The first two baselines' times are for both together (one Otsu pass per "
-                  "image). The tuned baseline chooses the watershed's own grid (split depth, "
-                  "and the frame-cut cut-off where the data has a rule) per fold on "
-                  "the fold's training images, as the recipes' `tune` does"
-                  + (f" (per fold: {picks})" if picks else "") + ". "
-                  if has_baselines else "The Otsu baselines were not run (`--no-baselines`). ")
-                 + "Recipes are Hydra overrides of `train.py`; each run also gets "
+    if any(m["kind"] == "baseline" for m in results["methods"].values()):
+        about_baselines = (
+            "The first two baselines' times are for both together (one Otsu pass per image). "
+            "The tuned baseline chooses the watershed's own grid (split depth, and the "
+            "frame-cut cut-off where the data has a rule) per fold on the fold's training "
+            "images, as the recipes' `tune` does" + (f" (per fold: {picks})" if picks else "")
+            + ". ")
+    else:
+        about_baselines = "The Otsu baselines were not run (`--no-baselines`). "
+    lines.append(about_baselines + "Recipes are Hydra overrides of `train.py`; each run also gets "
                  f"`{' '.join(results['fixed_overrides'])}`"
                  + (f" and, quick mode, `{' '.join(quick_overrides)}`" if quick else "")
                  + ":")
