@@ -167,6 +167,14 @@ def test_unknown_smp_arch_and_encoder_list_valid_names() -> None:
         SMPModel(encoder="tu-not_a_timm_model")
 
 
+def test_smp_rejects_arguments_it_would_ignore() -> None:
+    # smp passes unknown kwargs to the encoder, where non-timm encoders drop them silently
+    with pytest.raises(TypeError, match=r"base_channels.*~model\.base_channels"):
+        SMPModel(encoder="resnet18", in_channels=1, base_channels=16)
+    model = SMPModel(encoder="resnet18", in_channels=1, decoder_channels=[32, 16, 8, 8, 4])
+    assert model.net.decoder.blocks[-1].conv2[0].out_channels == 4
+
+
 def test_pretrained_offline_error_names_the_override(monkeypatch: pytest.MonkeyPatch) -> None:
     def offline(*args: Any, **kwargs: Any) -> str:
         raise OSError("simulated: no internet")

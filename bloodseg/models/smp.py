@@ -12,6 +12,7 @@ Encoders are smp's own (``smp.encoders.get_encoder_names()``) or ``"tu-<timm mod
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import segmentation_models_pytorch as smp
@@ -52,6 +53,25 @@ def check_encoder(encoder: str) -> None:
         raise unknown_name("smp encoder", encoder, [*valid, "tu-<timm model>"])
 
 
+def check_arch_kwargs(cls: type[_SMPBase], encoder: str, kwargs: dict[str, Any]) -> None:
+    """Raise ``TypeError`` for keyword arguments ``cls`` would silently drop.
+
+    smp architectures take ``**kwargs`` and hand them to the encoder, where only timm
+    (``tu-``) encoders use them: ``model=smp model.base_channels=16`` would otherwise train
+    smp's default width without a word.
+    """
+    if encoder.startswith("tu-"):
+        return
+    named = set(inspect.signature(cls.__init__).parameters) - {"self", "kwargs"}
+    unknown = sorted(set(kwargs) - named)
+    if unknown:
+        raise TypeError(
+            f"smp {cls.__name__} with encoder {encoder!r} takes no argument(s) {unknown} "
+            f"(it would ignore them); valid: {', '.join(sorted(named))}. Remove them, e.g. "
+            f"`~model.{unknown[0]}` on the command line."
+        )
+
+
 def create_smp_model(
     arch: str,
     encoder: str,
@@ -68,6 +88,7 @@ def create_smp_model(
     if arch.lower() not in archs:
         raise unknown_name("smp architecture", arch, sorted(cls.__name__ for cls in archs.values()))
     check_encoder(encoder)
+    check_arch_kwargs(archs[arch.lower()], encoder, kwargs)
     weights: bool | str | None
     if not pretrained:
         weights = None
