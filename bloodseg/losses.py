@@ -68,6 +68,23 @@ class DistanceLoss(nn.Module):
         return bce + self.distance_weight * l1
 
 
+class DistanceContourLoss(DistanceLoss):
+    """``target=distance_contour``: :class:`DistanceLoss` on (foreground, distance) +
+    ``border_weight`` x (BCE + soft Dice) on the border channel (Dice because borders are a
+    few per cent of the pixels, as for ``loss=contour``)."""
+
+    def __init__(self, distance_weight: float = 1.0, border_weight: float = 1.0) -> None:
+        super().__init__(distance_weight)
+        self.border_weight = border_weight
+        self.dice = DiceLoss(mode="binary", from_logits=True)
+
+    def forward(self, logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        border_logit, border = logits[:, 2:].float(), target[:, 2:]
+        border_loss = (F.binary_cross_entropy_with_logits(border_logit, border)
+                       + self.dice(border_logit, border))
+        return super().forward(logits[:, :2], target[:, :2]) + self.border_weight * border_loss
+
+
 class WeightedBCELoss(nn.Module):
     """BCE with a per-pixel weight map (``target.weight_map=unet``: the U-Net paper's)."""
 

@@ -80,8 +80,8 @@ class SegmentationModule(pl.LightningModule):
             size, scale, contrast, source size); filled in at fit start, it becomes the spec's
             preprocessing.
         target: what the network learns (``conf/target``): ``{"name": "binary" | "contour" |
-            "distance", <its fields>}`` (:mod:`bloodseg.targets`); the network's output
-            channels, decoding and foreground follow it.
+            "distance" | "distance_contour", <its fields>}`` (:mod:`bloodseg.targets`); the
+            network's output channels, decoding and foreground follow it.
         postprocess: the post-processing config trained with (``cfg.postprocess``; None: the
             target's own); the spec carries it until tuning chooses better values
             (``postprocess.json``).

@@ -29,7 +29,8 @@ from bloodseg.targets import from_config, target_class
 
 NAMES = group_names("target")
 #: settings beyond the config's defaults that change what a target encodes
-VARIANTS = {"binary": [{"weight_map": "unet"}], "contour": [{"mode": "touching", "width": 1}]}
+VARIANTS = {"binary": [{"weight_map": "unet"}], "contour": [{"mode": "touching", "width": 1}],
+            "distance_contour": [{"mode": "all", "width": 1}]}
 CASES = [(n, {}) for n in NAMES] + [(n, v) for n in NAMES for v in VARIANTS.get(n, [])]
 IDS = [f"{n}{''.join(f'-{k}={v}' for k, v in s.items())}" for n, s in CASES]
 
@@ -58,7 +59,7 @@ def perfect_logits(target: targets.Target, arrays: dict[str, np.ndarray]) -> tor
 
 def test_the_registry_is_the_configs_and_each_has_its_module():
     assert NAMES == targets.names()  # conf/target/<name>.yaml <-> bloodseg/targets/<name>.py
-    assert NAMES == ["binary", "contour", "distance"]
+    assert NAMES == ["binary", "contour", "distance", "distance_contour"]
 
 
 @pytest.mark.parametrize("name", NAMES)
@@ -171,6 +172,23 @@ def test_the_module_gives_the_network_the_targets_channels_and_loss():
     assert isinstance(m.criterion, WeightedBCELoss)  # the weight map replaces the loss
     with pytest.raises(SpecError, match="network.kwargs.classes: 1 does not match target"):
         SegmentationModule(model={**model, "classes": 1}, target={"name": "distance"})
+
+
+def test_joint_loss_is_the_distance_loss_plus_the_border_term():
+    from bloodseg.losses import DistanceContourLoss, DistanceLoss
+
+    target = build("distance_contour", {})
+    inst, _ = cells()
+    mask = (mask_from_instances(inst, gap_px=1) > 0).astype(np.uint8)
+    truth = torch.from_numpy(target.encode(inst, mask)["target"])[None]
+    logits = perfect_logits(target, target.encode(inst, mask))
+    noisy = logits + torch.randn(logits.shape, generator=torch.Generator().manual_seed(0))
+    assert float(DistanceContourLoss(border_weight=0.0)(noisy, truth)) == pytest.approx(
+        float(DistanceLoss()(noisy[:, :2], truth[:, :2])))
+    wrong_border = logits.clone()
+    wrong_border[:, 2] = -wrong_border[:, 2]  # every border pixel says "no", and vice versa
+    joint = DistanceContourLoss()
+    assert float(joint(wrong_border, truth)) > float(joint(logits, truth)) + 1.0
 
 
 def test_old_post_processing_name_still_loads_and_the_cli_names_the_new_one(capsys):

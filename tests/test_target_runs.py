@@ -24,7 +24,7 @@ def read_png(path: Path) -> np.ndarray:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("target", ["contour", "distance", "binary_wmap"])
+@pytest.mark.parametrize("target", ["contour", "distance", "distance_contour", "binary_wmap"])
 def test_target_checkpoint_round_trips_through_evaluate_and_predict(tmp_path, target):
     name = "binary" if target == "binary_wmap" else target
     # contour/distance also tune their marker threshold on the training images (a stage

@@ -16,7 +16,12 @@ from scipy import ndimage
 
 from bloodseg.labels import mask_from_instances
 from bloodseg.metrics import match_instances
-from bloodseg.postprocess import ContourWatershed, DistanceWatershed, Watershed
+from bloodseg.postprocess import (
+    ContourWatershed,
+    DistanceContourWatershed,
+    DistanceWatershed,
+    Watershed,
+)
 from bloodseg.targets import contour_target, distance_target, unet_weight_map
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "postprocess"
@@ -290,6 +295,39 @@ def test_distance_watershed_recovers_perfect_targets(name, markers):
     assert_recovers(inst, DistanceWatershed(markers=markers)(distance_outputs(inst)), n)
 
 
+def distance_contour_outputs(inst):
+    border = contour_target(inst, width=2, mode="touching") == 2
+    return np.concatenate([distance_outputs(inst), border[None].astype(np.float32)])
+
+
+@pytest.mark.parametrize("name", SCENES)
+def test_distance_contour_watershed_recovers_perfect_targets(name):
+    inst, n = SCENES[name]
+    assert_recovers(inst, DistanceContourWatershed()(distance_contour_outputs(inst)), n)
+
+
+def test_border_head_cuts_a_bridge_the_distance_alone_does_not():
+    # A network that blurs the neck between two touching cells: its distance map treats the
+    # pair as one blob (one core), but its border head sees where they meet.
+    inst, _, _ = pair()
+    blob = (inst > 0).astype(np.uint8)
+    d = cv2.GaussianBlur(cv2.distanceTransform(blob, cv2.DIST_L2, 5), (0, 0), 6) * blob
+    outputs = np.stack([blob.astype(np.float32), d / d.max(),
+                        (contour_target(inst, width=2, mode="touching") == 2)])
+    outputs = outputs.astype(np.float32)
+    assert DistanceWatershed()(outputs[:2]).max() == 1  # merged without the border
+    labels = DistanceContourWatershed()(outputs)
+    assert labels.max() == 2
+    assert match_instances(inst, labels, iou_threshold=0.8).tp == 2
+    # border_weight=0 reads the first two channels exactly as DistanceWatershed does
+    np.testing.assert_array_equal(DistanceContourWatershed(border_weight=0)(outputs),
+                                  DistanceWatershed()(outputs[:2]))
+    np.testing.assert_array_equal(DistanceContourWatershed(markers="hmaxima", border_weight=0)(
+        outputs), DistanceWatershed(markers="hmaxima")(outputs[:2]))
+    with pytest.raises(ValueError, match=r"expects \(3, H, W\)"):
+        DistanceContourWatershed()(outputs[:2])
+
+
 def test_without_watershed_line_touching_cells_keep_every_pixel():
     inst, _ = SCENES["128px"]
     for pp, out in (
@@ -375,7 +413,8 @@ def test_batch():
 
 
 @pytest.mark.parametrize("name, cls", [("binary", Watershed), ("contour", ContourWatershed),
-                                       ("distance", DistanceWatershed)])
+                                       ("distance", DistanceWatershed),
+                                       ("distance_contour", DistanceContourWatershed)])
 def test_hydra_configs_name_every_parameter(name, cls):
     cfg = OmegaConf.load(CONF / f"{name}.yaml")
     fields = {f.name for f in dataclasses.fields(cls)}

@@ -11,6 +11,7 @@ numpy/OpenCV/scipy/scikit-image (no torch).
     >>> dw = DistanceWatershed()       # outputs: (2, H, W) = (sigmoid fg, distance in [0, 1])
     >>> prob = dw.foreground(outputs)  # HxW foreground probability (pixel Dice, mask PNGs)
     >>> mask = prob > dw.threshold
+    >>> dcw = DistanceContourWatershed()  # (3, H, W) = (fg, distance, border), all sigmoid
 
 Sizes are fractions of typical sizes measured on each image (median marker / instance area),
 so one config works at 256 px and at 1600x1200.
@@ -28,7 +29,7 @@ from skimage.segmentation import watershed
 
 from bloodseg.labels import cut_cell_grid, drop_cut_cells, typical_area
 
-__all__ = ["ContourWatershed", "DistanceWatershed"]
+__all__ = ["ContourWatershed", "DistanceContourWatershed", "DistanceWatershed"]
 
 MARKER_MODES = ("threshold", "hmaxima")
 _SQUARE = np.ones((3, 3), np.uint8)
@@ -293,14 +294,19 @@ class DistanceWatershed(_MarkerWatershed):
     def foreground(self, outputs: np.ndarray) -> np.ndarray:
         return self._check(outputs)[0]
 
+    def _distance(self, out: np.ndarray, box: tuple[slice, slice] | None = None) -> np.ndarray:
+        """The distance map markers and flood read (in ``box``, or the whole image)."""
+        return out[1] if box is None else out[1][box]
+
     def _cores(self, out: np.ndarray, fg: np.ndarray, cc_area: np.ndarray) -> np.ndarray:
+        dist = self._distance(out)
         if self.markers == "threshold":
-            return (out[1] > self.marker_threshold).view(np.uint8) & fg
+            return (dist > self.marker_threshold).view(np.uint8) & fg
         # skimage.morphology.h_maxima on a full 1600x1200 map takes ~1 s (uint8; float32 ran
         # past 14 GB here); distance peaks are smooth, so a map shrunk to r ~ 10 px suffices.
         typical = typical_area(cc_area[1:], self.min_area)
         scale = max(1, int(np.sqrt(typical / np.pi) // self._HMAX_RADIUS))
-        return _h_maxima(out[1], fg, self.h, scale)
+        return _h_maxima(dist, fg, self.h, scale)
 
     def tune_grid(self) -> dict[str, list]:
         cut = cut_cell_grid(self.min_cut_area_frac)
@@ -318,7 +324,31 @@ class DistanceWatershed(_MarkerWatershed):
         return keep
 
     def _relief(self, out: np.ndarray, box: tuple[slice, slice]) -> np.ndarray:
-        return 1.0 - out[1][box]
+        return 1.0 - self._distance(out, box)
+
+
+@dataclass
+class DistanceContourWatershed(DistanceWatershed):
+    """Instances from (foreground, normalised distance, border) outputs, shape (3, H, W):
+    :class:`DistanceWatershed` on ``(p_fg, clip(distance - border_weight x p_border, 0, 1))``,
+    so a border the network sees between two cells also cuts the bridge between their
+    cores, and the flood stops at it. Trained with ``target=distance_contour``.
+
+    Parameters
+    ----------
+    border_weight: how much of the border probability is taken off the distance; 0 reads
+        the outputs exactly as :class:`DistanceWatershed` reads the first two channels.
+    The rest: as :class:`DistanceWatershed`.
+    """
+
+    channels: ClassVar[int] = 3
+
+    border_weight: float = 1.0
+
+    def _distance(self, out: np.ndarray, box: tuple[slice, slice] | None = None) -> np.ndarray:
+        dist, border = (out[1], out[2]) if box is None else (out[1][box], out[2][box])
+        fused = np.clip(dist - np.float32(self.border_weight) * border, 0.0, 1.0)
+        return fused.astype(dist.dtype, copy=False)
 
 
 def _components(binary: np.ndarray) -> tuple[int, np.ndarray]:

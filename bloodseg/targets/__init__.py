@@ -6,7 +6,8 @@ channels, encoding, decoding, foreground, default loss and post-processor):
 
 - ``binary.py``: one foreground channel, the study's (+ the U-Net paper's weight map);
 - ``contour.py``: background / interior / border classes;
-- ``distance.py``: foreground + each cell's normalised distance to its own boundary.
+- ``distance.py``: foreground + each cell's normalised distance to its own boundary;
+- ``distance_contour.py``: those two + a border channel (where cells touch), learned jointly.
 
     >>> target = from_config({"name": "contour", "width": 2})
     >>> arrays = target.encode(instances, mask)   # {"target": int64 HxW} for the loss
