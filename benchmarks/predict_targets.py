@@ -1,4 +1,4 @@
-"""Prediction cost per target: ``contour``/``distance`` against ``binary`` on 1600x1200 images.
+"""Prediction cost per target (every ``conf/target``) against ``binary`` on 1600x1200 images.
 
 What ``bloodseg-predict`` does per image, timed in one run for each target: the network on
 tiles at the training scale (same U-Net, only the output channels differ), the outputs
@@ -27,27 +27,27 @@ import torch
 from bloodseg.config import group_config
 from bloodseg.inference import Predictor
 from bloodseg.io import read_image, read_mask
-from bloodseg.labels import instances_from_mask
+from bloodseg.labels import instances_from_mask, mask_from_instances
 from bloodseg.module import SegmentationModule
-from bloodseg.targets import contour_target, distance_target
+from bloodseg.targets import from_config as target_from_config
+from bloodseg.targets import names as target_names
+from bloodseg.targets import target_class
 
 ROOT = Path(__file__).resolve().parents[1]
 
 SAMPLE = ROOT.parent / "shared" / "data" / "bbbc041seg-sample"
-CHANNELS = {"binary": 1, "contour": 3, "distance": 2}
+TARGETS = target_names()
 
 
-def ideal_outputs(target: str, inst: np.ndarray) -> np.ndarray:
-    """What a good network outputs for ``target``: the true targets, slightly blurred."""
-    fg = (inst > 0).astype(np.float32)
-    if target == "binary":
-        maps = fg[None]
-    elif target == "contour":
-        classes = contour_target(inst)
-        maps = np.stack([(classes == k).astype(np.float32) for k in range(3)])
-    else:
-        maps = np.stack([fg, distance_target(inst).astype(np.float32)])
-    return np.stack([cv2.GaussianBlur(m, (0, 0), 1.5) for m in maps])
+def ideal_outputs(name: str, inst: np.ndarray) -> np.ndarray:
+    """What a good network outputs for target ``name``: its true targets (as training encodes
+    them), as probability maps, slightly blurred."""
+    target = target_from_config({"name": name})
+    mask = (mask_from_instances(inst, gap_px=1) > 0).astype(np.uint8)
+    encoded = target.encode(inst, mask)["target"]
+    if encoded.dtype == np.int64:  # class indices -> one map per class
+        encoded = np.stack([encoded == k for k in range(target.channels)])
+    return np.stack([cv2.GaussianBlur(m, (0, 0), 1.5) for m in encoded.astype(np.float32)])
 
 
 def predictor_for(target: str, ckpt: str | None, width: int, scale: float) -> Predictor:
@@ -55,10 +55,9 @@ def predictor_for(target: str, ckpt: str | None, width: int, scale: float) -> Pr
     if ckpt:
         return Predictor.load(ckpt, device="cpu")
     torch.manual_seed(0)
-    model = group_config("model", "unet", in_channels=1, classes=CHANNELS[target],
+    model = group_config("model", "unet", in_channels=1, classes=target_class(target).channels,
                          base_channels=width)
-    module = SegmentationModule(model=model, target={"name": target,
-                                                     "channels": CHANNELS[target]},
+    module = SegmentationModule(model=model, target={"name": target},
                                 loss={"binary": "bce"}.get(target, target))
     module.hparams["data_info"] = {"color": "gray", "image_size": [256, 256], "scale": scale}
     return Predictor(module.model_spec(), module.net, device="cpu")
@@ -78,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     image = read_image(args.image, color="rgb", strict=False)
     inst = instances_from_mask(read_mask(args.mask))
     rows = {}
-    for target in CHANNELS:
+    for target in TARGETS:
         predictor = predictor_for(target, ckpts.get(target), args.width, args.scale)
         outputs = None if target in ckpts else ideal_outputs(target, inst)
         net, post, cells = [], [], 0
@@ -97,10 +96,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"bloodseg-predict cost per {w}x{h} image (median of {args.repeats}, "
           f"{torch.get_num_threads()} torch threads, scale {args.scale}); "
           f"truth: {int(inst.max())} cells")
-    print(f"{'target':<10} {'network s':>10} {'post s':>8} {'total s':>8} {'cells':>6} "
+    print(f"{'target':<16} {'network s':>10} {'post s':>8} {'total s':>8} {'cells':>6} "
           f"{'vs binary':>10}")
     for target, (n, p, cells) in rows.items():
-        print(f"{target:<10} {n:>10.2f} {p:>8.3f} {n + p:>8.2f} {cells:>6} "
+        print(f"{target:<16} {n:>10.2f} {p:>8.3f} {n + p:>8.2f} {cells:>6} "
               f"{(n + p) / base:>9.2f}x")
     return 0
 
