@@ -226,6 +226,30 @@ def hydra_value(value: str | Path) -> str:
     return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
+def composed(overrides: Sequence[str]) -> dict:
+    """The training config ``train.py`` would compose from ``overrides`` (unresolved), less
+    the run's name and Hydra's own settings, which do not change what trains."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = OmegaConf.to_container(compose("train", overrides=list(overrides)), resolve=False)
+    cfg.pop("name", None)
+    return cfg
+
+
+def same_training(recorded: Sequence[str], now: Sequence[str]) -> bool:
+    """Whether a run recorded with ``recorded`` overrides trained what ``now`` would: the same
+    overrides, or others that compose to the same config (runs recorded before the recipe
+    files spelled their recipe out; ``experiment=bench/<name>`` says it in one word)."""
+    if list(recorded) == list(now):
+        return True
+    try:
+        return composed(recorded) == composed(now)
+    except Exception:  # an override the configs no longer take: not the same training
+        return False
+
+
 def run_overrides(recipe: Sequence[str], fold_dir: Path, run_dir: Path, seed: int,
                   quick: bool) -> list[str]:
     fixed = ["data=bbbc041seg", f"data.root={hydra_value(fold_dir)}", "logger=csv",
@@ -354,7 +378,7 @@ def run_fold(recipe: str, overrides: list[str], fold: int, fold_dir: Path, run_d
     done = (run_dir / rundir.TEST_METRICS).is_file()
     if rescore and done and trained(run_dir):
         return rescore_fold(recipe, overrides, fold, fold_dir, run_dir, seed, quick)
-    if resume and done and old.get("overrides", args) == args:
+    if resume and done and same_training(old.get("overrides", args), args):
         print(f"[{recipe} fold {fold}] done before, reusing {run_dir}", flush=True)
         result = {"status": "ok", "resumed": True, "wall_s": old.get("wall_s"),
                   "cpu_s": old.get("cpu_s")}

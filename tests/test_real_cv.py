@@ -337,6 +337,27 @@ def test_count_real_is_the_benchmarked_recipe(tmp_path):
     assert a == b and a["target"]["name"] == "distance"
 
 
+def test_resume_knows_a_recipe_spelled_out_from_its_file():
+    """Runs recorded before the recipe files spelled their recipe out; ``--resume`` reuses
+    them when those overrides compose to what the recipe file composes to, and only then."""
+    cv = load_script()
+    fixed = cv.run_overrides([], Path("/d/fold0"), Path("/w/r/fold0"), seed=1, quick=False)
+    spelled = ["target=distance", "data.color=gray", "data.scale=0.5", "data.crop_size=256",
+               "data.crops_per_image=4", "data.contrast=percentile", "augment=strong",
+               "model.base_channels=16", "trainer=cpu", "trainer.max_epochs=12",
+               "optimizer.lr=1e-3", "scheduler=plateau", "callbacks.early_stopping=null",
+               "tune={split:train,metric:f1}"]
+    recorded = cv.merge_overrides(fixed[:1], spelled, fixed[1:])
+    now = cv.run_overrides(cv.recipe_overrides("distance_s05"), Path("/d/fold0"),
+                           Path("/w/r/fold0"), seed=1, quick=False)
+    assert recorded != now and cv.same_training(recorded, now)
+    assert not cv.same_training(recorded, cv.run_overrides(
+        cv.recipe_overrides("distance_s05_e24"), Path("/d/fold0"), Path("/w/r/fold0"), seed=1,
+        quick=False))
+    assert not cv.same_training([*recorded[:-1], "seed=2", recorded[-1]], now)
+    assert not cv.same_training(["no_such_key.x=1", *recorded], now)
+
+
 def test_only_variants_reads_finished_runs_and_never_trains(tmp_path):
     """``--only-variants``: a recipe's row is its runs as they were tested; an unfinished
     run is a failed row (it is never trained from there), so the call can run beside a
