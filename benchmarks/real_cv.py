@@ -242,11 +242,14 @@ def same_training(recorded: Sequence[str], now: Sequence[str]) -> bool:
     """Whether a run recorded with ``recorded`` overrides trained what ``now`` would: the same
     overrides, or others that compose to the same config (runs recorded before the recipe
     files spelled their recipe out; ``experiment=bench/<name>`` says it in one word)."""
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
     if list(recorded) == list(now):
         return True
     try:
         return composed(recorded) == composed(now)
-    except Exception:  # an override the configs no longer take: not the same training
+    except (HydraException, OmegaConfBaseException):  # an override the configs no longer take
         return False
 
 
