@@ -1,6 +1,6 @@
-"""`python train.py ...` at the repository root == `bloodseg-train ...` (see bloodseg/train.py)."""
+"""`python train.py ...` at the repository root == `bloodseg-train ...` (bloodseg/cli/train.py)."""
 
-from bloodseg.train import main
+from bloodseg.cli.train import main
 
 if __name__ == "__main__":
     main()

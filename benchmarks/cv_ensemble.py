@@ -61,10 +61,10 @@ def ensemble_commands(members: Sequence[Path], fold_dir: Path, out: Path,
     chosen = out / rundir.TUNED
     common = [f"ckpt_path={ckpts}", f"data.root={quote(fold_dir)}"]
     return [
-        [sys.executable, "-m", "bloodseg.tune", *common, *TUNE_OVERRIDES,
+        [sys.executable, "-m", "bloodseg.cli.tune", *common, *TUNE_OVERRIDES,
          f"output={quote(chosen)}", "overwrite=true", f"hydra.run.dir={quote(out / 'tune')}"],
-        [sys.executable, "-m", "bloodseg.evaluate", *common, f"postprocess_file={quote(chosen)}",
-         f"hydra.run.dir={quote(out)}"],
+        [sys.executable, "-m", "bloodseg.cli.evaluate", *common,
+         f"postprocess_file={quote(chosen)}", f"hydra.run.dir={quote(out)}"],
     ]
 
 

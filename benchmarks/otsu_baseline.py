@@ -10,7 +10,7 @@ For each image: ``otsu_foreground`` (gray, blur, Otsu, opening, pale centres fil
 
 Prints pixel Dice (mean over images, and pooled over all pixels), count MAE / bias and
 micro instance precision / recall / F1 / AP at IoU 0.5 for both, and the time per image.
-:mod:`bloodseg.evaluation.baselines` scores them, as it does for ``benchmarks/real_cv.py``
+:mod:`bloodseg.baselines` scores them, as it does for ``benchmarks/real_cv.py``
 (each cross-validation fold) and ``bloodseg-report --baselines``.
 
     .venv/bin/python -m benchmarks.otsu_baseline                  # the 10 test images
@@ -27,8 +27,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from bloodseg.baselines import OTSU_CC, OTSU_WATERSHED, otsu_items, score_otsu
 from bloodseg.data.bbbc041seg import list_split
-from bloodseg.evaluation.baselines import OTSU_CC, OTSU_WATERSHED, otsu_items, score_otsu
 from bloodseg.io import write_text_atomic
 from bloodseg.rundir import PER_IMAGE_COLUMNS
 

@@ -10,10 +10,10 @@ in the Kaggle layout is made under ``--work`` of symbolic links only (the fold's
   its ``test/``: one ``train.py`` subprocess per (recipe, fold), run folder
   ``<work>/<recipe>/fold<k>/``, its output in ``benchmark_run.log`` there;
 * Otsu + connected components, Otsu + bloodseg watershed and Otsu + the watershed tuned
-  on the fold's training images (:mod:`bloodseg.evaluation.baselines`) are scored on the
+  on the fold's training images (:mod:`bloodseg.baselines`) are scored on the
   same test images at native resolution.
 
-Folds come from :mod:`bloodseg.evaluation.folds`; recipes are the configs
+Folds come from :mod:`bloodseg.cv.folds`; recipes are the configs
 ``conf/experiment/bench/<name>.yaml`` (``experiment=bench/<name>``), all composed from
 ``bench/base.yaml``. This script orchestrates (folds, subprocess runs, re-tests); the
 ``results.json`` format, its summary (mean ± sd over folds), table, counts plot and README
@@ -66,15 +66,15 @@ from PIL import Image
 
 from bloodseg import rundir
 from bloodseg.config import CONF_DIR
-from bloodseg.data.bbbc041seg import Sample, resolve_root
-from bloodseg.evaluation import baselines as otsu
-from bloodseg.evaluation.folds import (
+from bloodseg import baselines as otsu
+from bloodseg.cv.folds import (
     FOLDS_DIR,
     assign_folds,
     build_fold_dirs,
     data_kind,
     list_pairs,
 )
+from bloodseg.data.bbbc041seg import Sample, resolve_root
 from bloodseg.io import write_text_atomic
 from bloodseg.labels import CUT_CELL_FRAC
 from bloodseg.postprocess import Watershed
@@ -416,7 +416,7 @@ def _brief(metrics: dict) -> str:
 
 def run_baselines(samples: dict[str, Sample], fold_names: Sequence[Sequence[str]],
                   cut_cell_frac: float = 0.0) -> dict[str, list[dict]]:
-    """The three Otsu baselines (:mod:`bloodseg.evaluation.baselines`) on each fold's test
+    """The three Otsu baselines (:mod:`bloodseg.baselines`) on each fold's test
     images, at native resolution; the watershed drops frame-cut cells as the recipes'
     post-processing does (``cut_cell_frac``); the tuned one chooses its grid (split depth;
     the frame-cut cut-off where the data has a rule) on the fold's training images, as the

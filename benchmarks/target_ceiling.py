@@ -35,9 +35,9 @@ import numpy as np
 
 from bloodseg import tuning
 from bloodseg.config import group_config
+from bloodseg.cv.folds import list_pairs
 from bloodseg.data.bbbc041seg import read_native_instances
 from bloodseg.data.dataset import load_sample
-from bloodseg.evaluation.folds import list_pairs
 from bloodseg.labels import CUT_CELL_FRAC
 from bloodseg.spec import Postprocess
 from bloodseg.targets import from_config as target_from_config

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
+from benchmarks.steptime import StepTimer, loader_s_per_batch, make_module, plain_step_s
 from bloodseg.data.datamodule import BloodCellDataModule
 from bloodseg.data.synthetic import write_dataset
-from bloodseg.steptime import StepTimer, loader_s_per_batch, make_module, plain_step_s
 
 
 def lightning_time(args, dm) -> float:

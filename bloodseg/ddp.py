@@ -21,12 +21,12 @@ def hydra_ddp_command(local_rank: int) -> tuple[Sequence[str], str]:
     from hydra.core.hydra_config import HydraConfig
     from hydra.utils import get_original_cwd
 
-    from bloodseg.cli_errors import quote_value
+    from bloodseg.quoting import quote_value
 
     hc = HydraConfig.get()
     out = Path(hc.runtime.output_dir)
     command = [
-        sys.executable, "-m", "bloodseg.train",
+        sys.executable, "-m", "bloodseg.cli.train",
         "--config-path", str(out / ".hydra"),
         "--config-name", RESOLVED_CONFIG,
         f"hydra.run.dir={quote_value(str(out))}",  # run dirs may hold spaces, quotes, '='...

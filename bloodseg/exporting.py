@@ -24,11 +24,12 @@ from omegaconf import DictConfig
 from torch import nn
 
 import bloodseg
-from bloodseg.checkpoint import CheckpointError
-from bloodseg.inference import Predictor, file_sha256, model_file, save_bundle
-from bloodseg.io import write_bytes_atomic, write_text_atomic
+from bloodseg.inference import Predictor
+from bloodseg.io import CheckpointError, write_bytes_atomic, write_text_atomic
+from bloodseg.modelfile import file_sha256, model_file, save_bundle
 from bloodseg.models.common import SegmentationNet
-from bloodseg.spec import ModelSpec, Target
+from bloodseg.spec import ModelSpec
+from bloodseg.targets import Target
 from bloodseg.transforms import MEAN, STD
 
 log = logging.getLogger(__name__)

@@ -28,6 +28,11 @@ class DataError(ValueError):
     """Bad input data; the message names the file and says how to fix it."""
 
 
+class CheckpointError(ValueError):
+    """A model file that cannot be used; the message names the file and what to pass
+    instead (raised by :mod:`bloodseg.modelfile` and :mod:`bloodseg.spec`)."""
+
+
 def decode(path: str | Path) -> np.ndarray:
     """Decode any image file as stored (any depth, 1/3/4 channels, BGR order)."""
     path = Path(path)

@@ -40,9 +40,9 @@ from bloodseg.spec import (
     ModelSpec,
     Network,
     Postprocess,
-    Target,
     check_network_fits,
     check_postprocess_fits,
+    target_from_dict,
 )
 
 DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e-4}
@@ -106,35 +106,34 @@ class SegmentationModule(pl.LightningModule):
         super().__init__()
         # checked now: a config that cannot make a valid model file fails before the first
         # epoch, not at the first checkpoint
-        self.target_spec = Target.from_dict(to_plain(target) or {"name": "binary"},
-                                            "target config")
+        self.target = target_from_dict(to_plain(target) or {"name": "binary"}, "target config")
         # the network's output channels are the target's (the model configs leave them out)
-        model = {"classes": self.target_spec.channels, **to_plain(model)}
+        model = {"classes": self.target.channels, **to_plain(model)}
         self.save_hyperparameters(
             {  # tta is left out: how to evaluate is not part of the model
                 "model": model,
-                "loss": to_plain(loss) or self.target_spec.impl.default_loss,
+                "loss": to_plain(loss) or self.target.default_loss,
                 "optimizer": to_plain(optimizer) or dict(DEFAULT_OPTIMIZER),
                 "scheduler": to_plain(scheduler),
                 "scheduler_monitor": scheduler_monitor,
                 "threshold": threshold,
                 "channels_last": channels_last,
                 "data_info": data_info,
-                "target": self.target_spec.to_dict(),
+                "target": self.target.to_dict(),
                 "postprocess": to_plain(postprocess),
             }
         )
         self.network = Network.from_config(self.hparams.model)
         pp = self.hparams.postprocess
         self.postprocess_spec = (Postprocess.from_config(pp) if pp else
-                                 Postprocess(self.target_spec.default_postprocess))
-        check_network_fits(self.network, self.target_spec, "config")
-        check_postprocess_fits(self.postprocess_spec, self.target_spec, "config")
+                                 Postprocess(self.target.default_postprocess))
+        check_network_fits(self.network, self.target, "config")
+        check_postprocess_fits(self.postprocess_spec, self.target, "config")
         #: set by the trainer's caller (train.py): config hash, run name...; copied into the spec
         self.provenance: dict[str, Any] = {}
         self.net = self.network.build()
         # the target may replace the configured loss (binary's weight map weights BCE)
-        self.criterion = build_loss(self.target_spec.impl.training_loss(self.hparams.loss))
+        self.criterion = build_loss(self.target.training_loss(self.hparams.loss))
         self.threshold = threshold
         self.tta = tta
         self.train_metrics = pixel_metrics("train/", threshold)
@@ -167,7 +166,7 @@ class SegmentationModule(pl.LightningModule):
         return ModelSpec.from_dict({
             "version": 1,
             "network": {"name": self.network.name, "kwargs": self.network.kwargs},
-            "target": self.target_spec.to_dict(),
+            "target": self.target.to_dict(),
             "preprocess": pre,
             "postprocess": {"name": self.postprocess_spec.name,
                             "fields": self.postprocess_spec.fields},
@@ -192,7 +191,7 @@ class SegmentationModule(pl.LightningModule):
     def predict_outputs(self, x: torch.Tensor, tta: bool | None = None) -> torch.Tensor:
         """(B, C, H, W) probability maps of the target (binary: the foreground probability;
         contour: softmax over background/interior/border; distance: foreground, distance)."""
-        return tta_outputs(self, x, self.target_spec.decode, self.tta if tta is None else tta)[1]
+        return tta_outputs(self, x, self.target.decode, self.tta if tta is None else tta)[1]
 
     def _loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
         if "weight" in batch:
@@ -200,10 +199,10 @@ class SegmentationModule(pl.LightningModule):
         return self.criterion(logits, batch["target"])
 
     def _step(self, batch: dict, metrics: MetricCollection, stage: str) -> dict:
-        logits, outputs = tta_outputs(self, batch["image"], self.target_spec.decode,
+        logits, outputs = tta_outputs(self, batch["image"], self.target.decode,
                                       self.tta and stage != "train")
         loss = self._loss(logits, batch)
-        metrics.update(self.target_spec.foreground(outputs), batch["mask"].int())
+        metrics.update(self.target.foreground(outputs), batch["mask"].int())
         bs = outputs.shape[0]
         self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True,
                  prog_bar=True, batch_size=bs, sync_dist=stage != "train")

@@ -43,8 +43,8 @@ from typing import Any
 
 import numpy as np
 
-from bloodseg.cli_errors import quoting_hint
 from bloodseg.io import write_png_atomic, write_text_atomic
+from bloodseg.quoting import quoting_hint
 
 log = logging.getLogger(__name__)
 

@@ -7,7 +7,7 @@ A checkpoint (or a shipped weights bundle) is data, never code. Next to the weig
   the class's signature;
 - ``target``: what the network learned, a registry name (``conf/target/<name>.yaml``, whose
   class is ``bloodseg/targets/<name>.py``) and its fields, type-checked; the class decodes
-  logits into probability maps (:meth:`Target.decode`);
+  logits into probability maps (:meth:`bloodseg.targets.base.Target.decode`);
 - ``preprocess``: color, network input size, scale, contrast, normalisation, source size and
   the data's frame-cut rule;
 - ``postprocess``: a registry name (``conf/postprocess/<name>.yaml``) and its dataclass fields,
@@ -25,9 +25,6 @@ registries, whose files ship with bloodseg; nothing read from a file is ever pas
     >>> net = spec.network.build()                       # weights: load_state_dict
     >>> pp = spec.postprocess.build()                    # DistanceWatershed(...)
     >>> outputs = spec.target.decode(net(x))             # (B, C, H, W) probabilities
-
-Checkpoints written before the spec existed (bloodseg 0.1, Lightning ``hyper_parameters``
-only) are migrated by :func:`migrate_hparams`, through the same registries and checks.
 """
 
 from __future__ import annotations
@@ -43,8 +40,8 @@ from typing import Any
 import torch
 
 from bloodseg import targets
-from bloodseg.checkpoint import CheckpointError
 from bloodseg.config import group_config, group_names
+from bloodseg.io import CheckpointError
 from bloodseg.transforms import COLORS, CONTRAST, channels
 
 SPEC_VERSION = 1
@@ -52,10 +49,6 @@ SPEC_KEY = "bloodseg_spec"  # where a Lightning checkpoint keeps the spec
 # Hydra's special keys: a stored config holding one of these is trying to build something
 HYDRA_KEYS = ("_target_", "_args_", "_partial_", "_recursive_", "_convert_")
 NORMALIZATIONS = ("imagenet",)  # transforms.normalize: ImageNet mean/std (VGG encoders)
-#: registry names that were renamed: group -> {old name: new name}. Model files and
-#: postprocess.json files that say the old name still load (``postprocess=watershed`` became
-#: ``binary``, the name of the target whose outputs it reads)
-RENAMED = {"postprocess": {"watershed": "binary"}}
 
 
 class SpecError(CheckpointError):
@@ -206,10 +199,7 @@ def _entry(d: Any, group: str, values: str, source: str, key: str) -> tuple[str,
     and the (still unchecked) mapping of values."""
     d = _mapping(d, source, key)
     _only(d, {"name", values}, source, key)
-    name = d.get("name")
-    if isinstance(name, str):
-        name = RENAMED.get(group, {}).get(name, name)
-    name = _registry_name(name, group, source, f"{key}.name")
+    name = _registry_name(d.get("name"), group, source, f"{key}.name")
     return name, dict(_mapping(d.get(values, {}), source, f"{key}.{values}"))
 
 
@@ -257,54 +247,19 @@ class Network:
         return _registered_class("model", self.name)(**kwargs)
 
 
-@dataclass(frozen=True)
-class Target:
-    """What the network learned: a registered target (``conf/target/<name>.yaml``) and the
-    fields given for it. Everything else is the target's class (``bloodseg/targets/<name>.py``,
-    :attr:`impl`): channels, decoding, foreground, default post-processing."""
 
-    name: str
-    fields: dict[str, Any] = field(default_factory=dict)
-    #: the target itself (built from the checked name and fields)
-    impl: targets.Target = field(init=False, repr=False, compare=False)
-
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "impl", targets.target_class(self.name)(**self.fields))
-
-    @property
-    def channels(self) -> int:
-        return self.impl.channels
-
-    @property
-    def channel_names(self) -> tuple[str, ...]:
-        """What each output channel is (the post-processors read them in this order)."""
-        return self.impl.channel_names
-
-    @property
-    def default_postprocess(self) -> str:
-        return self.impl.default_postprocess
-
-    @classmethod
-    def from_dict(cls, d: Any, source: str, key: str = "target") -> Target:
-        d = dict(_mapping(d, source, key))
-        name = _registry_name(d.pop("name", "binary"), "target", source, f"{key}.name")
-        target_cls = targets.target_class(name)  # bloodseg's own module of that name
-        got = d.pop("channels", target_cls.channels)
-        if got != target_cls.channels:
-            raise _fail(source, f"{key}.channels", f"target {name} has {target_cls.channels} "
-                        f"channels, not {_short(got)}")
-        return cls(name, _checked_fields(target_cls, d, f"target {name}", source, key))
-
-    def to_dict(self) -> dict:
-        return {"name": self.name, "channels": self.channels, **self.fields}
-
-    def decode(self, logits: torch.Tensor) -> torch.Tensor:
-        """Logits -> the target's probability maps (float32, same shape)."""
-        return self.impl.decode(logits)
-
-    def foreground(self, outputs: torch.Tensor) -> torch.Tensor:
-        """(B, 1, H, W) foreground probability of decoded outputs."""
-        return self.impl.foreground(outputs)
+def target_from_dict(d: Any, source: str, key: str = "target") -> targets.Target:
+    """The target a model file names (``{"name": ..., "channels": ..., <field>: ...}``): a
+    registered name (``conf/target``), its channel count and its fields type-checked against
+    the class's annotations, then the target itself (``bloodseg/targets/<name>.py``)."""
+    d = dict(_mapping(d, source, key))
+    name = _registry_name(d.pop("name", "binary"), "target", source, f"{key}.name")
+    target_cls = targets.target_class(name)  # bloodseg's own module of that name
+    got = d.pop("channels", target_cls.channels)
+    if got != target_cls.channels:
+        raise _fail(source, f"{key}.channels", f"target {name} has {target_cls.channels} "
+                    f"channels, not {_short(got)}")
+    return target_cls(**_checked_fields(target_cls, d, f"target {name}", source, key))
 
 
 @dataclass(frozen=True)
@@ -397,7 +352,7 @@ class ModelSpec:
     """Everything needed to turn an image into counted cells with a network's weights."""
 
     network: Network
-    target: Target
+    target: targets.Target
     preprocess: Preprocess
     postprocess: Postprocess
     provenance: dict[str, Any] = field(default_factory=dict)
@@ -413,7 +368,7 @@ class ModelSpec:
         _only(d, {"version", "network", "target", "preprocess", "postprocess", "provenance"},
               source, SPEC_KEY)
         spec = cls(network=Network.from_dict(d.get("network"), source),
-                   target=Target.from_dict(d.get("target"), source),
+                   target=target_from_dict(d.get("target"), source),
                    preprocess=Preprocess.from_dict(d.get("preprocess"), source),
                    postprocess=Postprocess.from_dict(d.get("postprocess"), source),
                    provenance=check_plain(_mapping(d.get("provenance", {}), source,
@@ -445,7 +400,8 @@ class ModelSpec:
         return spec
 
 
-def check_network_fits(network: Network, target: Target, source: str = "model spec") -> None:
+def check_network_fits(network: Network, target: targets.Target,
+                       source: str = "model spec") -> None:
     """A network makes as many output channels (``classes``) as the target has, or is
     refused."""
     classes = network.kwargs.get("classes")
@@ -454,7 +410,7 @@ def check_network_fits(network: Network, target: Target, source: str = "model sp
                     f"{target.name} ({target.channels} channels)")
 
 
-def check_postprocess_fits(postprocess: Postprocess, target: Target,
+def check_postprocess_fits(postprocess: Postprocess, target: targets.Target,
                            source: str = "model spec") -> None:
     """A post-processor reads as many output channels as the target makes, or is refused
     (before training, not at test time)."""
@@ -502,49 +458,19 @@ def check_hparams(hp: Any, source: str) -> None:
     for key in HPARAM_PLAIN:
         check_plain(hp.get(key), source, f"hyper_parameters.{key}")
     if hp.get("target") is not None:
-        Target.from_dict(hp["target"], source, "hyper_parameters.target")
+        target_from_dict(hp["target"], source, "hyper_parameters.target")
 
 
-def migrate_hparams(hp: Any, source: str) -> ModelSpec:
-    """The spec of a checkpoint written before specs existed (bloodseg 0.1): its Lightning
-    ``hyper_parameters`` mapped through the registries, with the same checks."""
-    check_hparams(hp, source)
-    model = dict(_mapping(hp.get("model"), source, "hyper_parameters.model"))
-    name = registry_name_of("model", model.pop("_target_", None), source,
-                            "hyper_parameters.model._target_")
-    target = Target.from_dict(hp.get("target") or {"name": "binary"}, source,
-                              "hyper_parameters.target")
-    info = dict(hp.get("data_info") or {})
-    pre = {k: info[k] for k in ("color", "image_size", "scale", "source_size", "contrast",
-                                "cut_cell_frac") if info.get(k) is not None}
-    if "color" not in pre:
-        pre["color"] = "gray" if model.get("in_channels", 3) == 1 else "rgb"
-    pp = dict(hp.get("postprocess") or {})
-    pp_name = (registry_name_of("postprocess", pp.pop("_target_"), source,
-                                "hyper_parameters.postprocess._target_")
-               if "_target_" in pp else target.default_postprocess)
-    provenance = {"migrated_from": "bloodseg 0.1 hyper_parameters",
-                  **{k: info[k] for k in ("data_root", "data_kind") if k in info}}
-    return ModelSpec.from_dict({
-        "version": SPEC_VERSION,
-        "network": {"name": name, "kwargs": model},
-        "target": target.to_dict(),
-        "preprocess": pre,
-        "postprocess": {"name": pp_name, "fields": pp},
-        "provenance": provenance,
-    }, source)
 
 
 def spec_of_checkpoint(ckpt: Mapping, source: str) -> ModelSpec:
-    """The validated spec of a loaded checkpoint or bundle (migrating old checkpoints); a
-    file with neither gets one message naming it. Its ``hyper_parameters``, if any, are
+    """The validated spec of a loaded checkpoint or bundle; a file without one gets one
+    message naming it. Its ``hyper_parameters``, if any, are
     checked too (:func:`check_hparams`)."""
     hp = ckpt.get("hyper_parameters")
     if SPEC_KEY in ckpt:
         if hp is not None:
             check_hparams(hp, source)
         return ModelSpec.from_dict(ckpt[SPEC_KEY], source)
-    if isinstance(hp, Mapping) and "model" in hp:
-        return migrate_hparams(hp, source)
-    raise SpecError(f"{source}: not a bloodseg checkpoint (no model spec and no model config in "
-                    "it); pass ckpt_path=<run>/checkpoints/best.ckpt or weights=<name>")
+    raise SpecError(f"{source}: not a bloodseg model file (no model spec in it); pass "
+                    "ckpt_path=<run>/checkpoints/best.ckpt or weights=<name>")

@@ -1,27 +1,21 @@
-"""Training one configured experiment: fit -> tune -> test, and the run's recorded outcome.
+"""Training one configured experiment: fit -> tune -> test.
 
-:func:`train` fits with Lightning, then (:mod:`bloodseg.evaluation`) chooses the
-post-processing on the training images (``postprocess.json`` beside the weights) and scores the
-best checkpoint through the one inference path, exactly as ``bloodseg-evaluate`` would; it
-writes the run folder's files (:mod:`bloodseg.rundir`). A resume (``ckpt_path=``) checks the
-checkpoint's stored spec before Lightning reads it. :func:`run_recorded` wraps it with the
-run's outcome in ``meta.json`` (completed, failed + ``error.txt``, or interrupted by Ctrl+C /
-SIGTERM + the command that resumes it); :func:`check_objective` and :func:`objective` are
-what a Hydra sweeper optimises. The command is ``bloodseg-train`` (:mod:`bloodseg.train`).
+:func:`train` fits with Lightning, then chooses the post-processing on the training images
+(:mod:`bloodseg.tuning`; ``postprocess.json`` beside the weights) and scores the best
+checkpoint through the one inference path (:mod:`bloodseg.evaluation`), exactly as
+``bloodseg-evaluate`` would; it writes the run folder's files (:mod:`bloodseg.rundir`). A resume
+(``ckpt_path=``) checks the checkpoint's stored spec before Lightning reads it.
+:func:`check_objective` and :func:`objective` are what a Hydra sweeper optimises. The run's
+outcome (``meta.json`` status, interruptions) is :mod:`bloodseg.outcome`; the command is
+``bloodseg-train`` (:mod:`bloodseg.cli.train`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import logging
 import os
-import re
-import shlex
-import signal
-import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytorch_lightning as pl
@@ -31,13 +25,12 @@ from hydra.utils import instantiate
 from omegaconf import DictConfig, OmegaConf
 
 import bloodseg  # noqa: F401  (registers the config resolvers)
-from bloodseg import ddp, evaluation, rundir
-from bloodseg.checkpoint import CheckpointError
-from bloodseg.cli_errors import quote_value
+from bloodseg import ddp, evaluation, rundir, tuning
 from bloodseg.config import instantiate_group
 from bloodseg.data.bbbc041seg import list_split
-from bloodseg.inference import Predictor, check_model_file, load_model, write_tuned
-from bloodseg.io import write_text_atomic
+from bloodseg.inference import Predictor
+from bloodseg.io import CheckpointError, write_text_atomic
+from bloodseg.modelfile import check_model_file, load_model, write_tuned
 from bloodseg.module import SegmentationModule
 
 log = logging.getLogger(__name__)
@@ -82,10 +75,10 @@ def init_weights(module: SegmentationModule, source: str) -> Path:
             f"{path}: its network {theirs.name} {theirs.kwargs} is not this run's {mine.name} "
             f"{mine.kwargs}; init_from needs the same network (use the model's own recipe, "
             "e.g. experiment=count_real for count_real)")
-    if spec.target.name != module.target_spec.name:
+    if spec.target.name != module.target.name:
         raise CheckpointError(
             f"{path}: it was trained for target={spec.target.name}, this run learns "
-            f"target={module.target_spec.name}; pass target={spec.target.name}")
+            f"target={module.target.name}; pass target={spec.target.name}")
     module.net.load_state_dict(net.state_dict())
     log.info("network initialised from %s (%s, %s epochs on %s)", path, theirs.name,
              spec.provenance.get("epochs", "?"), spec.provenance.get("data_kind", "?"))
@@ -135,7 +128,8 @@ def train(cfg: DictConfig) -> dict:
     ddp_env = ddp.snapshot_env()
     pl.seed_everything(cfg.seed, workers=True)
 
-    tune = evaluation.tune_spec(cfg.get("tune"))  # a bad tune option fails before training
+    # a bad tune option fails before training
+    tune = tuning.TuneOptions.from_config(cfg.get("tune"))
     if cfg.get("ckpt_path"):
         check_model_file(cfg.ckpt_path)  # a stranger's file is checked before Lightning reads it
     datamodule = instantiate(cfg.data)
@@ -176,7 +170,7 @@ def finish_wandb(loggers: list) -> None:
 
 
 def fit_and_test(cfg: DictConfig, out: Path, trainer: pl.Trainer, module, datamodule,
-                 tune: dict | None = None) -> dict:
+                 tune: tuning.TuneOptions | None = None) -> dict:
     """fit -> tune -> test; returns the test metrics (empty where there was no test)."""
     started = time.time()
     if cfg.get("train", True):
@@ -201,7 +195,8 @@ def fit_and_test(cfg: DictConfig, out: Path, trainer: pl.Trainer, module, datamo
 
 
 def tune_and_test(cfg: DictConfig, out: Path, trainer: pl.Trainer, datamodule,
-                  weights: str | None, tune: dict | None, module: SegmentationModule) -> dict:
+                  weights: str | None, tune: tuning.TuneOptions | None,
+                  module: SegmentationModule) -> dict:
     """The tuning and test stages on ``weights`` (None: the module's weights in memory),
     through the one inference path."""
     p = cfg.get("predict") or {}
@@ -214,11 +209,11 @@ def tune_and_test(cfg: DictConfig, out: Path, trainer: pl.Trainer, datamodule,
         predictor = Predictor(module.model_spec(), copy.deepcopy(module.net), **options)
     root = datamodule.root
     if tune:
-        samples = evaluation.tuning_samples(root, tune["split"], tune["max_images"],
-                                            datamodule.val_fraction, datamodule.seed)
-        result = evaluation.tune_stage(predictor, samples, tune)
-        chosen = evaluation.tuned_postprocess(result)
-        record = evaluation.tuning_record(tune, result, len(samples), predictor.tta_mode)
+        samples = tuning.tuning_samples(root, tune.split, tune.max_images,
+                                        datamodule.val_fraction, datamodule.seed)
+        result = tuning.tune_stage(predictor, samples, tune)
+        chosen = tuning.tuned_postprocess(result)
+        record = tuning.tuning_record(tune, result, len(samples), predictor.tta_mode)
         rundir.write_tuning(out, record)
         if weights:
             log.info("wrote %s", write_tuned(weights, chosen, record, out / rundir.TUNED))
@@ -302,120 +297,6 @@ def write_run_files(cfg, out: Path, trainer: pl.Trainer, module, datamodule,
     log.info("run files written to %s", out)
 
 
-def run_recorded(cfg: DictConfig) -> dict | None:
-    """:func:`train`, with its outcome recorded in the run folder (``meta.json`` status and,
-    on failure, ``error.txt`` + the job log). In a sweep a failed job returns None so the
-    remaining jobs still run; :class:`bloodseg.sweep.SweepSummary` reports it at the end.
-    A folder another run writes to or left results in is refused first
-    (:class:`bloodseg.rundir.RunFolderTaken`), with nothing written into it."""
-    out = Path(cfg.paths.output_dir)
-    worker = is_ddp_worker()
-    # DDP workers run inside the claim of the process that launched them
-    lock = None if worker else rundir.claim(out, cfg.get("ckpt_path"))
-    try:
-        if not worker:
-            rundir.clear_error(out)
-            rundir.write_meta(out, {"name": cfg.name, "status": "running"})
-        with noting_sigterm():
-            return train(cfg)
-    except BaseException as err:
-        if was_interrupted(err):
-            ignore_worker_deaths()
-            if not worker:
-                record_interrupted(cfg, out)
-            raise interrupted_exit() from err
-        log.exception("run failed: %s", err)
-        if not worker:
-            rundir.write_failure(out, cfg.name, err)
-        if in_sweep() and isinstance(err, Exception):
-            return None
-        raise
-    finally:
-        if lock is not None:
-            lock.release()
-
-
-# -- interruptions ---------------------------------------------------------------------------
-
-SIGTERM_SEEN = threading.Event()
-
-
-@contextlib.contextmanager
-def noting_sigterm() -> Iterator[None]:
-    """Remember a SIGTERM (scancel, kill, a CI time limit) so that :func:`run_recorded`
-    records an interruption, not a failure: inside a fit Lightning's handler stops at the
-    next batch, or the DataLoader's workers die of the same signal first (a RuntimeError
-    "DataLoader worker ... killed"). Outside Lightning's handler (set-up, data loading) the
-    signal ends the run as a SystemExit, unwinding like Ctrl+C."""
-    if threading.current_thread() is not threading.main_thread():
-        yield  # signal handlers can only be set from the main thread
-        return
-    SIGTERM_SEEN.clear()
-
-    def note(signum: int, frame) -> None:
-        SIGTERM_SEEN.set()
-        if signal.getsignal(signal.SIGTERM) is note:  # called directly, not by Lightning's
-            raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, note)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
-def ignore_worker_deaths() -> None:
-    """Switch off torch's SIGCHLD handler for the rest of an interrupted run: the signal that
-    stopped the run kills the DataLoader workers too, and that handler raises "DataLoader
-    worker ... killed" in whatever Python line runs when the next one dies (a CI run once
-    crashed so inside ``record_interrupted``). The process is ending; nothing needs it."""
-    sigchld = getattr(signal, "SIGCHLD", None)
-    if sigchld is not None and threading.current_thread() is threading.main_thread():
-        signal.signal(sigchld, signal.SIG_DFL)
-
-
-def was_interrupted(err: BaseException) -> bool:
-    """Ctrl+C or SIGTERM, however it surfaced: Lightning turns a KeyboardInterrupt into
-    ``sys.exit(1)`` and a SIGTERM into ``SIGTERMException`` (a SystemExit)."""
-    return (SIGTERM_SEEN.is_set() or isinstance(err, KeyboardInterrupt)
-            or isinstance(err.__context__, KeyboardInterrupt))
-
-
-def _hydra_value(value: str | Path) -> str:
-    """``value`` as a Hydra override value: quoted unless Hydra takes it as it is."""
-    text = str(value)
-    if re.fullmatch(r"[\w/.+\-@%]+", text, flags=re.ASCII):
-        return text
-    return quote_value(text)  # the one Hydra quoting (cli_errors), escapes as Hydra parses
-
-
-def resume_command(cfg: DictConfig, out: Path) -> str:
-    """The shell command that continues this run from its ``last.ckpt``, in its own folder
-    (so ``metrics.csv`` goes on): the job's overrides, ``ckpt_path`` and ``hydra.run.dir``."""
-    task = list(HydraConfig.get().overrides.task) if HydraConfig.initialized() else []
-    keep = [o for o in task
-            if o.split("=", 1)[0].lstrip("+~") not in ("ckpt_path", "hydra.run.dir")]
-    args = [*keep, f"ckpt_path={_hydra_value(out / 'checkpoints' / 'last.ckpt')}",
-            f"hydra.run.dir={_hydra_value(out)}"]
-    return " ".join(["python train.py", *map(shlex.quote, args)])
-
-
-def record_interrupted(cfg: DictConfig, out: Path) -> None:
-    """``meta.json`` status ``interrupted``, with how to resume (no ``error.txt``: nothing
-    failed, and the report and the sweep summary read that file as a failure)."""
-    reason = "SIGTERM" if SIGTERM_SEEN.is_set() else "KeyboardInterrupt"
-    resume = resume_command(cfg, out)
-    log.warning("run interrupted (%s); resume with:\n  %s", reason, resume)
-    rundir.write_meta(out, {
-        "name": cfg.name, "status": "interrupted", "reason": reason,
-        "max_epochs": cfg.trainer.get("max_epochs"), "data_kind": cfg.data.get("kind"),
-        "color": cfg.data.get("color"), "resume": resume})
-
-
-def interrupted_exit() -> SystemExit:
-    """How an interrupted run ends: no traceback (the log says how to resume), and the exit
-    status a shell gives a process killed by the signal (130 Ctrl+C, 143 SIGTERM)."""
-    return SystemExit(128 + (signal.SIGTERM if SIGTERM_SEEN.is_set() else signal.SIGINT))
 
 
 # -- the sweep objective ----------------------------------------------------------------------
@@ -445,9 +326,3 @@ def objective(cfg: DictConfig, metrics: dict | None) -> float | None:
                       ", ".join(logged) or "nothing")
         return None
     return metrics[name]
-
-
-def in_sweep() -> bool:
-    from hydra.types import RunMode
-
-    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN

@@ -1,4 +1,11 @@
-"""Choose post-processing parameters on images with known instances, after training.
+"""Tuning: choose the post-processing's parameters on images with known instances.
+
+Everything about tuning is here: the options (:class:`TuneOptions`, the ``tune`` block of a
+config), the images it looks at (:func:`tuning_samples`: training images, never the test
+split), the grid search (:func:`search`), the stage that runs a model's network once per image
+and searches (:func:`tune_stage`, what ``train.py`` and ``bloodseg-tune`` run) and its record
+(:func:`tuning_record`, kept in ``tuning.json`` and in ``postprocess.json`` beside the weights,
+which :mod:`bloodseg.modelfile` writes and reads).
 
 How confident a network is at the borders between touching cells depends on how long and on
 what it trained, so no fixed marker threshold suits every run (on the real benchmark one
@@ -11,6 +18,9 @@ resolution, and keeps the best; the test split is never looked at.
     >>> result.best             # {"marker_threshold": 0.9}
     >>> result.postprocess      # ContourWatershed(marker_threshold=0.9, ...)
 
+    >>> options = TuneOptions(metric="f1")
+    >>> result = tune_stage(predictor, tuning_samples(root, "train"), options)
+
 A grid search, not an optimiser: one or two parameters with a handful of values each, and
 each try is only the post-processing (the network ran once per image).
 """
@@ -22,18 +32,26 @@ import itertools
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from bloodseg.data.bbbc041seg import Sample, list_split, read_native_instances
 from bloodseg.labels import drop_cut_cells
 from bloodseg.metrics import InstanceStats
 from bloodseg.progress import Eta
 from bloodseg.transforms import upsample
 
+if TYPE_CHECKING:  # the stage only calls a Predictor: importing it would pull in torch
+    from bloodseg.inference import Predictor
+    from bloodseg.spec import Postprocess
+
 log = logging.getLogger(__name__)
 
 METRICS = ("f1", "count_mae")
+SPLITS = ("train", "val")
+KEYS = ("split", "metric", "grid", "max_images")
 
 
 @dataclass
@@ -152,3 +170,131 @@ def search(postprocess: Any, items: Sequence[TuningItem], grid: dict[str, Sequen
     return TuningResult(best=best, postprocess=dataclasses.replace(postprocess, **best),
                         metric=metric, rows=rows,
                         before={k: getattr(postprocess, k) for k in best})
+
+
+@dataclass(frozen=True)
+class TuneOptions:
+    """What the tuning stage does (the ``tune`` block of a config): which images
+    (``split``: ``train`` = train + val, or the seeded ``val`` split), the ranking
+    (``metric``: :data:`METRICS`), the values tried (``grid``; None = the post-processor's
+    ``tune_grid()``) and at most how many images (``max_images``; None = all)."""
+
+    split: str = "train"
+    metric: str = "f1"
+    grid: dict[str, list] | None = None
+    max_images: int | None = 50
+
+    def __post_init__(self) -> None:
+        if self.split not in SPLITS:
+            raise ValueError(f"tune.split must be one of {', '.join(SPLITS)}, got "
+                             f"{self.split!r}")
+        if self.metric not in METRICS:
+            raise ValueError(f"tune.metric must be one of {', '.join(METRICS)}, got "
+                             f"{self.metric!r}")
+        if self.max_images is not None and (isinstance(self.max_images, bool) or
+                                            not isinstance(self.max_images, int) or
+                                            self.max_images < 1):
+            raise ValueError(f"tune.max_images must be an integer >= 1 or null, got "
+                             f"{self.max_images!r}")
+        if self.grid is not None and not isinstance(self.grid, dict):
+            raise ValueError(f"tune.grid must be a mapping like {{threshold: [0.4, 0.5]}}, "
+                             f"got {self.grid!r}")
+
+    @classmethod
+    def from_config(cls, tune: Any) -> TuneOptions | None:
+        """The ``tune`` option of a config (None / false / {}: no tuning; true: the
+        defaults; a mapping of the fields above)."""
+        from bloodseg.config import to_plain
+
+        tune = to_plain(tune)
+        if not tune:
+            return None
+        if tune is True:
+            tune = {}
+        if not isinstance(tune, dict):
+            raise ValueError(f"tune must be a mapping of {', '.join(KEYS)}, got {tune!r}")
+        unknown = set(tune) - set(KEYS)
+        if unknown:
+            raise ValueError(f"tune: unknown keys {sorted(unknown)}; it takes "
+                             f"{', '.join(KEYS)}")
+        return cls(**tune)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+# -- samples ---------------------------------------------------------------------------------
+
+
+def evenly_spaced(samples: Sequence[Sample], max_images: int | None) -> list[Sample]:
+    """At most ``max_images`` samples, evenly spaced in name order (the full Kaggle train
+    split is 1169 images; tuning needs a few dozen)."""
+    samples = list(samples)
+    if max_images is None or len(samples) <= max_images:
+        return samples
+    picks = np.unique(np.linspace(0, len(samples) - 1, int(max_images)).round())
+    return [samples[int(i)] for i in picks]
+
+
+def tuning_samples(root: str | Path, split: str = "train", max_images: int | None = 50,
+                   val_fraction: float = 0.1, seed: int = 42) -> list[Sample]:
+    """The images tuning looks at: the training split (``train``: train + val) or the seeded
+    validation split (``val``, drawn as the DataModule draws it); never the test split."""
+    if split not in SPLITS:
+        raise ValueError(f"tune.split must be one of {', '.join(SPLITS)}, got {split!r}")
+    samples = list_split(root, "train")
+    if split == "val":
+        from bloodseg.data.datamodule import BloodCellDataModule
+
+        dm = BloodCellDataModule(root=str(root), val_fraction=val_fraction, seed=seed)
+        samples = dm.split_train_val(samples)[1]
+    return evenly_spaced(samples, max_images)
+
+
+# -- the stage ----------------------------------------------------------------------------------
+
+
+
+
+def tuning_items(predictor: Predictor, samples: Sequence[Sample]) -> list[TuningItem]:
+    """The network's outputs (float16, network size: 50 native 2-channel maps would take
+    0.8 GB) and the native instances of every sample; each try upsamples them as
+    :meth:`Predictor.outputs` does."""
+    items = []
+    eta = Eta(len(samples))
+    for k, sample in enumerate(samples, 1):
+        out = predictor.network_outputs(predictor.read(sample.image), name=sample.name)
+        items.append(TuningItem(sample.name, out.astype(np.float16),
+                                       read_native_instances(sample)))
+        if eta.due(k):
+            log.info("tuning: network outputs %s", eta.line(k))
+    return items
+
+
+def tune_stage(predictor: Predictor, samples: Sequence[Sample], options: TuneOptions
+               ) -> TuningResult:
+    """Choose the post-processing's parameters on ``samples`` (:func:`search` over
+    ``options.grid`` or the post-processor's ``tune_grid()``)."""
+    log.info("tuning %s on %d %s image(s) by %s", predictor.spec.postprocess.name,
+             len(samples), options.split, options.metric)
+    items = tuning_items(predictor, samples)
+    result = search(predictor.postprocess, items, options.grid, options.metric)
+    log.info("post-processing tuned on %d %s images (%s): %s (was %s)", len(items),
+             options.split, options.metric, result.best, result.before)
+    return result
+
+
+def tuning_record(options: TuneOptions, result: TuningResult, n_images: int, tta: str
+                  ) -> dict:
+    """What ``tuning.json`` and ``postprocess.json`` keep of a tuning; ``tta``: the test-time
+    augmentation it was chosen under (averaged maps are smoother: their best marker threshold
+    differs, so predict with the TTA you tuned with)."""
+    return {**options.to_dict(), "tta": tta, "n_images": n_images, "before": result.before,
+            "chosen": result.best, "tried": result.rows}
+
+
+def tuned_postprocess(result: TuningResult) -> Postprocess:
+    """The chosen post-processing as a spec entry (what ``postprocess.json`` stores)."""
+    from bloodseg.spec import Postprocess
+
+    return Postprocess.of(result.postprocess)

@@ -17,9 +17,10 @@ import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
 
-from bloodseg.checkpoint import CheckpointError
-from bloodseg.inference import Predictor, load_model, read_tuned, save_bundle, write_tuned
-from bloodseg.model_stages import evaluate
+from bloodseg.cli.evaluate import main as evaluate
+from bloodseg.inference import Predictor
+from bloodseg.io import CheckpointError
+from bloodseg.modelfile import load_model, read_tuned, save_bundle, write_tuned
 from bloodseg.prediction import predict
 from bloodseg.spec import SPEC_KEY, ModelSpec, Postprocess, SpecError
 from bloodseg.training import train
@@ -47,8 +48,7 @@ HPARAM_PLACES = [
     ("postprocess",), ("postprocess", "threshold"), ("data_info",),
     ("data_info", "image_size"), ("target",), ("target", "extra"), ("extra",),
 ]
-CASES = ([("spec", p) for p in SPEC_PLACES] + [("hparams", p) for p in HPARAM_PLACES]
-         + [("legacy", p) for p in HPARAM_PLACES])
+CASES = [("spec", p) for p in SPEC_PLACES] + [("hparams", p) for p in HPARAM_PLACES]
 
 
 def put(d: dict, place: tuple[str, ...], value) -> None:
@@ -65,8 +65,6 @@ def genuine(trained_run) -> dict:
 def crafted(genuine: dict, kind: str, place: tuple[str, ...], folder: Path) -> tuple[Path, Path]:
     ckpt = copy.deepcopy(genuine)
     marker = folder / "pwned"
-    if kind == "legacy":
-        del ckpt[SPEC_KEY]
     put(ckpt[SPEC_KEY] if kind == "spec" else ckpt["hyper_parameters"], place, payload(marker))
     path = folder / "crafted.ckpt"
     torch.save(ckpt, path)
@@ -75,7 +73,7 @@ def crafted(genuine: dict, kind: str, place: tuple[str, ...], folder: Path) -> t
 
 @pytest.mark.parametrize("kind,place", CASES, ids=[f"{k}:{'.'.join(p)}" for k, p in CASES])
 def test_crafted_checkpoint_is_refused_everywhere_and_never_acts(genuine, trained_run, tmp_path,
-                                                                 kind, place):
+                                                                 kind, place, capsys):
     path, marker = crafted(genuine, kind, place, tmp_path)
     image = next((trained_run / "samples").glob("*_image.png"))
     key = place[0] if kind == "spec" else "hyper_parameters"
@@ -88,11 +86,17 @@ def test_crafted_checkpoint_is_refused_everywhere_and_never_acts(genuine, traine
     for entry, (config, overrides, run) in entries.items():
         cfg = compose_cfg(tmp_path / entry, overrides, config_name=config)
         try:
-            with pytest.raises(CheckpointError) as info:
-                run(cfg)
+            if entry == "evaluate":  # the command: one line on stderr, exit 2
+                with pytest.raises(SystemExit) as exit_:
+                    run(cfg)
+                assert exit_.value.code == 2
+                msg = capsys.readouterr().err
+            else:
+                with pytest.raises(CheckpointError) as info:
+                    run(cfg)
+                msg = str(info.value)
         finally:
             GlobalHydra.instance().clear()
-        msg = str(info.value)
         assert str(path) in msg and key in msg, (entry, msg)
     assert not marker.exists(), "the stored config acted"
     assert not (tmp_path / "pred").exists(), "predict wrote before it checked the model"
@@ -101,9 +105,9 @@ def test_crafted_checkpoint_is_refused_everywhere_and_never_acts(genuine, traine
 def test_refusals_reach_the_user_as_one_clear_line(genuine, trained_run, tmp_path):
     path, marker = crafted(genuine, "spec", ("network", "kwargs", "base_channels"), tmp_path)
     image = next((trained_run / "samples").glob("*_image.png"))
-    for entry, extra in (("bloodseg.evaluate", []),
-                         ("bloodseg.predict", [f"input={image}", f"output={tmp_path / 'p'}"]),
-                         ("bloodseg.train", [*TINY_DATA, "trainer.max_epochs=1"])):
+    for entry, extra in (("bloodseg.cli.evaluate", []),
+                         ("bloodseg.cli.predict", [f"input={image}", f"output={tmp_path / 'p'}"]),
+                         ("bloodseg.cli.train", [*TINY_DATA, "trainer.max_epochs=1"])):
         proc = run_entry(entry, [f"ckpt_path={path}", f"hydra.run.dir={tmp_path / entry}",
                                  *extra], tmp_path)
         out = proc.stdout + proc.stderr
@@ -134,24 +138,15 @@ def test_tuned_file_beside_the_weights_is_checked_like_a_spec(trained_run, tmp_p
     assert not (tmp_path / "pwned").exists()
 
 
-def test_previous_checkpoint_format_loads_through_the_migration(genuine, trained_run, tmp_path):
-    legacy = copy.deepcopy(genuine)
-    del legacy[SPEC_KEY]
-    path = tmp_path / "legacy.ckpt"
-    torch.save(legacy, path)
-    old_spec, _ = load_model(path)
-    new_spec, _ = load_model(trained_run / "checkpoints" / "best.ckpt")
-    assert old_spec.network == new_spec.network and old_spec.target == new_spec.target
-    assert old_spec.preprocess == new_spec.preprocess
-    assert old_spec.postprocess == new_spec.postprocess
-    assert old_spec.provenance["migrated_from"].startswith("bloodseg 0.1")
-    image = np.asarray(Predictor.read(next((trained_run / "samples").glob("*_image.png"))))
-    np.testing.assert_array_equal(Predictor.load(path)(image),
-                                  Predictor.load(trained_run / "checkpoints" / "best.ckpt",
-                                                 postprocess=new_spec.postprocess)(image))
-    # a dict with neither a spec nor a model config: one message naming the file
+def test_a_checkpoint_without_a_spec_is_not_a_bloodseg_model_file(genuine, tmp_path):
+    no_spec = copy.deepcopy(genuine)
+    del no_spec[SPEC_KEY]
+    path = tmp_path / "no_spec.ckpt"
+    torch.save(no_spec, path)
+    with pytest.raises(CheckpointError, match=r"no_spec.ckpt: not a bloodseg model file"):
+        load_model(path)
     torch.save({"state_dict": {}, "hyper_parameters": {"lr": 1}}, tmp_path / "odd.ckpt")
-    with pytest.raises(CheckpointError, match=r"odd.ckpt: not a bloodseg checkpoint"):
+    with pytest.raises(CheckpointError, match=r"odd.ckpt: not a bloodseg model file"):
         load_model(tmp_path / "odd.ckpt")
 
 

@@ -13,10 +13,10 @@ import pytest
 import torch
 
 from bloodseg.augment import build_augment
+from bloodseg.cli.data import main as data_cli
 from bloodseg.config import group_config
 from bloodseg.data import kaggle
 from bloodseg.data.bbbc041seg import Sample, list_split, verify
-from bloodseg.data.cli import main as data_cli
 from bloodseg.data.datamodule import BloodCellDataModule
 from bloodseg.data.dataset import SegmentationDataset, load_cache, load_sample
 from bloodseg.io import DataError, read_image, read_mask

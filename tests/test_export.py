@@ -13,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 
-from bloodseg.checkpoint import CheckpointError
 from bloodseg.exporting import (
     INPUT,
     OUTPUT,
@@ -22,8 +21,10 @@ from bloodseg.exporting import (
     network_input,
     sidecar,
 )
-from bloodseg.inference import Predictor, write_tuned
+from bloodseg.inference import Predictor
+from bloodseg.io import CheckpointError
 from bloodseg.labels import instance_areas
+from bloodseg.modelfile import write_tuned
 from bloodseg.spec import ModelSpec
 from bloodseg.transforms import upsample
 from tests.test_pipeline import run_entry
@@ -182,11 +183,11 @@ def test_command_line_exports_a_bundle_and_refuses_an_existing_file(ckpt, tmp_pa
     out = tmp_path / "counter.pt"
     args = [f"ckpt_path={ckpt}", "format=bundle", f"output={out}",
             f"hydra.run.dir={tmp_path / 'hydra'}"]
-    proc = run_entry("bloodseg.export", args, tmp_path)
+    proc = run_entry("bloodseg.cli.export", args, tmp_path)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"wrote {out} (bundle" in proc.stdout
     assert Predictor.load(out, device="cpu").spec == Predictor.load(ckpt, device="cpu").spec
-    proc = run_entry("bloodseg.export", args, tmp_path)
+    proc = run_entry("bloodseg.cli.export", args, tmp_path)
     assert proc.returncode == 2
     assert f"error: {out} exists; pass overwrite=true" in proc.stderr
     assert "Traceback" not in proc.stderr
@@ -195,7 +196,7 @@ def test_command_line_exports_a_bundle_and_refuses_an_existing_file(ckpt, tmp_pa
 def random_bundle(folder: Path, target: str, color: str) -> Path:
     """A bundle of an untrained narrow U-Net learning ``target`` (no training needed: the
     export compares the file with PyTorch itself)."""
-    from bloodseg.inference import save_bundle
+    from bloodseg.modelfile import save_bundle
     from bloodseg.targets import target_class
 
     channels = target_class(target).channels

@@ -26,7 +26,7 @@ from hydra.utils import instantiate
 
 from bloodseg import rundir
 from bloodseg.checkpoint_io import AtomicCheckpointIO
-from bloodseg.training import run_recorded
+from bloodseg.outcome import run_recorded
 from tests.conftest import CONF, REPO
 from tests.test_train import TINY_DATA
 
@@ -140,7 +140,7 @@ def test_two_runs_started_at_once_then_a_third_into_the_finished_folder(tmp_path
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
 
     def start(*extra: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "bloodseg.train", *args, *extra],
+        return subprocess.Popen([sys.executable, "-m", "bloodseg.cli.train", *args, *extra],
                                 cwd=tmp_path, env=env, text=True, stdin=subprocess.DEVNULL,
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE)
 
@@ -343,7 +343,7 @@ def test_ctrl_c_during_training_records_the_interruption(tmp_path):
     out = tmp_path / "run"
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
     proc = subprocess.Popen(
-        [sys.executable, "-m", "bloodseg.train", *TRAIN, "trainer.max_epochs=50",
+        [sys.executable, "-m", "bloodseg.cli.train", *TRAIN, "trainer.max_epochs=50",
          "data.synthetic.n_train=40", f"paths.data_dir={tmp_path / 'data'}",
          f"hydra.run.dir={out}"], cwd=tmp_path, env=env, stdin=subprocess.DEVNULL,
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -417,7 +417,7 @@ def hostile_runs(root: Path) -> Path:
 
 
 def test_hostile_run_text_is_shown_never_rendered(tmp_path):
-    from bloodseg.report.__main__ import main
+    from bloodseg.cli.report import main
     from bloodseg.report.markdown import one_line
 
     runs = hostile_runs(tmp_path / "runs")
@@ -484,8 +484,8 @@ def test_a_readme_whose_markers_multiplied_is_refused_not_made_worse(tmp_path):
 @pytest.mark.parametrize("damage", [b"0" + b",9" * 30 + b"\n", b"\"0.5\n", bytes(range(128, 256))],
                          ids=["extra fields", "open quote", "binary"])
 def test_a_damaged_metrics_csv_names_the_file_and_the_fix(tmp_path, capsys, damage):
+    from bloodseg.cli.report import main
     from bloodseg.report import load_run
-    from bloodseg.report.__main__ import main
     from tests.test_report import make_run
 
     run = make_run(tmp_path / "runs" / "0", "r", experiment=None, model="unet", color="gray",
@@ -537,8 +537,8 @@ def masks_that_teach_nothing(root: Path) -> tuple[Path, Path]:
 
 
 def test_verify_warns_about_masks_without_cells_or_background(tmp_path, capsys):
+    from bloodseg.cli.data import main as data_cli
     from bloodseg.data.bbbc041seg import verify
-    from bloodseg.data.cli import main as data_cli
 
     empty, full = masks_that_teach_nothing(tmp_path / "d")
     report = verify(tmp_path / "d")
@@ -604,7 +604,7 @@ def _images(folder: Path, names: list[str]) -> Path:
 
 
 def test_overwrite_with_a_mistyped_checkpoint_keeps_the_earlier_results(trained_run, tmp_path):
-    from bloodseg.checkpoint import CheckpointError
+    from bloodseg.io import CheckpointError
 
     ckpt = trained_run / "checkpoints" / "best.ckpt"
     inputs, out = _images(tmp_path / "in", ["a.png", "b.png"]), tmp_path / "out"
@@ -710,14 +710,14 @@ def test_post_processing_that_does_not_fit_the_target_fails_before_training(hydr
 
 
 def test_resuming_from_a_pickled_or_foreign_checkpoint_names_the_file(hydra_cfg, tmp_path):
-    from bloodseg.checkpoint import CheckpointError
+    from bloodseg.io import CheckpointError
     from bloodseg.training import train
 
     pickled = tmp_path / "pickled.ckpt"
     torch.save({"state_dict": {}, "obj": Path("x")}, pickled)  # a class: not weights-only
     foreign = tmp_path / "foreign.ckpt"
     torch.save({"state_dict": {"w": torch.zeros(1)}}, foreign)  # no hyper_parameters
-    for path, match in ((pickled, "refused"), (foreign, "not a bloodseg checkpoint")):
+    for path, match in ((pickled, "refused"), (foreign, "not a bloodseg model file")):
         cfg = hydra_cfg(tmp_path / path.stem, [*TINY_DATA, f"ckpt_path={path}"])
         with pytest.raises(CheckpointError, match=match) as info:
             train(cfg)

@@ -91,8 +91,8 @@ def test_quick_cpu_mode_measures_every_section(tmp_path):
     # 3: the real commands ran (subprocesses) and predict timed its images
     s3 = {r["name"]: r for r in sections["3"]}
     assert s3["train.py -m (joblib sweep)"]["status"] == "ok"
-    assert s3["bloodseg.evaluate"]["metrics"]["images"] == 4
-    assert positive_finite(s3["bloodseg.predict"]["metrics"]["steady_img_s"])
+    assert s3["bloodseg.cli.evaluate"]["metrics"]["images"] == 4
+    assert positive_finite(s3["bloodseg.cli.predict"]["metrics"]["steady_img_s"])
     assert (out / "logs" / "predict.log").is_file()
 
 

@@ -13,8 +13,8 @@ import time
 
 import pytest
 
+from bloodseg.outcome import ignore_worker_deaths, was_interrupted
 from bloodseg.report import find_runs
-from bloodseg.training import ignore_worker_deaths, was_interrupted
 from tests.conftest import REPO
 
 

@@ -12,16 +12,9 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from bloodseg.inference import (
-    Predictor,
-    load_model,
-    model_files,
-    predictor_from_config,
-    save_bundle,
-    tta_mode,
-    tta_outputs,
-)
+from bloodseg.inference import Predictor, predictor_from_config, tta_mode, tta_outputs
 from bloodseg.io import read_image
+from bloodseg.modelfile import load_model, model_files, save_bundle
 from bloodseg.spec import SpecError
 from bloodseg.weights import weights_path
 
@@ -125,11 +118,11 @@ def test_ensemble_refuses_members_with_other_preprocessing(members, tmp_path):
         Predictor.load([a, c], device="cpu")
 
 
-def test_evaluate_and_tune_an_ensemble_end_to_end(members, shared_data, tmp_path):
+def test_evaluate_and_tune_an_ensemble_end_to_end(members, shared_data, tmp_path, capsys):
     """``bloodseg-evaluate ckpt_path=[a,b]`` records both members; ``bloodseg-tune`` writes an
     ensemble's choice to output= (tied to its first member), which evaluate then reads."""
-    from bloodseg.io import DataError
-    from bloodseg.model_stages import evaluate, tune
+    from bloodseg.cli.evaluate import main as evaluate
+    from bloodseg.cli.tune import main as tune
 
     root = tmp_path / "data"
     for split in ("train", "test"):
@@ -142,9 +135,10 @@ def test_evaluate_and_tune_an_ensemble_end_to_end(members, shared_data, tmp_path
             "postprocess_file": None, "n_samples": 0,
             "predict": {"tta": False, "device": "cpu", "mode": "auto"},
             "data": {"root": str(root), "split": "test", "val_fraction": 0.0, "seed": 0}}
-    with pytest.raises(DataError, match="output="):
+    with pytest.raises(SystemExit) as exit_:
         tune(OmegaConf.create({**base, "paths": {"output_dir": str(tmp_path / "t0")},
                                "tune": {"split": "train", "max_images": 1}}))
+    assert exit_.value.code == 2 and "output=" in capsys.readouterr().err
     chosen = tmp_path / "ensemble_pp.json"
     tune(OmegaConf.create({**base, "paths": {"output_dir": str(tmp_path / "t")},
                            "output": str(chosen),
@@ -186,7 +180,7 @@ def test_init_from_a_shipped_model_then_fine_tune(hydra_cfg, tmp_path):
 
 
 def test_init_from_refuses_another_network_or_target(hydra_cfg, tmp_path):
-    from bloodseg.checkpoint import CheckpointError
+    from bloodseg.io import CheckpointError
     from bloodseg.training import build_module
 
     with pytest.raises(CheckpointError, match=r"count_real\.pt: its network .* is not this "

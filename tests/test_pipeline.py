@@ -14,8 +14,9 @@ import numpy as np
 import pytest
 import torch
 
-from bloodseg.checkpoint import CheckpointError
-from bloodseg.inference import Predictor, blend_window, load_model, tile_starts
+from bloodseg.inference import Predictor, blend_window, tile_starts
+from bloodseg.io import CheckpointError
+from bloodseg.modelfile import load_model
 from bloodseg.prediction import list_inputs
 from tests.conftest import REPO
 
@@ -84,7 +85,7 @@ def test_evaluate_writes_metrics(trained_run, tmp_path):
     data_dir = trained_run.parent / "data"
     out = tmp_path / "eval"
     # only the checkpoint: the data folder comes from its spec, and the log says so
-    proc = run_entry("bloodseg.evaluate", [
+    proc = run_entry("bloodseg.cli.evaluate", [
         f"ckpt_path={trained_run / 'checkpoints' / 'best.ckpt'}", f"hydra.run.dir={out}"],
         cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -95,7 +96,7 @@ def test_evaluate_writes_metrics(trained_run, tmp_path):
     assert json.loads((out / "test_metrics.json").read_text())["metrics"] == ours
     # with TTA, other numbers and the choice recorded
     tta = tmp_path / "tta"
-    proc = run_entry("bloodseg.evaluate", [
+    proc = run_entry("bloodseg.cli.evaluate", [
         f"ckpt_path={trained_run / 'checkpoints' / 'best.ckpt'}", f"hydra.run.dir={tta}",
         "predict.tta=true"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -119,7 +120,7 @@ def test_predict_on_mixed_folder_lists_unreadable_and_exits_nonzero(trained_run,
     cv2.imwrite(str(inputs / "rgba.png"), np.full((90, 120, 4), 180, np.uint8))
     (inputs / "broken.png").write_bytes(b"\x89PNG not really")
     out = tmp_path / "pred"
-    proc = run_entry("bloodseg.predict", [
+    proc = run_entry("bloodseg.cli.predict", [
         f"ckpt_path={trained_run / 'checkpoints' / 'best.ckpt'}", f"input={inputs}",
         f"output={out}", f"hydra.run.dir={tmp_path / 'hydra'}"], cwd=tmp_path)
     assert proc.returncode == 1

@@ -1,4 +1,4 @@
-"""benchmarks/real_cv.py: the folds (bloodseg.evaluation.folds), the recipe plumbing, its
+"""benchmarks/real_cv.py: the folds (bloodseg.cv.folds), the recipe plumbing, its
 results.json read and rendered (bloodseg.report.cv), and a --quick run end to end on a
 synthetic folder in the Kaggle layout (the real benchmark reads ../shared/data; this test does
 not, so it needs no ``real`` mark)."""
@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from benchmarks import real_cv
+from bloodseg.cv.folds import assign_folds, build_fold_dirs, list_pairs
 from bloodseg.data.synthetic import write_dataset
-from bloodseg.evaluation.folds import assign_folds, build_fold_dirs, list_pairs
 from bloodseg.report import cv as report
 
 TINY = ('tiny="data.image_size=64 model.base_channels=4 trainer=cpu trainer.max_epochs=1 '

@@ -14,6 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from bloodseg.cli.report import main
 from bloodseg.report import (
     assign_labels,
     load_history,
@@ -26,7 +27,6 @@ from bloodseg.report import (
     results_table,
     update_readme,
 )
-from bloodseg.report.__main__ import main
 from tests.conftest import REPO
 
 BEGIN, END = markers("results")
@@ -374,7 +374,7 @@ def test_loss_axis_turns_logarithmic_for_a_huge_first_epoch(tmp_path):
 
 def test_report_modules_do_not_import_torch():
     """Every module of the package, the CLI and the gallery included."""
-    code = ("import sys, bloodseg.report.__main__, bloodseg.report.gallery; "
+    code = ("import sys, bloodseg.cli.report, bloodseg.report.gallery; "
             "sys.exit('torch' in sys.modules)")
     assert subprocess.run([sys.executable, "-c", code], cwd=REPO).returncode == 0
 

@@ -31,7 +31,7 @@ def start_training(tmp_path: Path, run: Path, *extra: str) -> subprocess.Popen:
     log = open(tmp_path / f"{run.name}.log", "a")
     with log:
         return subprocess.Popen(
-            [sys.executable, "-m", "bloodseg.train", *OVERRIDES,
+            [sys.executable, "-m", "bloodseg.cli.train", *OVERRIDES,
              f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={run}", *extra],
             cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=log,
             stderr=subprocess.STDOUT)

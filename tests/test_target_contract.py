@@ -20,11 +20,10 @@ import pytest
 import torch
 
 from bloodseg import targets
-from bloodseg.cli_errors import RENAMED_OPTIONS, check_overrides
 from bloodseg.config import group_config, group_names
 from bloodseg.labels import mask_from_instances
 from bloodseg.losses import build_loss
-from bloodseg.spec import RENAMED, ModelSpec, Postprocess, SpecError, Target
+from bloodseg.spec import ModelSpec, Postprocess, SpecError, target_from_dict
 from bloodseg.targets import from_config, target_class
 
 NAMES = group_names("target")
@@ -119,7 +118,7 @@ def test_default_loss_and_post_processing_fit_the_target(name, settings):
                      arrays["target"], *weight))
     assert np.isfinite(good) and good < bad
 
-    spec_target = Target.from_dict({"name": name, **settings}, "test")
+    spec_target = target_from_dict({"name": name, **settings}, "test")
     pp = Postprocess(target.default_postprocess)
     ModelSpec.from_dict({"version": 1,
                          "network": {"name": "unet", "kwargs": {"classes": target.channels}},
@@ -131,9 +130,9 @@ def test_default_loss_and_post_processing_fit_the_target(name, settings):
 
 @pytest.mark.parametrize("name,settings", CASES, ids=IDS)
 def test_round_trip_through_the_spec(name, settings):
-    t = Target.from_dict({**group_config("target", name), **settings}, "target config")
-    assert t.impl == build(name, settings) and t.channels == target_class(name).channels
-    assert Target.from_dict(t.to_dict(), "model.ckpt") == t
+    t = target_from_dict({**group_config("target", name), **settings}, "target config")
+    assert t == build(name, settings) and t.channels == target_class(name).channels
+    assert target_from_dict(t.to_dict(), "model.ckpt") == t
     assert t.to_dict()["channels"] == t.channels  # model files keep writing it
 
 
@@ -141,22 +140,22 @@ def test_round_trip_through_the_spec(name, settings):
 def test_the_spec_refuses_what_the_class_does_not_take(name):
     cls = target_class(name)
     with pytest.raises(SpecError, match=rf"x.ckpt: target.bogus: .*{name} has no such field"):
-        Target.from_dict({"name": name, "bogus": 1}, "x.ckpt")
+        target_from_dict({"name": name, "bogus": 1}, "x.ckpt")
     with pytest.raises(SpecError, match=rf"target.channels: target {name} has {cls.channels}"):
-        Target.from_dict({"name": name, "channels": cls.channels + 1}, "x.ckpt")
+        target_from_dict({"name": name, "channels": cls.channels + 1}, "x.ckpt")
     for f in dataclasses.fields(cls):  # a value of another type for every field
         with pytest.raises(SpecError, match=rf"target.{f.name}: \[1\] is not of type"):
-            Target.from_dict({"name": name, f.name: [1]}, "x.ckpt")
+            target_from_dict({"name": name, f.name: [1]}, "x.ckpt")
     with pytest.raises(SpecError, match="'base' is not a registered target; valid: binary"):
-        Target.from_dict({"name": "base"}, "x.ckpt")
+        target_from_dict({"name": "base"}, "x.ckpt")
 
 
 def test_literal_fields_name_their_values():
     with pytest.raises(SpecError, match=r"target.mode: 'inner' is not of type one of 'all', "
                        r"'touching'"):
-        Target.from_dict({"name": "contour", "mode": "inner"}, "x.ckpt")
+        target_from_dict({"name": "contour", "mode": "inner"}, "x.ckpt")
     with pytest.raises(SpecError, match="target.weight_map: 'paper' is not of type"):
-        Target.from_dict({"name": "binary", "weight_map": "paper"}, "x.ckpt")
+        target_from_dict({"name": "binary", "weight_map": "paper"}, "x.ckpt")
 
 
 def test_the_module_gives_the_network_the_targets_channels_and_loss():
@@ -189,36 +188,3 @@ def test_joint_loss_is_the_distance_loss_plus_the_border_term():
     wrong_border[:, 2] = -wrong_border[:, 2]  # every border pixel says "no", and vice versa
     joint = DistanceContourLoss()
     assert float(joint(wrong_border, truth)) > float(joint(logits, truth)) + 1.0
-
-
-def test_old_post_processing_name_still_loads_and_the_cli_names_the_new_one(capsys):
-    assert RENAMED == RENAMED_OPTIONS  # model files and command lines: one rename
-    old = Postprocess.from_dict({"name": "watershed", "fields": {"threshold": 0.4}}, "old.ckpt")
-    assert old == Postprocess("binary", {"threshold": 0.4})
-    with pytest.raises(SystemExit) as exit_:
-        check_overrides(["target=binary", "postprocess=watershed"])
-    assert exit_.value.code == 2
-    assert "postprocess=watershed was renamed: type postprocess=binary" in capsys.readouterr().err
-    check_overrides(["postprocess=binary"])  # the new name passes
-
-
-def test_a_bundle_whose_spec_says_watershed_loads_as_binary_and_counts_the_same(tmp_path):
-    from bloodseg.inference import BUNDLE_FORMAT, Predictor, save_bundle
-    from bloodseg.spec import SPEC_KEY
-
-    spec = ModelSpec.from_dict({
-        "version": 1, "network": {"name": "unet", "kwargs": {"in_channels": 1, "classes": 1,
-                                                              "base_channels": 4}},
-        "target": {"name": "binary"}, "preprocess": {"color": "gray", "image_size": 64},
-        "postprocess": {"name": "binary", "fields": {"split_ratio": 0.9}}}, "test")
-    torch.manual_seed(0)
-    new = save_bundle(tmp_path / "new.pt", spec, spec.network.build().state_dict(), half=False)
-    old = torch.load(new, weights_only=True)
-    assert old["format"] == BUNDLE_FORMAT
-    old[SPEC_KEY]["postprocess"]["name"] = "watershed"  # as bundles written before the rename
-    torch.save(old, tmp_path / "old.pt")
-    inst, _ = cells()
-    image = np.where(inst > 0, 60, 200).astype(np.uint8)
-    before, after = Predictor.load(tmp_path / "old.pt"), Predictor.load(new)
-    assert before.spec == after.spec and before.spec.postprocess.fields == {"split_ratio": 0.9}
-    np.testing.assert_array_equal(before(image), after(image))

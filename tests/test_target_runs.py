@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from hydra.core.global_hydra import GlobalHydra
 
-from bloodseg.inference import file_sha256, load_model, read_tuned
-from bloodseg.model_stages import evaluate
+from bloodseg.cli.evaluate import main as evaluate
+from bloodseg.modelfile import file_sha256, load_model, read_tuned
 from bloodseg.prediction import predict
 from bloodseg.training import train
 from tests.conftest import compose_cfg

@@ -16,8 +16,8 @@ from omegaconf import open_dict
 
 from bloodseg.config import job_gpu, wandb_offline
 from bloodseg.ddp import hydra_ddp_command
-from bloodseg.inference import load_model
 from bloodseg.losses import build_loss
+from bloodseg.modelfile import load_model
 from bloodseg.targets import target_class
 from bloodseg.training import train
 from tests.conftest import CONF, REPO
@@ -147,7 +147,7 @@ def test_ddp_worker_command_replays_the_job_not_the_sweep(hydra_cfg, tmp_path, m
     cfg = hydra_cfg(tmp_path, ["model=resunet"])
     monkeypatch.setattr(sys, "argv", ["train.py", "-m", "model=unet,resunet"])
     command, cwd = hydra_ddp_command(local_rank=1)
-    assert command[1:3] == ["-m", "bloodseg.train"]  # python -m: the module, not a sweep
+    assert command[1:3] == ["-m", "bloodseg.cli.train"]  # python -m: the module, not a sweep
     assert "-m" not in command[3:] and "model=unet,resunet" not in command
     assert command[command.index("--config-path") + 1] == str(tmp_path / "run" / ".hydra")
     assert f'hydra.run.dir="{tmp_path / "run"}"' in command

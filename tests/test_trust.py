@@ -14,11 +14,10 @@ import pytest
 import torch
 from omegaconf import open_dict
 
-from bloodseg.checkpoint import CheckpointError, load_checkpoint
 from bloodseg.data.datamodule import BloodCellDataModule
-from bloodseg.inference import load_model
 from bloodseg.io import DataError
-from bloodseg.training import run_recorded
+from bloodseg.modelfile import CheckpointError, load_checkpoint, load_model
+from bloodseg.outcome import run_recorded
 from tests.conftest import REPO
 from tests.test_train import TINY_DATA
 
@@ -54,8 +53,9 @@ def test_booby_trapped_checkpoints_are_refused_and_never_run(trained_run, tmp_pa
         assert str(path) in str(info.value)
     # the real commands refuse it too, with the message and a non-zero exit
     image = next((trained_run / "samples").glob("*_image.png"))
-    for entry, extra in (("bloodseg.evaluate", []),
-                         ("bloodseg.predict", [f"input={image}", f"output={tmp_path / 'pred'}"])):
+    for entry, extra in (("bloodseg.cli.evaluate", []),
+                         ("bloodseg.cli.predict",
+                          [f"input={image}", f"output={tmp_path / 'pred'}"])):
         proc = run_cli(entry, [f"ckpt_path={trapped}", f"hydra.run.dir={tmp_path / entry}",
                                *extra], REPO)
         assert proc.returncode != 0
@@ -80,7 +80,7 @@ def test_broken_checkpoint_errors_name_the_file(tmp_path, content):
 def test_checkpoint_without_a_model_is_named(tmp_path):
     path = tmp_path / "weights.ckpt"
     torch.save({"state_dict": {}}, path)
-    with pytest.raises(ValueError, match=f"{path}: not a bloodseg checkpoint"):
+    with pytest.raises(ValueError, match=f"{path}: not a bloodseg model file"):
         load_model(path)
 
 
@@ -131,13 +131,13 @@ def test_val_fraction_leaving_no_training_image_is_named(synthetic_root):
 
 def test_typo_data_root_never_generates_synthetic_data(tmp_path):
     typo = tmp_path / "real" / "BCCD Datset with mask"
-    proc = run_cli("bloodseg.train", ["profile=quick", f"data.root={typo}",
+    proc = run_cli("bloodseg.cli.train", ["profile=quick", f"data.root={typo}",
                                       f"hydra.run.dir={tmp_path / 'run'}"], REPO)
     assert proc.returncode != 0
     assert "data.root" in proc.stderr + proc.stdout
     assert not typo.exists() and not (tmp_path / "real").exists()
     # and with real data chosen explicitly, the existing clear DataError
-    proc = run_cli("bloodseg.train", ["profile=quick", "data=bbbc041seg", f"data.root={typo}",
+    proc = run_cli("bloodseg.cli.train", ["profile=quick", "data=bbbc041seg", f"data.root={typo}",
                                       f"hydra.run.dir={tmp_path / 'run2'}"], REPO)
     assert proc.returncode != 0 and "dataset folder not found" in proc.stderr + proc.stdout
     assert not typo.exists()
@@ -159,7 +159,7 @@ def test_synthetic_data_goes_only_under_its_cache_dir(hydra_cfg, tmp_path):
 @pytest.mark.slow
 def test_sweep_runs_every_job_and_reports_each_failure(tmp_path):
     sweep = tmp_path / "sweep"
-    proc = run_cli("bloodseg.train", [
+    proc = run_cli("bloodseg.cli.train", [
         "-m", "optimizer.lr=-1,1e-3,-2", "profile=quick", "test=false",
         "trainer.max_epochs=1", f"paths.data_dir={tmp_path / 'data'}",
         f"hydra.sweep.dir={sweep}"], REPO)

@@ -203,13 +203,17 @@ def test_every_postprocessor_has_a_default_grid_of_its_own_parameters():
 # -- the tuning stage ------------------------------------------------------------------------
 
 
-def test_tune_spec_defaults_and_errors():
-    from bloodseg.evaluation import tune_spec
+def test_tune_options_defaults_and_errors():
+    from bloodseg.tuning import TuneOptions
+
+    def tune_spec(value):
+        options = TuneOptions.from_config(value)
+        return None if options is None else options.to_dict()
 
     assert tune_spec(None) is None and tune_spec({}) is None
     assert tune_spec({"split": "val"}) == {"split": "val", "metric": "f1", "grid": None,
                                           "max_images": 50}
-    for bad, match in (({"spilt": "train"}, "unknown keys"), ({"split": "test"}, "train or val"),
+    for bad, match in (({"spilt": "train"}, "unknown keys"), ({"split": "test"}, "train, val"),
                        ({"metric": "dice"}, "metric must be"), ({"max_images": 0}, ">= 1")):
         with pytest.raises(ValueError, match=match):
             tune_spec(bad)
@@ -218,7 +222,7 @@ def test_tune_spec_defaults_and_errors():
 def test_tuning_samples_are_training_images_evenly_spaced(tmp_path):
     from bloodseg.data.datamodule import BloodCellDataModule
     from bloodseg.data.synthetic import write_dataset
-    from bloodseg.evaluation import tuning_samples
+    from bloodseg.tuning import tuning_samples
 
     root = write_dataset(tmp_path / "d", n_train=9, n_test=2, size=(48, 64), seed=0)
     names = [s.name for s in tuning_samples(root, "train")]

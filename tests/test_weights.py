@@ -7,12 +7,12 @@ import sys
 
 import pytest
 
-from bloodseg.checkpoint import CheckpointError
-from bloodseg.inference import Predictor, model_file
-from bloodseg.io import read_mask
+from bloodseg.inference import Predictor
+from bloodseg.io import CheckpointError, read_mask
 from bloodseg.labels import instances_from_mask
 from bloodseg.measure import cell_rows
 from bloodseg.metrics import match_instances
+from bloodseg.modelfile import model_file
 from bloodseg.weights import listing, model_card, weights_names, weights_path
 
 
@@ -24,7 +24,7 @@ def test_shipped_models_are_listed_with_their_cards():
     for must in ("Training data", "licen", "Intended use", "Not for", "real_cv.py"):
         assert must.lower() in card.lower(), must
     assert "count_real" in listing()
-    out = subprocess.run([sys.executable, "-m", "bloodseg.weights"], capture_output=True,
+    out = subprocess.run([sys.executable, "-m", "bloodseg.cli.weights"], capture_output=True,
                          text=True, check=True).stdout
     assert out.startswith("count_real") and "MB" in out
     with pytest.raises(CheckpointError, match="no such shipped model; valid: count_real"):

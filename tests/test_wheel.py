@@ -135,7 +135,7 @@ def test_predict_from_the_installed_copy(site, outside, trained_run):
     work, env = outside
     image = sorted((trained_run / "samples").glob("*_image.png"))[0]
     ckpt = trained_run / "checkpoints" / "best.ckpt"
-    run([sys.executable, "-m", "bloodseg.predict", f"ckpt_path={ckpt}", f"input={image}",
+    run([sys.executable, "-m", "bloodseg.cli.predict", f"ckpt_path={ckpt}", f"input={image}",
          f"output={work / 'counts'}", f"hydra.run.dir={work / 'hydra'}"], work, env)
     (row,) = csv.DictReader(open(work / "counts" / "counts.csv"))
     want = Predictor.load(ckpt, device="cpu")(Predictor.read(image))
@@ -147,7 +147,7 @@ def test_predict_from_the_installed_copy(site, outside, trained_run):
 def test_quick_training_from_the_installed_copy(site, outside):
     work, env = outside
     out = work / "run"
-    run([sys.executable, "-m", "bloodseg.train", "profile=quick", "trainer.max_epochs=1",
+    run([sys.executable, "-m", "bloodseg.cli.train", "profile=quick", "trainer.max_epochs=1",
          "data.synthetic.n_train=4", f"hydra.run.dir={out}"], work, env, timeout=600)
     assert (out / "checkpoints" / "best.ckpt").is_file()
     metrics = json.loads((out / "test_metrics.json").read_text())["metrics"]

@@ -1,5 +1,5 @@
 """What gpu_check's sections share: Trainers, FLOP counts, loader timing (the step timer and
-module builder are :mod:`bloodseg.steptime`), and synthetic data generated in the background."""
+module builder are :mod:`benchmarks.steptime`), and synthetic data generated in the background."""
 
 from __future__ import annotations
 
@@ -20,13 +20,13 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from bloodseg import steptime
-from bloodseg.data.synthetic import write_dataset
-from bloodseg.models import build_model
-from bloodseg.steptime import (
+from benchmarks.steptime import (
     StepTimer,
     model_config,
 )
+from bloodseg import steptime
+from bloodseg.data.synthetic import write_dataset
+from bloodseg.models import build_model
 
 from .settings import (
     Settings,
@@ -209,6 +209,6 @@ def replicated_dataset(root: Path, size: int, n_unique: int, n_total: int) -> Pa
 
 
 def plain_step_s(s: Settings, module, dm, precision: str, channels_last: bool) -> float:
-    """:func:`bloodseg.steptime.plain_step_s` with the run's device, warm-up and steps."""
+    """:func:`benchmarks.steptime.plain_step_s` with the run's device, warm-up and steps."""
     return steptime.plain_step_s(module, dm, s.device, precision, s.warmup, s.steps,
                                  channels_last)

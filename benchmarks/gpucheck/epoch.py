@@ -11,16 +11,16 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from pytorch_lightning.callbacks import ModelCheckpoint
 
+from benchmarks.steptime import (
+    PhaseTimer,
+    make_module,
+)
 from bloodseg.callbacks import InstanceMetricsCallback
 from bloodseg.config import CONF_DIR, group_config
 from bloodseg.data.bbbc041seg import list_split
 from bloodseg.data.datamodule import BloodCellDataModule
 from bloodseg.evaluation import score
 from bloodseg.inference import Predictor
-from bloodseg.steptime import (
-    PhaseTimer,
-    make_module,
-)
 
 from .common import (
     Generation,

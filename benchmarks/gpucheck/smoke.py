@@ -145,7 +145,7 @@ def section_smoke(s: Settings, rep: Report) -> None:
         out = smoke / "evaluate"
         shutil.rmtree(out, ignore_errors=True)
         wall = run_cli(s, rep, "evaluate", [
-            "-m", "bloodseg.evaluate", f"ckpt_path={state['ckpt']}",
+            "-m", "bloodseg.cli.evaluate", f"ckpt_path={state['ckpt']}",
             f"data.root={state['root']}", f"predict.device={s.device if s.cuda else 'cpu'}",
             f"hydra.run.dir={out}"], smoke)
         res = json.loads((out / "test_metrics.json").read_text())["metrics"]
@@ -154,7 +154,7 @@ def section_smoke(s: Settings, rep: Report) -> None:
                           f"dice {res.get('test/dice', float('nan')):.3f}",
                 "metrics": {"wall_s": wall, "images": n_test, **res}}
 
-    rep.measure("3", "bloodseg.evaluate", f"device={s.device}, {n_test} test images",
+    rep.measure("3", "bloodseg.cli.evaluate", f"device={s.device}, {n_test} test images",
                 evaluate, s.est["cli"])
 
     def predict() -> dict:
@@ -173,7 +173,7 @@ def section_smoke(s: Settings, rep: Report) -> None:
         for i, src in enumerate(images):
             os.symlink(src, inputs / f"{i:03d}.png")
         wall = run_cli(s, rep, "predict", [
-            "-m", "bloodseg.predict", f"ckpt_path={state['ckpt']}", f"input={inputs}",
+            "-m", "bloodseg.cli.predict", f"ckpt_path={state['ckpt']}", f"input={inputs}",
             f"output={out}", f"predict.device={s.device if s.cuda else 'cpu'}",
             f"hydra.run.dir={smoke / 'predict-hydra'}"], smoke)
         overlays = sorted((out / "overlays").glob("*.png"))
@@ -191,7 +191,7 @@ def section_smoke(s: Settings, rep: Report) -> None:
                 "metrics": {"steady_img_s": steady, "wall_s": wall, "images": len(images),
                             "wall_img_s": len(images) / wall, "counted": len(counts)}}
 
-    rep.measure("3", "bloodseg.predict", f"device={s.device}, {n_train + n_test} images "
+    rep.measure("3", "bloodseg.cli.predict", f"device={s.device}, {n_train + n_test} images "
                 f"@ {w}x{h}", predict, s.est["cli"])
 
 

@@ -7,13 +7,13 @@ import time
 
 import torch
 
-from bloodseg.config import group_config
-from bloodseg.data.datamodule import BloodCellDataModule
-from bloodseg.steptime import (
+from benchmarks.steptime import (
     loader_s_per_batch,
     make_module,
     sync,
 )
+from bloodseg.config import group_config
+from bloodseg.data.datamodule import BloodCellDataModule
 
 from .common import (
     count_train_flops,

@@ -30,38 +30,19 @@ With Hydra (``conf/model/<name>.yaml``)::
 
     net = hydra.utils.instantiate(cfg.model)            # in_channels: ${data.in_channels}
 
-``python -m bloodseg.models`` prints the parameter counts.
+``bloodseg-models`` prints the parameter counts.
 """
 
 from __future__ import annotations
 
-from typing import Any
-
-from hydra.utils import get_class, instantiate
-from torch import nn
-
-from bloodseg.config import UnknownNameError, group_config, group_names
+from bloodseg.config import UnknownNameError
 from bloodseg.models.attunet import AttentionUNet
 from bloodseg.models.common import SegmentationNet
+from bloodseg.models.registry import build_model, model_class, model_names
 from bloodseg.models.resunet import ResUNet
 from bloodseg.models.smp import SMPModel
 from bloodseg.models.unet import UNet
 from bloodseg.models.vggunet import VGG11UNet, VGG16UNet
-
-
-def model_names() -> list[str]:
-    """The registered networks: one per ``conf/model/<name>.yaml`` (the only registry)."""
-    return group_names("model")
-
-
-def model_class(name: str) -> type[SegmentationNet]:
-    return get_class(group_config("model", name)["_target_"])
-
-
-def build_model(name: str, **kwargs: Any) -> nn.Module:
-    """Build the network of ``conf/model/<name>.yaml``; ``kwargs`` override its values."""
-    return instantiate(group_config("model", name, **kwargs))
-
 
 __all__ = [
     "AttentionUNet",

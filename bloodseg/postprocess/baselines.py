@@ -5,7 +5,7 @@
     >>> labels = instances_from_mask(fg)         # Otsu + connected components
     >>> labels = skimage_reference(0.4, 0.3)(fg) # scikit-image's textbook watershed
 
-Scored (every image of a folder, tuned on training images): :mod:`bloodseg.evaluation.baselines`;
+Scored (every image of a folder, tuned on training images): :mod:`bloodseg.baselines`;
 the numbers on real data: ``benchmarks/otsu_baseline.py``.
 """
 

@@ -10,7 +10,7 @@ images it says whether training paid. For every test folder the runs name (``dat
   *training* images (:mod:`bloodseg.tuning`), as runs with ``tune`` do.
 
 Both drop frame-cut cells as the runs' data does (``cut_cell_frac`` in ``meta.json``). The
-scores come from :mod:`bloodseg.evaluation.baselines`, the scorer ``benchmarks/`` uses too;
+scores come from :mod:`bloodseg.baselines`, the scorer ``benchmarks/`` uses too;
 it is imported only when rows are asked for (``bloodseg-report --baselines``): its package
 brings torch, and the report alone must run without it.
 """
@@ -60,8 +60,8 @@ def _row(label: str, kind: Any, items: Sequence, stats: Any) -> dict:
 def baseline_rows(runs: Sequence[Run]) -> list[dict]:
     """Both reference rows per distinct test folder of ``runs`` (labelled with the folder's
     name when the runs used several); a folder that is gone is skipped with a warning."""
+    from bloodseg.baselines import OTSU_WATERSHED, otsu_items, score_otsu, score_tuned
     from bloodseg.data.bbbc041seg import list_split
-    from bloodseg.evaluation.baselines import OTSU_WATERSHED, otsu_items, score_otsu, score_tuned
     from bloodseg.io import DataError
     from bloodseg.postprocess import Watershed
 

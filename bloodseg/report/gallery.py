@@ -3,7 +3,7 @@
 Rows: synthetic "bbbc041", real BBBC041Seg, synthetic "bccd", real BCCD, then the synthetic
 and the real BBBC041Seg masks. Synthetic images are rendered at the real images' 4:3 aspect
 (800x600, 640x480) so that cell size and density compare fairly. Made by
-``bloodseg-data gallery`` (or ``python -m bloodseg.report.gallery``).
+``bloodseg-data gallery``.
 """
 
 from __future__ import annotations

@@ -54,6 +54,17 @@ class Target:
         Target.registry[cls.name] = cls
 
     @property
+    def fields(self) -> dict:
+        """Its settings (the dataclass fields), as a config or a model file writes them."""
+        import dataclasses
+
+        return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+
+    def to_dict(self) -> dict:
+        """What a model spec stores: the name, the channel count and the fields."""
+        return {"name": self.name, "channels": self.channels, **self.fields}
+
+    @property
     def default_loss(self) -> str:
         """The ``conf/loss`` name this target trains with unless told otherwise."""
         return self.name

@@ -1,4 +1,4 @@
-"""``bloodseg-report`` (or ``python -m bloodseg.report``): figures and tables of a sweep.
+"""``bloodseg-report``: figures and tables of a sweep.
 
     bloodseg-report experiments/runs/multirun/2024-06-01_12-00-00 --out experiments/figures
     bloodseg-report experiments/demo/runs --out experiments/demo/figures --readme README.md
@@ -19,10 +19,6 @@ import argparse
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-
-from bloodseg.report.build import build_report, report_incomplete
-from bloodseg.report.readme import find_section, update_readme
-from bloodseg.report.runs import assign_labels, find_runs, load_run, warn
 
 
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
@@ -48,6 +44,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
+    from bloodseg.report.build import build_report, report_incomplete
+    from bloodseg.report.readme import find_section, update_readme
+    from bloodseg.report.runs import assign_labels, find_runs, load_run, warn
+
     for d in args.run_dirs:
         if not Path(d).exists():
             print(f"bloodseg-report: error: {d}: no such folder", file=sys.stderr)

@@ -41,16 +41,15 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-import bloodseg  # noqa: F401  (resolvers)
-from bloodseg.checkpoint import CheckpointError
-from bloodseg.cli_errors import run_hydra_main
+from bloodseg.cli.errors import run_hydra_main
 from bloodseg.config import CONF_DIR
-from bloodseg.exporting import ExportError, export
-from bloodseg.io import DataError
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="export")
 def run(cfg: DictConfig) -> None:
+    from bloodseg.exporting import ExportError, export
+    from bloodseg.io import CheckpointError, DataError
+
     try:
         export(cfg)
     except (ExportError, CheckpointError, DataError, OSError) as err:

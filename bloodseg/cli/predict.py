@@ -44,7 +44,7 @@ faster options); its tiles show as a progress bar in a terminal, as a log line p
 elsewhere.
 
 Paths with non-ASCII letters, ``=`` or ``,`` must be quoted for Hydra and the shell
-(``'input="/data/dätä"'``); an unquoted one exits 2 with that hint (:mod:`bloodseg.cli_errors`).
+(``'input="/data/dätä"'``); an unquoted one exits 2 with that hint (:mod:`bloodseg.cli.errors`).
 """
 
 from __future__ import annotations
@@ -54,12 +54,8 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-import bloodseg  # noqa: F401  (resolvers)
-from bloodseg.checkpoint import CheckpointError
-from bloodseg.cli_errors import run_hydra_main
+from bloodseg.cli.errors import run_hydra_main
 from bloodseg.config import CONF_DIR
-from bloodseg.io import DataError
-from bloodseg.prediction import OutputFolderError, predict
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="predict")
@@ -69,6 +65,9 @@ def run(cfg: DictConfig) -> None:
 
         print(listing())
         return
+    from bloodseg.io import CheckpointError, DataError
+    from bloodseg.prediction import OutputFolderError, predict
+
     try:
         _, failed = predict(cfg)
     except (DataError, OutputFolderError, CheckpointError, OSError) as err:

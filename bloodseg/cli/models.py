@@ -1,4 +1,4 @@
-"""Print the parameter counts of the registered networks: ``python -m bloodseg.models``.
+"""``bloodseg-models``: the parameter counts of the registered networks.
 
 The ``conf/model`` defaults, randomly initialised, for gray
 (``in_channels=1``) and RGB (``in_channels=3``) input.
@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import argparse
 
-from bloodseg.models import build_model, model_class, model_names
+from bloodseg.config import group_names
 
 
 def parameter_counts(names: list[str]) -> dict[str, tuple[int, int]]:
     """``{name: (gray_params, rgb_params)}``."""
+    from bloodseg.models import build_model
+
     counts = {}
     for name in names:
         gray, rgb = (build_model(name, in_channels=c).num_parameters() for c in (1, 3))
@@ -21,9 +23,13 @@ def parameter_counts(names: list[str]) -> dict[str, tuple[int, int]]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("names", nargs="*", default=model_names(), help="models (default: all)")
+    parser = argparse.ArgumentParser(prog="bloodseg-models",
+                                     description="the parameter counts of the networks")
+    parser.add_argument("names", nargs="*", default=group_names("model"),
+                        help="models (default: all)")
     args = parser.parse_args(argv)
+    from bloodseg.models import model_class
+
     header = f"{'model':<10} {'class':<14} {'gray (1 ch)':>14} {'rgb (3 ch)':>14} {'rgb (M)':>8}"
     print(header)
     print("-" * len(header))

@@ -9,9 +9,7 @@ own parser first and, for the override that fails, prints the fix::
 
     'input="/data/dätä"'
 
-(the value quoted for Hydra, the whole override quoted for the shell), then exits 2. A
-config-group option that was renamed (``postprocess=watershed``) gets the new name the same
-way, instead of Hydra's "Could not find" and its list.
+(the value quoted for Hydra, the whole override quoted for the shell), then exits 2.
 
 Use it on a ``@hydra.main`` function, either as a decorator::
 
@@ -28,37 +26,19 @@ or by calling :func:`run_hydra_main` from a plain entry point::
 from __future__ import annotations
 
 import functools
-import re
-import shlex
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any, NoReturn, TypeVar
 
+from bloodseg.quoting import quoting_hint
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_USAGE = 2
-#: config-group options that were renamed: group -> {old option: new option} (model files
-#: that name an old one load through ``bloodseg.spec.RENAMED``, the same table)
-RENAMED_OPTIONS = {"postprocess": {"watershed": "binary"}}
 
 
-def quote_value(value: str) -> str:
-    """``value`` as a Hydra quoted string that parses back to exactly ``value``."""
-    q = "'" if '"' in value and "'" not in value else '"'
-    # inside quotes Hydra unescapes only backslashes that precede a quote (or the end)
-    body = re.sub(r"(\\*)(" + re.escape(q) + r"|$)",
-                  lambda m: m.group(1) * 2 + ("\\" + m.group(2) if m.group(2) else ""), value)
-    return f"{q}{body}{q}"
 
 
-def quoting_hint(override: str) -> str:
-    """The override as the user should type it in a POSIX shell, value quoted for Hydra."""
-    key, sep, value = override.partition("=")
-    if not sep:
-        return shlex.quote(override)
-    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-        value = value[1:-1]  # already quoted, but the shell ate the quotes or they are unbalanced
-    return shlex.quote(f"{key}={quote_value(value)}")
 
 
 def override_error_message(override: str, detail: str = "") -> str:
@@ -107,10 +87,6 @@ def check_overrides(argv: Sequence[str] | None = None) -> None:
         except OverrideParseException as err:
             _fail(override_error_message(err.override or override,
                                          f"Hydra: {err.message.splitlines()[0]}"))
-        renamed = RENAMED_OPTIONS.get(parsed.key_or_group, {})
-        if isinstance(parsed.value(), str) and parsed.value() in renamed:
-            new = f"{parsed.key_or_group}={renamed[parsed.value()]}"
-            _fail(f"error: {parsed.key_or_group}={parsed.value()} was renamed: type {new}")
         if not multirun and parsed.value_type == ValueType.SIMPLE_CHOICE_SWEEP:
             _fail(override_error_message(
                 override, "an unquoted comma means a sweep; add -m if you meant to sweep"))

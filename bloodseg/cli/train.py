@@ -9,8 +9,9 @@ Each run writes a run folder (its files: :mod:`bloodseg.rundir`). After fitting,
 chooses the post-processing on the training images and writes ``postprocess.json`` beside the
 weights; the test stage then scores the best checkpoint through the one inference path
 (:mod:`bloodseg.evaluation`), exactly as ``bloodseg-evaluate`` would. What a run does lives in
-:mod:`bloodseg.training`; this module is the command: Hydra, the sweep objective it returns,
-and the exit status of a refused run folder or model file.
+:mod:`bloodseg.training` (and its outcome in :mod:`bloodseg.outcome`); this module is the
+command: Hydra, the sweep objective it returns, and the exit status of a refused run folder or
+model file.
 """
 
 from __future__ import annotations
@@ -20,17 +21,18 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-import bloodseg  # noqa: F401  (registers the config resolvers)
-from bloodseg import rundir
-from bloodseg.checkpoint import CheckpointError
-from bloodseg.cli_errors import EXIT_USAGE, hydra_override_hints
+from bloodseg.cli.errors import EXIT_USAGE, hydra_override_hints
 from bloodseg.config import CONF_DIR
-from bloodseg.training import check_objective, objective, run_recorded
 
 
 @hydra_override_hints  # a clear hint for unquoted paths, before Hydra parses
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
+    from bloodseg import rundir
+    from bloodseg.io import CheckpointError
+    from bloodseg.outcome import run_recorded
+    from bloodseg.training import check_objective, objective
+
     check_objective(cfg)
     try:
         metrics = run_recorded(cfg)

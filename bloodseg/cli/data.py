@@ -12,9 +12,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from bloodseg.data.bbbc041seg import verify
-from bloodseg.data.kaggle import KAGGLE_HANDLE, download
-from bloodseg.io import DataError
+from bloodseg.data.kaggle import KAGGLE_HANDLE
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -60,6 +58,10 @@ def main(argv: list[str] | None = None) -> int:
     gal.add_argument("--seed", type=int, default=0)
 
     args = parser.parse_args(argv)
+    from bloodseg.data.bbbc041seg import verify
+    from bloodseg.data.kaggle import download
+    from bloodseg.io import DataError
+
     try:
         if args.cmd == "synthetic":
             from bloodseg.data.synthetic import write_dataset

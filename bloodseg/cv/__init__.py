@@ -1,0 +1,1 @@
+"""Cross-validation of recipes on a folder of real pairs: seeded folds (``folds.py``)."""

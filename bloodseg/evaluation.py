@@ -1,0 +1,129 @@
+"""The test stage: a model scored on images with known instances, through the one inference
+path (:class:`bloodseg.inference.Predictor`).
+
+``train.py`` runs fit -> tune (:mod:`bloodseg.tuning`) -> :func:`test_stage`;
+``bloodseg-evaluate`` runs the same function on any model file, so a run's own
+``test_metrics.json`` and ``bloodseg-evaluate`` of its checkpoint agree exactly, and so do the
+label images of test scoring and ``bloodseg-predict``.
+
+Scores are taken at each image's native resolution, against its native instances (exact labels
+for synthetic data, connected components of the gap-separated masks for BBBC041Seg), and
+logged as ``test/count_mae``, ``test/inst_f1``, ``test/inst_ap50``, ``test/dice``, ... (one
+scheme: instance metrics are ``inst_*``; :data:`bloodseg.rundir.METRIC_ALIASES` reads the names
+of older runs).
+
+    >>> predictor = Predictor.load("run/checkpoints/best.ckpt")   # + its postprocess.json
+    >>> scored = test_stage(predictor, list_split(root, "test"), "run/", "best.ckpt")
+    >>> scored.metrics["test/inst_f1"]
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from bloodseg import rundir
+from bloodseg.data.bbbc041seg import Sample, read_native_instances
+from bloodseg.inference import Predictor
+from bloodseg.metrics import InstanceStats
+from bloodseg.module import pixel_metrics
+from bloodseg.progress import Eta
+
+log = logging.getLogger(__name__)
+
+#: InstanceStats.aggregate() key -> logged name (``test/<name>``, ``val/<name>_trainres``)
+LOGGED = {
+    "count_mae": "count_mae",
+    "count_bias": "count_bias",
+    "precision": "inst_precision",
+    "recall": "inst_recall",
+    "f1": "inst_f1",
+    "ap50": "inst_ap50",  # InstanceStats' "ap" is the same number (AP at IoU 0.5)
+    "ap75": "inst_ap75",
+    "map": "inst_map",
+    "mean_matched_iou": "inst_mean_iou",
+    "pred_count_mean": "pred_count",
+    "true_count_mean": "true_count",
+}
+
+
+# -- test ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Scored:
+    """A model's scores on a set of images and what the report draws from them."""
+
+    metrics: dict[str, float]
+    stats: InstanceStats
+    pictures: list[dict] = field(default_factory=list)
+
+
+def score(predictor: Predictor, samples: Sequence[Sample], n_pictures: int = 4,
+          prefix: str = "test/") -> Scored:
+    """Every sample through ``predictor`` at native size, scored against its native
+    instances: instance metrics (:data:`LOGGED`) and pixel metrics of the foreground."""
+    stats = InstanceStats()
+    pixels = pixel_metrics(prefix, sync_on_compute=False)  # rank 0 scores every image
+    pictures = []
+    eta = Eta(len(samples))
+    for i, sample in enumerate(samples, 1):
+        image = predictor.read(sample.image)
+        truth = read_native_instances(sample)
+        outputs = predictor.outputs(image, name=sample.name)
+        labels = predictor.labels(outputs)
+        prob = predictor.foreground(outputs)
+        stats.update(sample.name, truth, labels)
+        pixels.update(torch.from_numpy(np.ascontiguousarray(prob)).float(),
+                      torch.from_numpy(truth > 0).int())
+        if len(pictures) < n_pictures:
+            pictures.append({"name": sample.name, "image": image,
+                             "mask": (truth > 0).astype(np.uint8), "prob": prob,
+                             "instances": labels, "truth": truth,
+                             "true_count": int(len(np.unique(truth)) - 1)})
+        row = stats.rows[-1]
+        log.info("%s %s %s: %d cells (truth %d)", prefix.rstrip("/"), eta.line(i),
+                 sample.name, row["pred_count"], row["true_count"])
+    agg = stats.aggregate()
+    metrics = {f"{prefix}{name}": float(agg[key]) for key, name in LOGGED.items() if key in agg}
+    metrics.update({k: float(v) for k, v in pixels.compute().items()})
+    metrics[f"{prefix}native_dice"] = metrics[f"{prefix}dice"]  # the report's older name
+    return Scored(metrics, stats, pictures)
+
+
+def write_scored(out: str | Path, scored: Scored, weights: str | Path, tta: bool,
+                 data_info: dict, n_pictures: int = 4, hist_bins: int = 30) -> None:
+    """The test files of a run folder (:mod:`bloodseg.rundir`)."""
+    stats = scored.stats
+    rundir.write_per_image(out, stats.rows)
+    rundir.write_size_hist(out, np.concatenate(stats.areas or [np.zeros(0)]),
+                           np.concatenate(stats.true_areas or [np.zeros(0)]), hist_bins)
+    rundir.write_samples(out, scored.pictures[:n_pictures])
+    rundir.write_test_metrics(out, scored.metrics, weights, tta, data_info)
+
+
+def test_stage(predictor: Predictor, samples: Sequence[Sample], out: str | Path | None,
+               weights: str | Path, data_info: dict | None = None, n_pictures: int = 4
+               ) -> Scored:
+    """Score ``samples`` and, with ``out``, write the run folder's test files."""
+    if not samples:
+        raise ValueError("no test images to score")
+    names = ", ".join(Path(w).name for w in weights) if isinstance(weights, list) \
+        else Path(weights).name  # a list: an ensemble
+    log.info("testing %s on %d image(s) (%s, mode %s, tta %s)", names, len(samples),
+             predictor.spec.postprocess.name, predictor.mode, predictor.tta_mode)
+    scored = score(predictor, samples, n_pictures)
+    if out is not None:
+        info = {"n_test": len(samples), "tta_mode": predictor.tta_mode, "postprocess": {
+            "name": predictor.spec.postprocess.name, **predictor.spec.postprocess.fields},
+            **(data_info or {})}
+        write_scored(out, scored, weights, predictor.tta, info, n_pictures)
+    return scored
+
+
+test_stage.__test__ = False  # a stage of bloodseg, not a pytest test, wherever it is imported
