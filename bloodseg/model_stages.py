@@ -52,7 +52,9 @@ def evaluate(cfg: DictConfig) -> dict:
 def tune(cfg: DictConfig) -> Path:
     """Choose the model file's post-processing on ``tune.split``; returns the
     ``postprocess.json`` written (beside the weights unless ``output=``)."""
-    spec = evaluation.tune_spec(cfg.tune) or dict(evaluation.TUNE_DEFAULTS)
+    spec = evaluation.tune_spec(cfg.get("tune") or True)  # tune=null: the defaults
+    if spec is None:  # split: null turns train.py's stage off; here it means nothing
+        raise ValueError("tune.split must be train or val, got None")
     predictor, weights = predictor_from_config({**cfg, "postprocess_file": None})
     if isinstance(weights, list):  # an ensemble: its choice is tied to its first member
         if not cfg.get("output"):

@@ -170,7 +170,10 @@ test_stage.__test__ = False  # a stage of bloodseg, not a pytest test, wherever 
 
 
 def tune_spec(tune: Any) -> dict | None:
-    """The ``tune`` option with its defaults filled in (None: no tuning)."""
+    """The ``tune`` option with its defaults filled in (None: no tuning). Off: null, ``{}``,
+    or a block whose ``split`` is null (``conf/train.yaml`` declares every key so that
+    ``tune.max_images=4`` composes, with ``split: null``); its other keys are checked all the
+    same, so a bad value fails before training."""
     tune = to_plain(tune)
     if not tune:
         return None
@@ -183,10 +186,12 @@ def tune_spec(tune: Any) -> dict | None:
     spec = {**TUNE_DEFAULTS, **tune}
     if spec["max_images"] is not None and int(spec["max_images"]) < 1:
         raise ValueError(f"tune.max_images must be >= 1 or null, got {spec['max_images']}")
-    if spec["split"] not in ("train", "val"):
-        raise ValueError(f"tune.split must be train or val, got {spec['split']!r}")
     if spec["metric"] not in tuning.METRICS:
         raise ValueError(f"tune.metric must be one of {tuning.METRICS}, got {spec['metric']!r}")
+    if spec["split"] is None:
+        return None
+    if spec["split"] not in ("train", "val"):
+        raise ValueError(f"tune.split must be train or val, got {spec['split']!r}")
     return spec
 
 
