@@ -199,9 +199,12 @@ def tune_and_test(cfg: DictConfig, out: Path, trainer: pl.Trainer, datamodule,
                   module: SegmentationModule) -> dict:
     """The tuning and test stages on ``weights`` (None: the module's weights in memory),
     through the one inference path."""
-    p = cfg.get("predict") or {}
-    options = {"device": str(trainer.strategy.root_device), "mode": p.get("mode", "auto"),
-               "tta": p.get("tta", False), "batch_size": int(p.get("batch_size", 8))}
+    p = cfg.get("predict") or {}  # conf/predict/default.yaml, as bloodseg-predict reads it
+    device = p.get("device", "auto")
+    options = {"device": str(trainer.strategy.root_device) if device == "auto" else device,
+               "mode": p.get("mode", "auto"), "scale": p.get("scale"),
+               "overlap": float(p.get("overlap", 0.25)), "tta": p.get("tta", False),
+               "batch_size": int(p.get("batch_size", 8))}
     if weights:
         predictor = Predictor.load(weights, **options)
     else:

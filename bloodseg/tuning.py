@@ -179,7 +179,7 @@ class TuneOptions:
     (``metric``: :data:`METRICS`), the values tried (``grid``; None = the post-processor's
     ``tune_grid()``) and at most how many images (``max_images``; None = all)."""
 
-    split: str = "train"
+    split: str = "train"  # a config's null split means: no tuning (from_config)
     metric: str = "f1"
     grid: dict[str, list] | None = None
     max_images: int | None = 50
@@ -202,8 +202,10 @@ class TuneOptions:
 
     @classmethod
     def from_config(cls, tune: Any) -> TuneOptions | None:
-        """The ``tune`` option of a config (None / false / {}: no tuning; true: the
-        defaults; a mapping of the fields above)."""
+        """The ``tune`` block of a config (None / false / {}: no tuning; true: the defaults;
+        a mapping of the fields above). ``conf/train.yaml`` declares every key, so that
+        ``tune.max_images=4`` composes, with ``split: null``: off. The other keys are
+        checked all the same, so a bad value fails before training."""
         from bloodseg.config import to_plain
 
         tune = to_plain(tune)
@@ -217,6 +219,9 @@ class TuneOptions:
         if unknown:
             raise ValueError(f"tune: unknown keys {sorted(unknown)}; it takes "
                              f"{', '.join(KEYS)}")
+        if "split" in tune and tune["split"] is None:
+            cls(**{**tune, "split": "train"})  # checks the rest
+            return None
         return cls(**tune)
 
     def to_dict(self) -> dict[str, Any]:

@@ -202,7 +202,7 @@ def test_evaluate_reproduces_a_percentile_contrast_run_on_real_pairs(shared_data
         "experiment=count_real", f"data.root={root}", "data.scale=0.25", "data.crop_size=128",
         "data.crops_per_image=1", "data.num_workers=0", "model.base_channels=4",
         "trainer.max_epochs=1", "logger=csv", "callbacks.progress_bar=null",
-        "+tune.max_images=3", "+tune.grid={marker_threshold:[0.4,0.6]}"])
+        "tune.max_images=3", "tune.grid={marker_threshold:[0.4,0.6]}"])
     assert cfg.data.contrast == "percentile"
     metrics = train(cfg)
     GlobalHydra.instance().clear()
