@@ -21,12 +21,14 @@ LAUNCHER ?= basic
 PROFILE ?= null
 RUNS_DIR ?= experiments/runs/reproduce
 FIGURES_DIR ?= experiments/figures
-README ?= README.md
+# the file whose <!-- demo:begin/end --> and <!-- results:begin/end --> sections make demo and
+# make reproduce rewrite
+README ?= docs/results.md
 ARGS ?=
 # make gpu-check: the prepared GPU-session check (python -m benchmarks.gpu_check --help)
 GPU_CHECK_ARGS ?=
 # make benchmark-real: k-fold CV of conf/experiment/bench/ recipes + Otsu baselines on real pairs
-BENCH_ARGS ?= --readme README.md
+BENCH_ARGS ?= --readme docs/results.md
 # make weights: retrain the shipped model (bloodseg/weights/count_real.pt) on bbbc041seg-mini
 WEIGHTS_DATA ?= ../shared/data/bbbc041seg-mini
 WEIGHTS_DIR ?= experiments/weights
@@ -60,12 +62,12 @@ test-fast: install ## tests without the slow pipeline ones
 lint: install ## ruff
 	$(BIN)/ruff check bloodseg tests benchmarks train.py
 
-demo: install ## the main job offline: synthetic smears -> 5 networks -> watershed counts -> figures (CPU, <15 min)
+demo: install ## the main job offline: synthetic smears -> 5 networks -> watershed counts -> figures + docs/results.md (CPU, <15 min)
 	rm -rf $(DEMO_DIR)/runs
 	$(PY) train.py -m model=$(MODELS) profile=demo hydra.sweep.dir=$(DEMO_DIR)/runs $(DEMO_ARGS)
 	$(BIN)/bloodseg-report $(DEMO_DIR)/runs --out $(DEMO_DIR)/figures --readme $(README) --section demo --baselines
 
-reproduce: install ## the study's experiments on real BBBC041Seg (DATA_DIR, EPOCHS, TRAINER, LAUNCHER), figures + README
+reproduce: install ## the study's experiments on real BBBC041Seg (DATA_DIR, EPOCHS, TRAINER, LAUNCHER), figures + docs/results.md
 	@if [ ! -d "$(DATA_DIR)/train" ]; then \
 	  echo "error: no dataset at '$(DATA_DIR)' (expected train/ and test/ inside)." >&2; \
 	  echo "Get it with:  $(BIN)/bloodseg-data download --out data/" >&2; \
@@ -87,7 +89,7 @@ count: install ## count cells with the shipped model, no training (COUNT_INPUT=i
 gpu-check: install ## one GPU session's check (<= 8 min, one H100): step TFLOP/s, Kaggle-sized epoch, CLIs -> $OUT
 	$(PY) -m benchmarks.gpu_check $(GPU_CHECK_ARGS)
 
-benchmark-real: install ## k-fold CV on the real pairs in ../shared/data (conf/experiment/bench vs Otsu) -> experiments/benchmark-real, README (CPU: ~2 h)
+benchmark-real: install ## k-fold CV on the real pairs in ../shared/data (conf/experiment/bench vs Otsu) -> experiments/benchmark-real, docs/results.md (CPU: ~2 h)
 	$(PY) -m benchmarks.real_cv $(BENCH_ARGS)
 
 benchmark-synthetic: install ## targets vs scikit-image's watershed on synthetic smears, both styles -> experiments/benchmark-synthetic (CPU: ~15 min)
