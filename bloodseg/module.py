@@ -5,7 +5,7 @@ through the registry (:class:`bloodseg.spec.Network`); optimizer/scheduler confi
 (``_partial_: true``) are instantiated here from the user's own config. Every checkpoint it
 writes carries the :class:`~bloodseg.spec.ModelSpec` (network, target, preprocessing,
 post-processing, provenance) under ``bloodseg_spec``; models are loaded for use from that
-spec alone (:func:`bloodseg.inference.load_model`), never from ``hyper_parameters``. Pixel
+spec alone (:func:`bloodseg.modelfile.load_model`), never from ``hyper_parameters``. Pixel
 metrics come from torchmetrics and are logged per epoch as ``train/...`` and ``val/...``; the
 loss is a ``conf/loss`` config (:mod:`bloodseg.losses`).
 

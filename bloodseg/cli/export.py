@@ -6,7 +6,7 @@
 
 Formats:
 
-- ``onnx``: the network and its target's decoding (:meth:`bloodseg.spec.Target.decode`:
+- ``onnx``: the network and its target's decoding (:meth:`bloodseg.targets.base.Target.decode`:
   sigmoid, or softmax over the contour classes) in one graph. Input ``image``: a normalised
   float32 ``(batch, C, height, width)`` image; output ``probabilities``: ``(batch, channels,
   height, width)``, what :meth:`bloodseg.inference.Predictor.network_outputs` returns. Batch,
@@ -16,7 +16,7 @@ Formats:
   the file is checked with onnxruntime against PyTorch before it is kept.
 - ``torchscript``: the same module, traced (dynamic sizes too); ``torch.jit.load`` runs it
   without bloodseg. PyTorch deprecates TorchScript: prefer ONNX where the runtime allows.
-- ``bundle``: a weights-only bloodseg model file (:func:`bloodseg.inference.save_bundle`:
+- ``bundle``: a weights-only bloodseg model file (:func:`bloodseg.modelfile.save_bundle`:
   float16 weights + the spec), what ``bloodseg-predict weights=`` / ``ckpt_path=`` read.
 
 The model is read through the one inference path (:func:`bloodseg.inference.model_file`,
