@@ -8,8 +8,8 @@ reaches ``train.log``. There :class:`EpochLog` logs one line per epoch through P
 
 In a terminal the Rich bar stays (:class:`RichProgressBar`, which steps aside off a terminal).
 :class:`ModelSummary` logs the model table without the FLOPs column Lightning fills with
-zeros when the module has no ``example_input_array``, and :func:`quiet_lightning` (run for
-each Hydra job by :class:`QuietLightning`, see ``conf/hydra/default.yaml``) drops Lightning's
+zeros when the module has no ``example_input_array``; :func:`bloodseg.jobs.quiet_lightning`
+(run for each Hydra job, see ``conf/hydra/default.yaml``) drops Lightning's
 advertising tips and a deprecation warning Lightning itself triggers inside torch. All of it
 is configured in ``conf/callbacks/default.yaml``.
 """
@@ -18,12 +18,10 @@ from __future__ import annotations
 
 import logging
 import time
-import warnings
 from collections.abc import Sequence
 from typing import Any
 
 import pytorch_lightning as pl
-from hydra.experimental.callback import Callback as HydraCallback
 from pytorch_lightning.callbacks import ModelSummary as _ModelSummary
 from pytorch_lightning.callbacks import RichProgressBar as _RichProgressBar
 
@@ -31,8 +29,7 @@ from bloodseg.progress import Eta, duration
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EpochLog", "ModelSummary", "QuietLightning", "RichProgressBar", "is_terminal",
-           "quiet_lightning"]
+__all__ = ["EpochLog", "ModelSummary", "RichProgressBar", "is_terminal"]
 
 DEFAULT_METRICS = ("train/loss", "val/loss", "val/count_mae_trainres")
 
@@ -150,35 +147,3 @@ class ModelSummary(_ModelSummary):
         if not total_flops:
             table = "\n".join(ln for ln in table.splitlines() if not ln.endswith("Total Flops"))
         log.info("model:\n%s", table)
-
-
-# -- Lightning's noise -----------------------------------------------------------------------
-
-# rank_zero_info goes through these loggers (Lightning sets one or the other at import)
-_RANK_ZERO_LOGGERS = ("pytorch_lightning.utilities.rank_zero",
-                      "lightning_fabric.utilities.rank_zero")
-
-
-def _not_a_tip(record: logging.LogRecord) -> bool:
-    # "💡 Tip: ... try installing litlogger / litmodels": advertising, on every run
-    return not str(record.msg).lstrip().startswith("💡 Tip")
-
-
-def quiet_lightning() -> None:
-    """Drop Lightning's "💡 Tip" lines and the ``LeafSpec`` deprecation warning torch raises
-    inside Lightning's own ``_pytree`` helper (nothing a user can act on); every other
-    message and warning stays. Idempotent."""
-    for name in _RANK_ZERO_LOGGERS:
-        logger = logging.getLogger(name)
-        if _not_a_tip not in logger.filters:
-            logger.addFilter(_not_a_tip)
-    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
-                            category=FutureWarning)
-
-
-class QuietLightning(HydraCallback):
-    """Hydra callback: :func:`quiet_lightning` at the start of every job (in the process
-    that runs it, launcher workers included)."""
-
-    def on_job_start(self, config: Any, **kwargs: Any) -> None:
-        quiet_lightning()

@@ -5,7 +5,7 @@
 results in is refused, :class:`bloodseg.rundir.RunFolderTaken`), ``meta.json`` says
 ``running``, then ``completed`` (written by the run), ``failed`` (+ ``error.txt``) or
 ``interrupted`` (Ctrl+C / SIGTERM, + the command that resumes it). In a sweep a failed job
-returns None so the remaining jobs still run; :class:`bloodseg.sweep.SweepSummary` reports it.
+returns None so the remaining jobs still run; :class:`bloodseg.jobs.SweepSummary` reports it.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ log = logging.getLogger(__name__)
 def run_recorded(cfg: DictConfig) -> dict | None:
     """:func:`train`, with its outcome recorded in the run folder (``meta.json`` status and,
     on failure, ``error.txt`` + the job log). In a sweep a failed job returns None so the
-    remaining jobs still run; :class:`bloodseg.sweep.SweepSummary` reports it at the end.
+    remaining jobs still run; :class:`bloodseg.jobs.SweepSummary` reports it at the end.
     A folder another run writes to or left results in is refused first
     (:class:`bloodseg.rundir.RunFolderTaken`), with nothing written into it."""
     out = Path(cfg.paths.output_dir)

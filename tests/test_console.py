@@ -17,7 +17,8 @@ import torch
 from hydra.utils import instantiate
 
 from bloodseg.config import instantiate_group
-from bloodseg.console import EpochLog, is_terminal, quiet_lightning
+from bloodseg.console import EpochLog, is_terminal
+from bloodseg.jobs import quiet_lightning
 from bloodseg.postprocess import Watershed
 from bloodseg.progress import Eta, duration
 from bloodseg.training import train

@@ -14,8 +14,8 @@ import pytest
 import yaml
 
 from bloodseg.config import DIRNAME_MAX, dirname
+from bloodseg.jobs import job_outcomes
 from bloodseg.report import find_runs
-from bloodseg.sweep import job_outcomes
 from bloodseg.training import check_objective, objective, train
 from tests.conftest import CONF, REPO
 from tests.test_train import TINY_DATA

@@ -36,24 +36,10 @@ With Hydra (``conf/model/<name>.yaml``)::
 from __future__ import annotations
 
 from bloodseg.config import UnknownNameError
-from bloodseg.models.attunet import AttentionUNet
+
+# The networks' modules are not imported here: the registry imports the one a config names
+# (``_target_``), so running a U-Net never pays for segmentation_models_pytorch's import.
 from bloodseg.models.common import SegmentationNet
 from bloodseg.models.registry import build_model, model_class, model_names
-from bloodseg.models.resunet import ResUNet
-from bloodseg.models.smp import SMPModel
-from bloodseg.models.unet import UNet
-from bloodseg.models.vggunet import VGG11UNet, VGG16UNet
 
-__all__ = [
-    "AttentionUNet",
-    "ResUNet",
-    "SMPModel",
-    "SegmentationNet",
-    "UNet",
-    "UnknownNameError",
-    "VGG11UNet",
-    "VGG16UNet",
-    "build_model",
-    "model_class",
-    "model_names",
-]
+__all__ = ["SegmentationNet", "UnknownNameError", "build_model", "model_class", "model_names"]

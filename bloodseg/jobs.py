@@ -1,4 +1,8 @@
-"""End-of-sweep summary: every job's outcome, read from the job folders.
+"""Hydra callbacks around every job and sweep, light enough for every command (no torch, no
+Lightning): :class:`QuietLightning` silences Lightning's advertising at the start of each job,
+:class:`SweepSummary` reports every job's outcome after a sweep.
+
+End-of-sweep summary: every job's outcome, read from the job folders.
 
 A failed job records its error in its folder (``error.txt``, see :mod:`bloodseg.rundir`) and
 the sweep goes on with the other jobs (basic and joblib launchers alike: the jobs' folders
@@ -10,6 +14,7 @@ exit non-zero if any job failed. Registered in ``conf/hydra/default.yaml``.
 from __future__ import annotations
 
 import logging
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -57,3 +62,35 @@ class SweepSummary(Callback):
         if bad:
             print(text, flush=True)
             raise SystemExit(1)
+
+
+# -- Lightning's noise -----------------------------------------------------------------------
+
+# rank_zero_info goes through these loggers (Lightning sets one or the other at import)
+_RANK_ZERO_LOGGERS = ("pytorch_lightning.utilities.rank_zero",
+                      "lightning_fabric.utilities.rank_zero")
+
+
+def _not_a_tip(record: logging.LogRecord) -> bool:
+    # "💡 Tip: ... try installing litlogger / litmodels": advertising, on every run
+    return not str(record.msg).lstrip().startswith("💡 Tip")
+
+
+def quiet_lightning() -> None:
+    """Drop Lightning's "💡 Tip" lines and the ``LeafSpec`` deprecation warning torch raises
+    inside Lightning's own ``_pytree`` helper (nothing a user can act on); every other
+    message and warning stays. Idempotent."""
+    for name in _RANK_ZERO_LOGGERS:
+        logger = logging.getLogger(name)
+        if _not_a_tip not in logger.filters:
+            logger.addFilter(_not_a_tip)
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated",
+                            category=FutureWarning)
+
+
+class QuietLightning(Callback):
+    """Hydra callback: :func:`quiet_lightning` at the start of every job (in the process
+    that runs it, launcher workers included)."""
+
+    def on_job_start(self, config: Any, **kwargs: Any) -> None:
+        quiet_lightning()
