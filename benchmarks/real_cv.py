@@ -64,9 +64,9 @@ from pathlib import Path
 
 from PIL import Image
 
+from bloodseg import baselines as otsu
 from bloodseg import rundir
 from bloodseg.config import CONF_DIR
-from bloodseg import baselines as otsu
 from bloodseg.cv.folds import (
     FOLDS_DIR,
     assign_folds,

@@ -255,10 +255,9 @@ def target_from_dict(d: Any, source: str, key: str = "target") -> targets.Target
     d = dict(_mapping(d, source, key))
     name = _registry_name(d.pop("name", "binary"), "target", source, f"{key}.name")
     target_cls = targets.target_class(name)  # bloodseg's own module of that name
-    got = d.pop("channels", target_cls.channels)
-    if got != target_cls.channels:
-        raise _fail(source, f"{key}.channels", f"target {name} has {target_cls.channels} "
-                    f"channels, not {_short(got)}")
+    why = targets.channel_mismatch(target_cls, d.pop("channels", target_cls.channels))
+    if why:
+        raise _fail(source, f"{key}.channels", why)
     return target_cls(**_checked_fields(target_cls, d, f"target {name}", source, key))
 
 

@@ -25,8 +25,9 @@ from bloodseg.targets.base import Target
 from bloodseg.targets.binary import unet_weight_map
 from bloodseg.targets.contour import contour_target
 from bloodseg.targets.distance import distance_target
-from bloodseg.targets.registry import from_config, names, target_class
+from bloodseg.targets.registry import channel_mismatch, from_config, names, target_class
 
 # the encoders are also functions here, for scripts that draw training targets themselves
-__all__ = ["Target", "contour_target", "distance_target", "from_config", "names",
+__all__ = ["Target", "channel_mismatch", "contour_target", "distance_target", "from_config",
+           "names",
            "target_class", "unet_weight_map"]

@@ -36,15 +36,23 @@ def target_class(name: str) -> type[Target]:
     return Target.registry[name]
 
 
+def channel_mismatch(cls: type[Target], channels: Any) -> str | None:
+    """Why ``channels`` (what a config or a model file says) is not target ``cls``'s channel
+    count, or None: the one channel check of configs and model files."""
+    if channels == cls.channels:
+        return None
+    return f"target {cls.name} has {cls.channels} channels, not {channels!r}"
+
+
 def from_config(config: Mapping[str, Any] | None) -> Target:
     """The target of a plain ``conf/target`` config, ``{"name": ..., <field>: value, ...}``
     (``None``: the binary target). A ``channels`` key, as model files write, must be the
     target's."""
     config = dict(config or {})
     cls = target_class(config.pop("name", "binary"))
-    channels = config.pop("channels", cls.channels)
-    if channels != cls.channels:
-        raise ValueError(f"target {cls.name} has {cls.channels} channels, not {channels!r}")
+    why = channel_mismatch(cls, config.pop("channels", cls.channels))
+    if why:
+        raise ValueError(why)
     try:
         return cls(**config)
     except TypeError as err:  # an unknown field
