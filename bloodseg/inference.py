@@ -37,14 +37,12 @@ import torch
 
 from bloodseg.io import CheckpointError, read_image
 from bloodseg.modelfile import check_ensemble, load_model, model_files, read_tuned
+from bloodseg.options import OptionError, check_predict, tta_mode
 from bloodseg.spec import ModelSpec, Postprocess
 from bloodseg.transforms import normalize, prepare_image, scaled_hw, upsample
 
 log = logging.getLogger(__name__)
 
-MODES = ("auto", "whole", "tile", "resize")
-#: ``predict.tta`` values: none, the four flips, the eight rotations and flips (D4)
-TTA_MODES = ("none", "flips", "d4")
 #: images needing more tiles than this get a warning with ways to go faster
 WARN_TILES = 200
 #: ``auto`` runs the whole scaled image up to this many pixels, tiles beyond (memory)
@@ -53,25 +51,16 @@ MAX_WHOLE_PIXELS = 2048 * 2048
 
 # -- options ---------------------------------------------------------------------------------
 
-def tta_mode(value: Any) -> str:
-    """``predict.tta`` as one of :data:`TTA_MODES` (``true`` = ``flips``, ``false`` = ``none``)."""
-    if value is None or value is False:
-        return "none"
-    if value is True:
-        return "flips"
-    if isinstance(value, str) and value.lower() in (*TTA_MODES, "true", "false"):
-        v = value.lower()
-        return {"true": "flips", "false": "none"}.get(v, v)
-    raise ValueError(f"predict.tta must be one of false, true, {', '.join(TTA_MODES)}; "
-                     f"got {value!r}")
 
 def predictor_from_config(cfg: Mapping) -> tuple[Predictor, Path | list[Path]]:
     """The predictor of a CLI config (``ckpt_path`` | ``weights``, one or a list;
     ``postprocess`` = the user's own ``conf/postprocess`` choice, ``postprocess_file``,
-    ``predict.*`` options) and its model file (a list for an ensemble)."""
+    ``predict.*`` options, :mod:`bloodseg.options`) and its model file (a list for an
+    ensemble)."""
+    p = cfg.get("predict") or {}
+    check_predict(p)  # before any model file is read
     paths = model_files(cfg.get("ckpt_path"), cfg.get("weights"))
     pp = cfg.get("postprocess")
-    p = cfg.get("predict") or {}
     predictor = Predictor.load(
         paths if len(paths) > 1 else paths[0],
         postprocess=Postprocess.from_config(pp) if pp else None,
@@ -165,10 +154,13 @@ class Predictor:
                  scale: float | Sequence[float] | None = None, overlap: float = 0.25,
                  batch_size: int = 8, tta: bool | str = False, device: str = "auto",
                  warn_tiles: int = WARN_TILES) -> None:
-        if mode not in MODES:
-            raise ValueError(f"predict.mode must be one of {', '.join(MODES)}, got {mode!r}")
+        check_predict({"mode": mode, "tta": tta, "device": device, "overlap": overlap,
+                       "batch_size": batch_size})
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
+        elif device.startswith("cuda") and not torch.cuda.is_available():
+            raise OptionError(f"predict.device={device}: this machine has no CUDA GPU (torch "
+                              f"{torch.__version__}); use predict.device=cpu or auto")
         self.device = torch.device(device)
         self.spec = spec.replace(postprocess=postprocess) if postprocess else spec
         nets = list(net) if isinstance(net, Sequence) else [net]

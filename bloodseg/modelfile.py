@@ -60,11 +60,13 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
                 "data, and loading them could run code. bloodseg checkpoints never do; "
                 f"{HINT}") from None
         raise CheckpointError(
-            f"{path}: not a PyTorch/bloodseg checkpoint or truncated ({err}); {HINT}") from None
-    except Exception as err:  # torch's legacy reader fails with EOF/Key/Runtime/zip errors alike
+            f"{path}: not a bloodseg model file (not a PyTorch file, or truncated); {HINT}"
+        ) from None
+    except Exception:  # torch's legacy reader fails with EOF/Key/Runtime/zip errors alike;
+        # its message is a paragraph of advice (weights_only=False) that must not be followed
         raise CheckpointError(
-            f"{path}: not a PyTorch/bloodseg checkpoint or truncated "
-            f"({type(err).__name__}: {err}); {HINT}") from None
+            f"{path}: not a bloodseg model file (not a PyTorch file, or truncated); {HINT}"
+        ) from None
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{path}: not a bloodseg model file (a {type(ckpt).__name__}, "
                               f"not a dict); {HINT}")

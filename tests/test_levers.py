@@ -53,7 +53,7 @@ def test_d4_averages_the_eight_views_on_non_square_input():
 def test_tta_mode_accepts_the_config_values_and_refuses_others():
     assert [tta_mode(v) for v in (False, None, True, "true", "flips", "D4", "none")] == \
         ["none", "none", "flips", "flips", "flips", "d4", "none"]
-    with pytest.raises(ValueError, match="predict.tta must be one of"):
+    with pytest.raises(ValueError, match="predict.tta=rot90: not one of false, true"):
         tta_mode("rot90")
 
 

@@ -37,10 +37,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 EXIT_USAGE = 2
 
 
-
-
-
-
 def override_error_message(override: str, detail: str = "") -> str:
     """What to tell the user about an override Hydra cannot take as typed."""
     lines = [
@@ -116,3 +112,27 @@ def hydra_override_hints(fn: F) -> F:
 
     return wrapper  # type: ignore[return-value]
 
+
+def model_options(cfg: Any, command: str, example: str) -> bool:
+    """What every command that reads a model file checks before anything heavy loads:
+    ``weights=list`` prints the shipped models (True: nothing else to do); a missing
+    ``input=`` and a ``predict.*`` value outside its set exit 2 with one line and the fix."""
+    from omegaconf import OmegaConf
+
+    from bloodseg.options import OptionError, check_predict
+
+    if cfg.get("weights") == "list":
+        from bloodseg.weights import listing
+
+        print(listing())
+        return True
+    if "input" in cfg.keys() and OmegaConf.is_missing(cfg, "input"):
+        _fail(f"error: input= is missing: the image or folder to count, e.g.\n    {example}")
+    try:
+        check_predict(cfg.get("predict"))
+    except OptionError as err:
+        _fail(f"error: {err}")
+    if not cfg.get("ckpt_path") and not cfg.get("weights"):
+        _fail(f"error: {command} needs a model: weights=<name> (bloodseg-weights lists them) or "
+              f"ckpt_path=<checkpoint or bundle>, e.g.\n    {example}")
+    return False

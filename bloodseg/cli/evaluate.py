@@ -25,10 +25,11 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from bloodseg.cli.errors import hydra_override_hints
+from bloodseg.cli.errors import hydra_override_hints, model_options
 from bloodseg.config import CONF_DIR
 
 log = logging.getLogger(__name__)
+EXAMPLE = "bloodseg-evaluate weights=count_real data.root=<folder with test/original, test/mask>"
 
 
 def evaluate(cfg: DictConfig) -> dict:
@@ -66,11 +67,14 @@ def evaluate(cfg: DictConfig) -> dict:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="evaluate")
 def main(cfg: DictConfig) -> dict:
     """The test metrics (what ``main(cfg)`` returns when called with a config)."""
+    if model_options(cfg, "bloodseg-evaluate", EXAMPLE):
+        return {}
     from bloodseg.io import CheckpointError, DataError
+    from bloodseg.options import OptionError
 
     try:
         return evaluate(cfg)
-    except (DataError, CheckpointError) as err:
+    except (DataError, CheckpointError, OptionError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
 

@@ -41,12 +41,16 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from bloodseg.cli.errors import run_hydra_main
+from bloodseg.cli.errors import model_options, run_hydra_main
 from bloodseg.config import CONF_DIR
+
+EXAMPLE = "bloodseg-export weights=count_real format=onnx output=counter.onnx"
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="export")
 def run(cfg: DictConfig) -> None:
+    if model_options(cfg, "bloodseg-export", EXAMPLE):
+        return
     from bloodseg.exporting import ExportError, export
     from bloodseg.io import CheckpointError, DataError
 

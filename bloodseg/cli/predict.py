@@ -54,23 +54,23 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from bloodseg.cli.errors import run_hydra_main
+from bloodseg.cli.errors import model_options, run_hydra_main
 from bloodseg.config import CONF_DIR
+
+EXAMPLE = "bloodseg-predict weights=count_real input=smears/ output=counts/"
 
 
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="predict")
 def run(cfg: DictConfig) -> None:
-    if cfg.get("weights") == "list":
-        from bloodseg.weights import listing
-
-        print(listing())
+    if model_options(cfg, "bloodseg-predict", EXAMPLE):
         return
     from bloodseg.io import CheckpointError, DataError
+    from bloodseg.options import OptionError
     from bloodseg.prediction import OutputFolderError, predict
 
     try:
         _, failed = predict(cfg)
-    except (DataError, OutputFolderError, CheckpointError, OSError) as err:
+    except (DataError, OutputFolderError, CheckpointError, OptionError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     if failed:

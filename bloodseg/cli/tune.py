@@ -23,8 +23,10 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
-from bloodseg.cli.errors import hydra_override_hints
+from bloodseg.cli.errors import hydra_override_hints, model_options
 from bloodseg.config import CONF_DIR
+
+EXAMPLE = "bloodseg-tune ckpt_path=<run>/checkpoints/best.ckpt data.root=<Kaggle-layout folder>"
 
 
 def tune(cfg: DictConfig) -> Path:
@@ -69,6 +71,8 @@ def tune(cfg: DictConfig) -> Path:
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="tune")
 def main(cfg: DictConfig) -> Path:
     """The ``postprocess.json`` written (what ``main(cfg)`` returns with a config)."""
+    if model_options(cfg, "bloodseg-tune", EXAMPLE):
+        return None
     from bloodseg.io import CheckpointError, DataError
 
     try:
