@@ -29,6 +29,7 @@ from bloodseg.labels import instance_areas
 from bloodseg.measure import CELL_COLUMNS, FORMATS, cell_rows, write_geojson, write_label_tiff
 from bloodseg.progress import Eta
 from bloodseg.render import overlay
+from bloodseg.screening import screen
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +41,9 @@ HYDRA_SUFFIXES = (".log",)
 #: longest output stem (bytes): file systems allow 255 per name, and ".geojson" must fit
 MAX_STEM_BYTES = 200
 STAGING = ".bloodseg-predict-partial"
+#: counts.csv; ``problem``: why an image was not counted (:mod:`bloodseg.screening`), else empty
 CSV_HEADER = ["file", "output", "cell_count", "mean_area_px", "median_area_px", "width",
-              "height"]
+              "height", "problem"]
 
 
 class OutputFolderError(ValueError):
@@ -202,7 +204,15 @@ def count_row(path: Path, labels: np.ndarray, output: str | None = None) -> dict
         "median_area_px": round(float(np.median(areas)), 1) if areas.size else 0.0,
         "width": labels.shape[1],
         "height": labels.shape[0],
+        "problem": "",
     }
+
+
+def problem_row(path: Path, image: np.ndarray, stem: str, problem: str) -> dict:
+    """The ``counts.csv`` row of an image that was not counted: empty counts, the reason."""
+    return {"file": path.name, "output": "", "cell_count": "", "mean_area_px": "",
+            "median_area_px": "", "width": image.shape[1], "height": image.shape[0],
+            "problem": problem}
 
 
 def write_csv(path: str | Path, rows: Sequence[dict], header: Sequence[str]) -> Path:
@@ -289,7 +299,7 @@ def predict(cfg: DictConfig) -> tuple[list[dict], list[str]]:
     if staging.exists():  # a killed earlier run's partial results: never shown as results
         shutil.rmtree(staging)
     staging.mkdir(parents=True)
-    rows, cells = [], []
+    rows, cells, skipped = [], [], []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TimeRemainingColumn())
     bar = Progress(*columns)
@@ -306,6 +316,13 @@ def predict(cfg: DictConfig) -> tuple[list[dict], list[str]]:
                     image = predictor.read(path)
                 except DataError as err:
                     failed.append(str(err))
+                    bar.advance(images)
+                    continue
+                problem = screen(image, min(predictor.scale))
+                if problem:  # a row that says why, never a nonsense count
+                    log.warning("%s: not counted: %s", path.name, problem)
+                    rows.append(problem_row(path, image, names[path], problem))
+                    skipped.append(f"{path}: not counted: {problem}")
                     bar.advance(images)
                     continue
                 tiles.start(path.name)
@@ -335,5 +352,9 @@ def predict(cfg: DictConfig) -> tuple[list[dict], list[str]]:
         shutil.rmtree(staging, ignore_errors=True)  # the earlier results stay as they were
         raise
     swap_in(staging, out, old)
-    print(f"{len(rows)} image(s), {len(cells)} cells written to {out} (counts.csv, cells.csv)")
-    return rows, failed
+    counted = len(rows) - len(skipped)
+    print(f"{counted} image(s), {len(cells)} cells written to {out} (counts.csv, cells.csv)")
+    if skipped:
+        print(f"{len(skipped)} image(s) not counted (counts.csv says why in 'problem'): look "
+              "at them by hand")
+    return rows, failed + skipped
