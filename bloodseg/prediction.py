@@ -2,19 +2,25 @@
 
 :func:`predict` runs every readable input through the one inference path
 (:mod:`bloodseg.inference`) and writes the results as ``bloodseg-predict`` documents them
-(:mod:`bloodseg.predict`, the command). What keeps results safe lives here too: distinct output
+(:mod:`bloodseg.cli.predict`, the command). What keeps results safe lives here too: distinct output
 names per input (:func:`output_names`), the output folder's checks (:func:`check_output`:
-nothing mixes with or deletes what another run or the user left there), and the staging
-folder whose complete results are swapped in only at the end (:func:`swap_in`).
+nothing mixes with or deletes what another run or the user left there), each image committed
+as it finishes (an interrupted batch keeps its finished images; ``resume=true`` does the
+rest, :func:`resume_folder`), and the staging folder that replaces earlier results only once
+complete (:func:`swap_in`).
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import json
 import logging
+import os
 import shutil
+import signal
 import sys
+import threading
 from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -23,6 +29,7 @@ from pathlib import Path
 import numpy as np
 from omegaconf import DictConfig
 
+from bloodseg.config import to_plain
 from bloodseg.inference import WARN_TILES, predictor_from_config
 from bloodseg.io import IMAGE_SUFFIXES, DataError, write_png_atomic, write_text_atomic
 from bloodseg.labels import instance_areas
@@ -34,7 +41,10 @@ from bloodseg.screening import screen
 log = logging.getLogger(__name__)
 
 #: what bloodseg-predict writes into its output folder; ``overwrite=true`` replaces these only
-OUTPUTS = ("masks", "instances", "overlays", "geojson", "tiff", "counts.csv", "cells.csv")
+#: what a batch records about itself (inputs, model, options), so that resume=true continues it
+BATCH = ".bloodseg-predict.json"
+OUTPUTS = ("masks", "instances", "overlays", "geojson", "tiff", "counts.csv", "cells.csv",
+           BATCH)
 #: Hydra's own files in its run folder (the default ``output=``); they do not make it "used"
 HYDRA_FILES = (".hydra",)
 HYDRA_SUFFIXES = (".log",)
@@ -274,9 +284,117 @@ def logs_above(bar) -> Iterator[None]:
                 handler.setStream(stream)
 
 
+def _csv_line(row: dict, header: Sequence[str]) -> str:
+    buf = io.StringIO()
+    csv.DictWriter(buf, fieldnames=list(header), lineterminator="\n",
+                   extrasaction="ignore").writerow(row)
+    return buf.getvalue()
+
+
+def append_rows(path: Path, rows: Sequence[dict], header: Sequence[str]) -> None:
+    """Append ``rows`` to a CSV and make them durable before the next image starts (flush +
+    fsync): an interrupted batch keeps every row it finished, and only those."""
+    if not rows:
+        return
+    with open(path, "a", newline="") as f:
+        f.write("".join(_csv_line(r, header) for r in rows))
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_rows(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def manifest(cfg: DictConfig, files: Sequence[Path], names: dict[Path, str],
+             formats: Sequence[str]) -> str:
+    """What a batch is (its inputs, model files, options): resume continues only the same one.
+    Nothing in it changes from run to run, so a resumed folder is the same, byte for byte."""
+    from bloodseg.modelfile import file_sha256, model_files
+
+    models = model_files(cfg.get("ckpt_path"), cfg.get("weights"))
+    record = {"format": "bloodseg-predict-batch", "version": 1,
+              "inputs": [[str(p.resolve()), names[p]] for p in files],
+              "models": [file_sha256(m) for m in models],
+              "postprocess": to_plain(cfg.get("postprocess")),
+              "postprocess_file": cfg.get("postprocess_file"),
+              "predict": to_plain(cfg.get("predict"))}
+    return json.dumps(record, indent=1, sort_keys=True, default=str) + "\n"
+
+
+def resume_folder(out: Path, batch: str) -> Path:
+    """The folder an interrupted batch left (``out`` itself, or its staging folder when it was
+    replacing earlier results), checked to be this very batch."""
+    for folder in (out / STAGING, out):
+        if (folder / BATCH).is_file():
+            if (folder / BATCH).read_text() != batch:
+                raise OutputFolderError(
+                    f"resume=true: {folder / BATCH} records another batch (other inputs, model "
+                    "or options); rerun with the same arguments as the interrupted run, or "
+                    "pass another output= folder without resume")
+            return folder
+    raise OutputFolderError(f"resume=true: {out} holds no interrupted bloodseg-predict batch; "
+                            "run without resume=true")
+
+
+def finished(folder: Path, names: dict[Path, str], formats: Sequence[str]) -> set[str]:
+    """The outputs (stems) of an interrupted batch that are complete: a counts.csv row (the
+    last thing written for an image) and every file it implies. The CSVs are rewritten with
+    those rows only, so a row of an image cut short never survives."""
+    stem_of = {p.name: s for p, s in names.items()}
+
+    def stem(row: dict) -> str:
+        return stem_of.get(row.get("file") or "", "")
+
+    rows = read_rows(folder / "counts.csv")
+    cells = read_rows(folder / "cells.csv")
+    done = {stem(r) for r in rows if stem(r) and (r.get("problem") or all(
+        (folder / f).is_file() for f in image_files(stem(r), formats)))}
+    write_csv(folder / "counts.csv", [r for r in rows if stem(r) in done], CSV_HEADER)
+    write_csv(folder / "cells.csv", [c for c in cells if stem(c) in done], CELL_COLUMNS)
+    return done
+
+
+def image_files(stem: str, formats: Sequence[str]) -> list[str]:
+    """The files one counted image gets, relative to the output folder."""
+    files = [f"masks/{stem}.png", f"instances/{stem}.png", f"overlays/{stem}.png"]
+    if "geojson" in formats:
+        files.append(f"geojson/{stem}.geojson")
+    if "tiff" in formats:
+        files.append(f"tiff/{stem}.tif")
+    return files
+
+
+@contextmanager
+def sigterm_as_interrupt() -> Iterator[None]:
+    """SIGTERM (a scheduler's kill, a CI limit) ends a batch as Ctrl+C does: finished images
+    kept, the summary says where it stopped."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum, frame):
+        raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+class Interrupted(Exception):
+    """A batch stopped by Ctrl+C or SIGTERM; the message says how far it got and how to go on."""
+
+
 def predict(cfg: DictConfig) -> tuple[list[dict], list[str]]:
-    """Predict every input image; returns the count rows and the unreadable files. Checks the
-    model, the inputs and the output folder before writing anything."""
+    """Predict every input image; returns the count rows and the unreadable or refused files.
+    Checks the model, the inputs and the output folder before writing anything, then commits
+    each image as it finishes (its files atomically, its CSV rows appended and fsynced): an
+    interrupted batch keeps what it finished, and ``resume=true`` does only the rest."""
     from rich.progress import (
         BarColumn,
         MofNCompleteColumn,
@@ -294,17 +412,34 @@ def predict(cfg: DictConfig) -> tuple[list[dict], list[str]]:
     files, failed = list_inputs(cfg.input)
     names = output_names(files)
     out = Path(cfg.output)
-    old = check_output(out, overwrite=bool(cfg.get("overwrite", False)), inputs=files)
-    staging = out / STAGING
-    if staging.exists():  # a killed earlier run's partial results: never shown as results
-        shutil.rmtree(staging)
-    staging.mkdir(parents=True)
-    rows, cells, skipped = [], [], []
+    batch = manifest(cfg, files, names, formats)
+    old: list[Path] = []
+    if cfg.get("resume", False):
+        folder = resume_folder(out, batch)
+        if folder != out:
+            old = [out / n for n in OUTPUTS if (out / n).exists() or (out / n).is_symlink()]
+        done = finished(folder, names, formats)
+        log.info("resume=true: %d of %d image(s) already done in %s", len(done), len(files),
+                 folder)
+    else:
+        old = check_output(out, overwrite=bool(cfg.get("overwrite", False)), inputs=files)
+        # earlier results stay untouched until the new batch is complete: it goes to a staging
+        # folder then; a fresh folder takes each image as it finishes
+        folder = out / STAGING if old else out
+        if (out / STAGING).exists():  # an abandoned earlier batch: never shown as results
+            shutil.rmtree(out / STAGING)
+        folder.mkdir(parents=True, exist_ok=True)
+        write_csv(folder / "counts.csv", [], CSV_HEADER)
+        write_csv(folder / "cells.csv", [], CELL_COLUMNS)
+        write_text_atomic(folder / BATCH, batch)
+        done = set()
+    rows: list[dict] = []
+    n_cells, skipped = 0, []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TimeRemainingColumn())
     bar = Progress(*columns)
     try:
-        with logs_above(bar):
+        with sigterm_as_interrupt(), logs_above(bar):
             images = bar.add_task(f"predicting {len(files)} image(s)", total=len(files),
                                   visible=len(files) > 1)
             tiles = TileProgress(bar, bar.add_task("tiles", visible=False),
@@ -312,6 +447,10 @@ def predict(cfg: DictConfig) -> tuple[list[dict], list[str]]:
             eta = Eta(len(files))
             quiet_bar = not bar.console.is_terminal  # rich draws nothing in a log file
             for k, path in enumerate(files, 1):
+                stem = names[path]
+                if stem in done:
+                    bar.advance(images)
+                    continue
                 try:
                     image = predictor.read(path)
                 except DataError as err:
@@ -321,39 +460,47 @@ def predict(cfg: DictConfig) -> tuple[list[dict], list[str]]:
                 problem = screen(image, min(predictor.scale))
                 if problem:  # a row that says why, never a nonsense count
                     log.warning("%s: not counted: %s", path.name, problem)
-                    rows.append(problem_row(path, image, names[path], problem))
+                    row = problem_row(path, image, stem, problem)
+                    append_rows(folder / "counts.csv", [row], CSV_HEADER)
+                    rows.append(row)
                     skipped.append(f"{path}: not counted: {problem}")
                     bar.advance(images)
                     continue
                 tiles.start(path.name)
                 maps = predictor.outputs(image, name=path.name, progress=tiles)
                 labels = predictor.labels(maps)
-                stem = names[path]
                 png = f"{stem}.png"
-                write_png_atomic(staging / "masks" / png,
+                write_png_atomic(folder / "masks" / png,
                                  (predictor.mask(maps) * 255).astype(np.uint8))
-                write_png_atomic(staging / "instances" / png, labels.astype(np.uint16))
-                write_png_atomic(staging / "overlays" / png,
+                write_png_atomic(folder / "instances" / png, labels.astype(np.uint16))
+                write_png_atomic(folder / "overlays" / png,
                                  overlay(image, labels, count=int(labels.max())))
                 if "geojson" in formats:
-                    write_geojson(staging / "geojson" / f"{stem}.geojson", labels)
+                    write_geojson(folder / "geojson" / f"{stem}.geojson", labels)
                 if "tiff" in formats:
-                    write_label_tiff(staging / "tiff" / f"{stem}.tif", labels)
-                rows.append(count_row(path, labels, png))
-                cells += cell_rows(labels, path.name, png)
+                    write_label_tiff(folder / "tiff" / f"{stem}.tif", labels)
+                cells = cell_rows(labels, path.name, png)
+                row = count_row(path, labels, png)
+                append_rows(folder / "cells.csv", cells, CELL_COLUMNS)
+                append_rows(folder / "counts.csv", [row], CSV_HEADER)  # the image's commit
+                rows.append(row)
+                n_cells += len(cells)
                 bar.advance(images)
                 if quiet_bar:
                     log.info("predict %s %s: %d cells", eta.line(k), path.name,
                              int(labels.max()))
             bar.update(tiles.task, visible=False)
-        write_csv(staging / "counts.csv", rows, CSV_HEADER)
-        write_csv(staging / "cells.csv", cells, CELL_COLUMNS)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)  # the earlier results stay as they were
-        raise
-    swap_in(staging, out, old)
+    except KeyboardInterrupt:
+        where = f"{folder} (earlier results in {out} untouched)" if folder != out else str(out)
+        raise Interrupted(
+            f"interrupted after {len(done) + len(rows)}/{len(files)} image(s); the finished "
+            f"ones are in "
+            f"{where}. Rerun the same command with resume=true to do the rest") from None
+    if folder != out:
+        swap_in(folder, out, old)
     counted = len(rows) - len(skipped)
-    print(f"{counted} image(s), {len(cells)} cells written to {out} (counts.csv, cells.csv)")
+    print(f"{counted} image(s), {n_cells} cells written to {out} (counts.csv, cells.csv)"
+          + (f"; {len(done)} done earlier" if done else ""))
     if skipped:
         print(f"{len(skipped)} image(s) not counted (counts.csv says why in 'problem'): look "
               "at them by hand")

@@ -75,6 +75,7 @@ def test_weights_list_works_in_every_command_that_takes_weights(module, tmp_path
     assert "count_real" in proc.stdout and "bloodseg-predict weights=<name>" in proc.stdout
 
 
+@pytest.mark.slow
 def test_a_mixed_folder_counts_the_smear_and_says_why_the_rest_was_not_counted(tmp_path):
     """Real smear, black, white, 8x8 and noise: one count, four rows with the reason, a warning
     each, exit 1 (look at them), and no masks or overlays for the refused ones."""
@@ -125,3 +126,78 @@ def test_no_training_smear_is_refused_by_the_screening():
     for path in images:
         image = cv2.cvtColor(cv2.imread(str(path)), cv2.COLOR_BGR2RGB)
         assert screen(image, 0.5) is None, path.name
+
+
+def _tree(folder: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(folder)): p.read_bytes() for p in sorted(folder.rglob("*"))
+            if p.is_file() and ".hydra" not in p.parts and p.suffix != ".log"}
+
+
+@pytest.mark.slow
+def test_ctrl_c_keeps_finished_images_and_resume_gives_the_same_files(tmp_path):
+    """A real SIGINT in the middle of a batch: exit 130, one line saying how far it got, a
+    consistent folder (every counted row has its files, no half file); resume=true does the
+    rest, and the result equals an uninterrupted run's, byte for byte."""
+    import os
+    import signal
+    import time
+
+    smears = sorted((REPO.parent / "shared" / "data" / "bbbc041seg-mini" / "test" / "original"
+                     ).glob("*"))[:4]
+    if len(smears) < 4:
+        pytest.skip("real data not found")
+    folder = tmp_path / "in"
+    folder.mkdir()
+    for s in smears:
+        (folder / s.name).symlink_to(s)
+    args = ["weights=count_real", f"input={folder}"]
+    full = tmp_path / "full"
+    proc = run("bloodseg.cli.predict", *args, f"output={full}", f"hydra.run.dir={tmp_path}/h0",
+               cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "bloodseg.cli.predict", *args, f"output={out}",
+           f"hydra.run.dir={tmp_path}/h1"]
+    child = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                             text=True)
+    counts = out / "counts.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline and child.poll() is None:
+        if counts.is_file() and len(counts.read_text().splitlines()) >= 2:  # 1 image done
+            break
+        time.sleep(0.05)
+    os.kill(child.pid, signal.SIGINT)
+    _, err = child.communicate(timeout=120)
+    assert child.returncode == 130, err[-2000:]
+    assert "Traceback" not in err
+    line = next(x for x in err.splitlines() if x.startswith("interrupted after"))
+    done = int(line.split()[2].split("/")[0])
+    assert 1 <= done < 4 and line.split()[2].endswith("/4") and "resume=true" in line
+    rows = counts.read_text().splitlines()[1:]
+    assert len(rows) == done
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == \
+        sorted(p.name for p in (full / "overlays").iterdir())[:done]
+    assert not [p for p in out.rglob("*.tmp")], "a half-written file was left"
+
+    proc = run("bloodseg.cli.predict", *args, f"output={out}", "resume=true",
+               f"hydra.run.dir={tmp_path}/h2", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert f"{done} done earlier" in proc.stdout
+    assert _tree(out) == _tree(full)
+
+
+def test_resume_refuses_another_batch_and_overwrite_keeps_old_results_until_done(tmp_path):
+    smear = REPO.parent / "shared" / "data" / "bbbc041seg-sample" / "original.png"
+    if not smear.is_file():
+        pytest.skip("real data not found")
+    out = tmp_path / "out"
+    proc = run("bloodseg.cli.predict", "weights=count_real", f"input={smear}", f"output={out}",
+               "resume=true", f"hydra.run.dir={tmp_path}/h0", cwd=tmp_path)
+    assert proc.returncode == 2 and "holds no interrupted bloodseg-predict batch" in proc.stderr
+    proc = run("bloodseg.cli.predict", "weights=count_real", f"input={smear}", f"output={out}",
+               f"hydra.run.dir={tmp_path}/h1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    proc = run("bloodseg.cli.predict", "weights=count_real", f"input={smear}", f"output={out}",
+               "resume=true", "predict.tta=true", f"hydra.run.dir={tmp_path}/h2", cwd=tmp_path)
+    assert proc.returncode == 2 and "records another batch" in proc.stderr

@@ -32,9 +32,13 @@ hash suffix. ``counts.csv`` has one row per image: ``file`` (the input's name) a
 Output folder: results never mix with an earlier run's, and nothing is lost to a mistake.
 Everything is checked first (model file, inputs, output path); a folder that already holds
 anything (besides Hydra's own ``.hydra/`` and ``*.log``) is refused unless ``overwrite=true``.
-New results are written into a hidden folder beside them and swapped in only when the batch
-is done; ``overwrite=true`` then replaces bloodseg-predict's earlier results (masks/,
-instances/, overlays/, geojson/, tiff/, counts.csv, cells.csv) and nothing else.
+Each image is committed as it finishes (its files atomically, its CSV rows appended and
+fsynced), so Ctrl+C or SIGTERM leaves a consistent folder of the finished images and says
+``interrupted after k/N`` (exit 130); the same command with ``resume=true`` does only the rest
+and gives the same files as an uninterrupted run. With ``overwrite=true`` the new batch goes
+into a hidden folder beside the earlier results and replaces them (masks/, instances/,
+overlays/, geojson/, tiff/, counts.csv, cells.csv, and nothing else) only once it is complete:
+a failure or an interruption leaves them as they were.
 
 Scale: ``auto`` runs the image as the network was trained: at the training scale, whole (tiles
 beyond a size limit), or squashed to the training size for networks trained that way.
@@ -66,10 +70,13 @@ def run(cfg: DictConfig) -> None:
         return
     from bloodseg.io import CheckpointError, DataError
     from bloodseg.options import OptionError
-    from bloodseg.prediction import OutputFolderError, predict
+    from bloodseg.prediction import Interrupted, OutputFolderError, predict
 
     try:
         _, failed = predict(cfg)
+    except Interrupted as err:  # Ctrl+C / SIGTERM: the finished images are kept
+        print(f"{err}", file=sys.stderr)
+        sys.exit(130)
     except (DataError, OutputFolderError, CheckpointError, OptionError, OSError) as err:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
