@@ -117,7 +117,9 @@ def test_predict_on_mixed_folder_lists_unreadable_and_exits_nonzero(trained_run,
     shutil.copy(bccd, inputs / "bccd.jpg")
     gray16 = (np.linspace(0, 65535, 200 * 150).reshape(150, 200)).astype(np.uint16)
     cv2.imwrite(str(inputs / "gray16.tif"), gray16)
-    cv2.imwrite(str(inputs / "rgba.png"), np.full((90, 120, 4), 180, np.uint8))
+    rgba = np.full((90, 120, 4), 255, np.uint8)  # a gradient: a blank one is refused
+    rgba[..., :3] = np.linspace(60, 220, 120, dtype=np.uint8)[None, :, None]
+    cv2.imwrite(str(inputs / "rgba.png"), rgba)
     (inputs / "broken.png").write_bytes(b"\x89PNG not really")
     out = tmp_path / "pred"
     proc = run_entry("bloodseg.cli.predict", [
