@@ -196,6 +196,14 @@ def instantiate_group(group) -> list:
     return [instantiate(c) for c in (group or {}).values() if c and "_target_" in c]
 
 
+def state_dir(command: str = "") -> str:
+    """Where commands that are not training keep their Hydra/log folders unless told
+    otherwise: ``$XDG_STATE_HOME/bloodseg`` (``~/.local/state/bloodseg``), never the current
+    folder, which may be a read-only data share."""
+    base = os.environ.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return str(Path(base) / "bloodseg" / command)
+
+
 def register_resolvers() -> None:
     for name, fn in {
         "channels": _channels,
@@ -206,5 +214,6 @@ def register_resolvers() -> None:
         "wandb_group": wandb_group,
         "is_set": is_set,
         "dirname": dirname,
+        "state_dir": state_dir,
     }.items():
         OmegaConf.register_new_resolver(name, fn, replace=True)

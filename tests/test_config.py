@@ -435,7 +435,7 @@ def test_tuning_is_off_for_train_unless_a_config_turns_it_on(hydra_conf, capsys)
         **on, "max_images": 4, "metric": "count_mae", "grid": {"marker_threshold": [0.4, 0.5]}}
     assert spec("tune") == on  # bloodseg-tune always tunes
     with pytest.raises(SystemExit) as exit_:  # not silently the defaults
-        tune(OmegaConf.create({"tune": {"split": None}}))
+        tune(OmegaConf.create({"weights": "count_real", "tune": {"split": None}}))
     assert exit_.value.code == 2
     assert "split must be one of train, val" in capsys.readouterr().err
     with pytest.raises(ValueError, match="metric must be"):

@@ -53,9 +53,9 @@ def pngs(folder: Path) -> set[str]:
 def test_reused_output_is_refused_and_overwrite_replaces_only_our_results(trained_run, tmp_path):
     first = write_images(tmp_path / "first", ["a.png", "b.png"])
     out = tmp_path / "out"
-    # default output= is Hydra's run folder, which already has .hydra/ and predict.log in it
+    # Hydra's run folder is output= itself: .hydra/ and predict.log are already in it
     proc = run_entry("bloodseg.cli.predict", [f"ckpt_path={ckpt(trained_run)}", f"input={first}",
-                                          f"hydra.run.dir={out}"], cwd=tmp_path)
+                                          f"output={out}"], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr
     assert (out / ".hydra").is_dir() and (out / "predict.log").is_file()
     assert pngs(out / "masks") == {"a.png", "b.png"}

@@ -128,6 +128,8 @@ def model_options(cfg: Any, command: str, example: str) -> bool:
         return True
     if "input" in cfg.keys() and OmegaConf.is_missing(cfg, "input"):
         _fail(f"error: input= is missing: the image or folder to count, e.g.\n    {example}")
+    if "output" in cfg.keys() and OmegaConf.is_missing(cfg, "output"):
+        _fail(f"error: output= is missing: where to write the results, e.g.\n    {example}")
     try:
         check_predict(cfg.get("predict"))
     except OptionError as err:
