@@ -27,7 +27,10 @@ README ?= docs/results.md
 ARGS ?=
 # make gpu-check: the prepared GPU-session check (python -m benchmarks.gpu_check --help)
 GPU_CHECK_ARGS ?=
-# make benchmark-real: k-fold CV of conf/experiment/bench/ recipes + Otsu baselines on real pairs
+# make benchmark-real: bloodseg-cv (k-fold CV of the conf/experiment/bench/ recipes + Otsu
+# baselines) on the real pairs of BENCH_DATA into BENCH_DIR; BENCH_ARGS: bloodseg-cv --help
+BENCH_DATA ?= ../shared/data/bbbc041seg-mini
+BENCH_DIR ?= experiments/benchmark-real
 BENCH_ARGS ?= --readme docs/results.md
 # make weights: retrain the shipped model (bloodseg/weights/count_real.pt) on bbbc041seg-mini
 WEIGHTS_DATA ?= ../shared/data/bbbc041seg-mini
@@ -89,8 +92,8 @@ count: install ## count cells with the shipped model, no training (COUNT_INPUT=i
 gpu-check: install ## one GPU session's check (<= 8 min, one H100): step TFLOP/s, Kaggle-sized epoch, CLIs -> $OUT
 	$(PY) -m benchmarks.gpu_check $(GPU_CHECK_ARGS)
 
-benchmark-real: install ## k-fold CV on the real pairs in ../shared/data (conf/experiment/bench vs Otsu) -> experiments/benchmark-real, docs/results.md (CPU: ~2 h)
-	$(PY) -m benchmarks.real_cv $(BENCH_ARGS)
+benchmark-real: install ## k-fold CV (bloodseg-cv) on the real pairs in ../shared/data (conf/experiment/bench vs Otsu) -> experiments/benchmark-real, docs/results.md (CPU: ~2 h)
+	$(BIN)/bloodseg-cv --root "$(BENCH_DATA)" --out "$(BENCH_DIR)" $(BENCH_ARGS)
 
 benchmark-synthetic: install ## targets vs scikit-image's watershed on synthetic smears, both styles -> experiments/benchmark-synthetic (CPU: ~15 min)
 	$(PY) -m benchmarks.synthetic_targets

@@ -24,7 +24,7 @@ For every (repeat, image) both methods scored it prints the difference in absolu
 error (candidate - reference; negative = better) and, where the runs kept their matches, in
 per-image F1; for each, how many images improved, got worse or tied, the mean difference ±
 sd, and a two-sided sign test (scipy) of improved vs worse. Also each method's count MAE as
-mean ± sd over all folds of all repeats (:func:`bloodseg.report.cv.mean_sd`, as the CV table).
+mean ± sd over all folds of all repeats (:func:`bloodseg.cv.summary.mean_sd`, as the CV table).
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 
-from bloodseg.report.cv import mean_sd
+from bloodseg.cv.summary import mean_sd
 
 
 def per_image(results: dict, method: str) -> dict[str, dict]:

@@ -2,7 +2,7 @@
 watershed, or the watershed with its parameters tuned on training images.
 
 The one scorer of the reference rows the networks are compared with: ``bloodseg-report
---baselines``, ``benchmarks/otsu_baseline.py`` and ``benchmarks/real_cv.py`` all call it, so
+--baselines``, ``benchmarks/otsu_baseline.py`` and ``bloodseg-cv`` (``bloodseg.cv``) all call it, so
 the three report the same numbers for the same images. The per-image algorithms are in
 :mod:`bloodseg.postprocess.baselines`; everything here is at each image's native size,
 against its native instances (:func:`bloodseg.data.bbbc041seg.read_native_instances`).

@@ -22,7 +22,9 @@ from bloodseg.targets import target_class
 from bloodseg.training import train
 from tests.conftest import CONF, REPO
 
-EXPERIMENTS = sorted(p.stem for p in (CONF / "experiment").glob("*.yaml"))
+# every experiment file, the cross-validation's recipes (experiment=bench/<name>) included
+EXPERIMENTS = sorted(p.relative_to(CONF / "experiment").with_suffix("").as_posix()
+                     for p in (CONF / "experiment").rglob("*.yaml"))
 TINY_DATA = [
     "data=synthetic",
     "data.synthetic.n_train=8",
@@ -58,7 +60,9 @@ def test_experiment_files_exist_for_the_study():
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_runs_fast_dev_run(hydra_cfg, tmp_path, experiment):
-    cfg = hydra_cfg(tmp_path, [f"experiment={experiment}", *TINY_DATA, "trainer.fast_dev_run=true"])
+    # crops and tuning shrunk to the tiny images (count_real and its bench/ recipes crop and tune)
+    cfg = hydra_cfg(tmp_path, [f"experiment={experiment}", *TINY_DATA, "data.crop_size=32",
+                               "tune.max_images=2", "trainer.fast_dev_run=true"])
     shrink_models(cfg)
     metrics = train(cfg)
     out = Path(cfg.paths.output_dir)

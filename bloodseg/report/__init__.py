@@ -9,8 +9,8 @@ does, without torch. ``bloodseg-report`` is the command (see ``__main__``); from
     table = results_table([run])
 
 Modules: ``runs`` (loading, finding runs), ``figures``, ``tables``, ``readme`` (the README
-section), ``gallery`` (synthetic vs real smears), ``cv`` (``benchmarks/real_cv.py``'s
-``results.json``: summary over folds, table, counts plot, README section).
+section), ``gallery`` (synthetic vs real smears). A cross-validation's table and plot are
+:mod:`bloodseg.cv.outputs`'s.
 """
 
 from bloodseg.report.figures import (

@@ -349,7 +349,7 @@ def plot_count_scatter(groups: Sequence[tuple[str, Sequence[float], Sequence[flo
                        ylabel: str = "predicted cells (watershed)") -> Path | None:
     """Predicted vs true cells per image, one colour and marker per ``(label, true,
     predicted)`` group, and y = x; None when no group has a point. The one counts plot:
-    ``counts.png`` of the report and of ``benchmarks/real_cv.py``."""
+    ``counts.png`` of the report and of ``bloodseg-cv``."""
     groups = [(label, np.asarray(t, float), np.asarray(p, float)) for label, t, p in groups
               if len(t)]
     if not groups:
