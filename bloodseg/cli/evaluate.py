@@ -12,7 +12,8 @@ folder the model was trained on (said in the log); pass it to evaluate other ima
 
 Writes the test files of a run folder (:mod:`bloodseg.rundir`: ``test_metrics.json``,
 ``per_image.csv``, ``size_hist.csv``, ``samples/``) into the output folder
-(``experiments/runs/evaluate/<time>`` unless overridden). The test stage itself is
+(``$XDG_STATE_HOME/bloodseg/evaluate/<time>``, i.e. ``~/.local/state/bloodseg/...``, unless
+``hydra.run.dir=<folder>``). The test stage itself is
 :func:`bloodseg.evaluation.test_stage`, what a training run's test runs too.
 """
 
