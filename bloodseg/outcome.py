@@ -23,10 +23,15 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from bloodseg import rundir
+from bloodseg.io import CheckpointError, DataError
+from bloodseg.options import OptionError
 from bloodseg.quoting import quote_value
 from bloodseg.training import is_ddp_worker, train
 
 log = logging.getLogger(__name__)
+
+#: errors that are a user's mistake, said in one line (the message names the fix)
+USER_ERRORS = (DataError, CheckpointError, OptionError)
 
 def run_recorded(cfg: DictConfig) -> dict | None:
     """:func:`train`, with its outcome recorded in the run folder (``meta.json`` status and,
@@ -50,7 +55,12 @@ def run_recorded(cfg: DictConfig) -> dict | None:
             if not worker:
                 record_interrupted(cfg, out)
             raise interrupted_exit() from err
-        log.exception("run failed: %s", err)
+        if isinstance(err, ValueError) and isinstance(err, USER_ERRORS):
+            # a user's mistake (bad data folder, model file or option): its one line, which
+            # the command prints; error.txt keeps the traceback for a bug report
+            log.debug("run failed: %s", err, exc_info=True)
+        else:
+            log.exception("run failed: %s", err)
         if not worker:
             rundir.write_failure(out, cfg.name, err)
         if in_sweep() and isinstance(err, Exception):

@@ -201,3 +201,26 @@ def test_resume_refuses_another_batch_and_overwrite_keeps_old_results_until_done
     proc = run("bloodseg.cli.predict", "weights=count_real", f"input={smear}", f"output={out}",
                "resume=true", "predict.tta=true", f"hydra.run.dir={tmp_path}/h2", cwd=tmp_path)
     assert proc.returncode == 2 and "records another batch" in proc.stderr
+
+
+def test_a_data_mistake_in_train_is_one_line_and_exit_2(tmp_path):
+    import shutil
+
+    image = REPO.parent / "shared" / "data" / "bbbc041seg-sample" / "original.png"
+    if not image.is_file():
+        pytest.skip("real data not found")
+    root = tmp_path / "unpaired"
+    for split in ("train", "test"):
+        (root / split / "original").mkdir(parents=True)
+        (root / split / "mask").mkdir(parents=True)
+        shutil.copy(image, root / split / "original" / f"{split}.png")  # no masks
+    proc = subprocess.run([sys.executable, str(REPO / "train.py"), "data=bbbc041seg",
+                           f"data.root={root}", "logger=csv", "trainer=cpu",
+                           f"hydra.run.dir={tmp_path / 'run'}"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
+    errors = [x for x in proc.stderr.splitlines() if x.startswith("error:")]
+    assert errors == [f"error: {root}/train/original/train.png: image has no mask (expected "
+                      f"{root}/train/mask/train.png); add the mask or remove the image"]
+    assert "Traceback" in (tmp_path / "run" / "error.txt").read_text()  # kept for a bug report

@@ -29,14 +29,13 @@ from bloodseg.config import CONF_DIR
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     from bloodseg import rundir
-    from bloodseg.io import CheckpointError
-    from bloodseg.outcome import run_recorded
+    from bloodseg.outcome import USER_ERRORS, run_recorded
     from bloodseg.training import check_objective, objective
 
     check_objective(cfg)
     try:
         metrics = run_recorded(cfg)
-    except (rundir.RunFolderTaken, CheckpointError) as err:  # the message, not a traceback
+    except (rundir.RunFolderTaken, *USER_ERRORS) as err:  # the message, not a traceback
         print(f"error: {err}", file=sys.stderr)
         raise SystemExit(EXIT_USAGE) from None
     # the scalar Hydra sweepers (hparams_search=optuna) optimise: a validation metric
