@@ -496,6 +496,10 @@ def predict(cfg: DictConfig) -> tuple[list[dict], list[str]]:
             f"interrupted after {len(done) + len(rows)}/{len(files)} image(s); the finished "
             f"ones are in "
             f"{where}. Rerun the same command with resume=true to do the rest") from None
+    except BaseException:
+        if folder != out:  # replacing earlier results: a failed batch leaves them as they were
+            shutil.rmtree(folder, ignore_errors=True)
+        raise
     if folder != out:
         swap_in(folder, out, old)
     counted = len(rows) - len(skipped)
