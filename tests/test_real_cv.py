@@ -310,16 +310,6 @@ def test_read_run_knows_which_numbers_are_native(tmp_path):
     assert where["dice"] == where["count_mae"] == "256×256 (training size)"
 
 
-def test_read_run_reads_old_metric_names(tmp_path):
-    """Runs from before the inst_* names (test/ap50, test/map, test/inst_ap) still read."""
-    (tmp_path / "test_metrics.json").write_text(json.dumps({"metrics": {
-        "test/native_dice": 0.95, "test/inst_f1": 0.9, "test/inst_ap": 0.8, "test/ap50": 0.8,
-        "test/ap75": 0.5, "test/map": 0.45}}))
-    metrics, where, _ = report.read_run(tmp_path)
-    assert (metrics["ap50"], metrics["ap75"], metrics["map"]) == (0.8, 0.5, 0.45)
-    assert where["map"] == "native"
-
-
 def test_count_real_is_the_benchmarked_recipe(tmp_path):
     """experiment=count_real composes from the recipe the benchmark measured (no copy), so
     the README's numbers are the experiment's: everything but its name is the same."""
