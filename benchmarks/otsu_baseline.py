@@ -97,7 +97,7 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{method:<15} {a['pred_count_mean']:>6.1f} {a['count_mae']:>6.2f} "
             f"{a['count_bias']:>+7.2f} {a['precision']:>6.3f} {a['recall']:>6.3f} "
-            f"{a['f1']:>6.3f} {a['ap']:>6.3f} {a['mean_matched_iou']:>6.3f}"
+            f"{a['f1']:>6.3f} {a['ap50']:>6.3f} {a['mean_matched_iou']:>6.3f}"
         )
     if args.csv:
         write_rows_csv(args.csv, stats["otsu+watershed"].rows)

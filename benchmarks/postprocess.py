@@ -141,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         t = np.array(times[method])
         print(
             f"{method:<10} {np.median(t):>10.1f} {t.mean():>11.1f} {a['count_mae']:>9.2f} "
-            f"{a['count_bias']:>+7.2f} {a['f1']:>7.3f} {a['ap']:>7.3f} "
+            f"{a['count_bias']:>+7.2f} {a['f1']:>7.3f} {a['ap50']:>7.3f} "
             f"{a['mean_matched_iou']:>6.3f}"
         )
     speed = np.median(times["skimage"]) / np.median(times["bloodseg"])

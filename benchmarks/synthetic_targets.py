@@ -6,7 +6,7 @@ where a distance-transform watershed struggles. For each ``--styles`` style the 
 used to train one U-Net per ``--targets`` target exactly as ``make demo`` does (12 epochs,
 marker threshold tuned on the training images), then on the same test images it compares:
 
-* each network + its post-processing (``test/count_mae``, ``test/inst_f1`` of the run);
+* each network + its post-processing (``test/count_mae``, ``test/f1`` of the run);
 * ``skimage on truth``: scikit-image's textbook watershed (``benchmarks/postprocess.py``) on
   the TRUE foreground (``instances > 0``): an oracle foreground, split by the classic recipe;
 * ``bloodseg on truth``: bloodseg's :class:`~bloodseg.postprocess.Watershed` on it;
@@ -100,7 +100,7 @@ def run_metrics(run: Path) -> dict:
     tuning = run / rundir.TUNING
     tuned = rundir.read_json(tuning)["chosen"] if tuning.is_file() else {}
     return {"count_mae": m["test/count_mae"], "count_bias": m["test/count_bias"],
-            "f1": m["test/inst_f1"], "tuned": tuned}
+            "f1": m["test/f1"], "tuned": tuned}
 
 
 def markdown(results: dict) -> str:

@@ -65,7 +65,7 @@ def target_items(root: Path, scale: float, blur: float, max_images: int | None =
 def ceiling(items: list[tuning.TuningItem]) -> dict[str, dict]:
     """Scores of the default post-processing and of the grid's best point per metric."""
     post = Postprocess.from_config(group_config(
-        "postprocess", "distance", min_cut_area_frac=CUT_CELL_FRAC)).build()
+        "postprocess", "distance", cut_cell_frac=CUT_CELL_FRAC)).build()
     rows = tuning.search(post, items).rows
     return {"default": tuning.score(post, items), "best F1": tuning.best_row(rows, "f1"),
             "best count": tuning.best_row(rows, "count_mae")}
@@ -96,9 +96,9 @@ def main(argv: list[str] | None = None) -> int:
             cpu = time.process_time() - t0
             for label, r in rows.items():
                 params = ", ".join(f"{k} {r[k]:g}" for k in ("marker_threshold",
-                                   "min_marker_area_frac", "min_cut_area_frac") if k in r)
+                                   "min_marker_area_frac", "cut_cell_frac") if k in r)
                 print(f"| {scale:g} | {blur:g} | {label}{f' ({params})' if params else ''} | "
-                      f"{r['inst_f1']:.3f} | {r['inst_ap50']:.3f} | {r['count_mae']:.2f} | "
+                      f"{r['f1']:.3f} | {r['ap50']:.3f} | {r['count_mae']:.2f} | "
                       f"{r['count_bias']:+.2f} | {cpu:.0f} |", flush=True)
     return 0
 

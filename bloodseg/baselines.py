@@ -8,7 +8,7 @@ the three report the same numbers for the same images. The per-image algorithms 
 against its native instances (:func:`bloodseg.data.bbbc041seg.read_native_instances`).
 
     >>> items = otsu_items(list_split(root, "test"))               # Otsu once per image
-    >>> scores = score_otsu(items, Watershed(min_cut_area_frac=0.4))
+    >>> scores = score_otsu(items, Watershed(cut_cell_frac=0.4))
     >>> scores.stats[OTSU_WATERSHED].aggregate()["f1"], scores.pooled_dice
     >>> tuned, result = score_tuned(items, otsu_items(list_split(root, "train")), base)
 

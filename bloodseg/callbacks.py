@@ -4,7 +4,8 @@ validation batch, during training) and ``RNGState`` (resumable random state).
 On validation batches it turns the module's probabilities into instances with the run's
 post-processing (whichever the target has: watershed, contour or distance markers) and compares
 them with the true instances the batch carries, at the training resolution (fast; the names say
-so: ``val/count_mae_trainres``, ``val/inst_f1_trainres``, ...).
+so: ``val/<name>_trainres`` for each name of :meth:`InstanceStats.aggregate`,
+``val/count_mae_trainres``, ``val/f1_trainres``, ...).
 The test split is scored after training, at native resolution, through the one inference path
 (:mod:`bloodseg.evaluation`), not here.
 """
@@ -18,7 +19,6 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from bloodseg.evaluation import LOGGED
 from bloodseg.metrics import InstanceStats
 from bloodseg.spec import Postprocess
 
@@ -49,15 +49,11 @@ class InstanceMetricsCallback(pl.Callback):
         val_every_n_epochs: post-process validation batches only every n-th epoch (the CPU
             post-processing must not make a fast GPU wait every epoch).
         val_max_images: post-process at most this many validation images per epoch.
-        tune: moved to the top-level ``tune`` option (a stage after fit); refused here.
     """
 
     def __init__(self, postprocess: Any = None, val_every_n_epochs: int = 1,
-                 val_max_images: int | None = None, tune: Any = None) -> None:
+                 val_max_images: int | None = None) -> None:
         super().__init__()
-        if tune:  # an old command line: say where the option went
-            raise ValueError("callbacks.instance_metrics.tune moved: tuning is a stage of its own "
-                             "(fit -> tune -> test); pass tune={split:train,metric:f1}")
         if val_every_n_epochs < 1:
             raise ValueError(f"val_every_n_epochs must be >= 1, got {val_every_n_epochs}")
         self.val_every_n_epochs = val_every_n_epochs
@@ -92,11 +88,10 @@ class InstanceMetricsCallback(pl.Callback):
         agg = gather_stats(self.stats, trainer).aggregate()
         if agg.get("n_images", 0) == 0:
             return
-        for key, name in LOGGED.items():
-            if key in agg:
-                # identical on all ranks after the gather: no further sync needed
-                pl_module.log(f"val/{name}_trainres", float(agg[key]), on_epoch=True,
-                              rank_zero_only=True)
+        for name, value in agg.items():
+            # identical on all ranks after the gather: no further sync needed
+            pl_module.log(f"val/{name}_trainres", float(value), on_epoch=True,
+                          rank_zero_only=True)
 
 
 class RNGState(pl.Callback):

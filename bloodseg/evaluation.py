@@ -8,13 +8,14 @@ label images of test scoring and ``bloodseg-predict``.
 
 Scores are taken at each image's native resolution, against its native instances (exact labels
 for synthetic data, connected components of the gap-separated masks for BBBC041Seg), and
-logged as ``test/count_mae``, ``test/inst_f1``, ``test/inst_ap50``, ``test/dice``, ... (one
-scheme: instance metrics are ``inst_*``; :data:`bloodseg.rundir.METRIC_ALIASES` reads the names
-of older runs).
+logged as ``test/<name>``: the names of :meth:`bloodseg.metrics.InstanceStats.aggregate`
+(``test/count_mae``, ``test/f1``, ``test/ap50``, ``test/map``, ...) and of the pixel metrics
+(:func:`bloodseg.module.pixel_metrics`: ``test/dice``, ``test/iou``, ``test/pixel_precision``,
+...).
 
     >>> predictor = Predictor.load("run/checkpoints/best.ckpt")   # + its postprocess.json
     >>> scored = test_stage(predictor, list_split(root, "test"), "run/", "best.ckpt")
-    >>> scored.metrics["test/inst_f1"]
+    >>> scored.metrics["test/f1"]
 """
 
 from __future__ import annotations
@@ -36,21 +37,6 @@ from bloodseg.progress import Eta
 
 log = logging.getLogger(__name__)
 
-#: InstanceStats.aggregate() key -> logged name (``test/<name>``, ``val/<name>_trainres``)
-LOGGED = {
-    "count_mae": "count_mae",
-    "count_bias": "count_bias",
-    "precision": "inst_precision",
-    "recall": "inst_recall",
-    "f1": "inst_f1",
-    "ap50": "inst_ap50",  # InstanceStats' "ap" is the same number (AP at IoU 0.5)
-    "ap75": "inst_ap75",
-    "map": "inst_map",
-    "mean_matched_iou": "inst_mean_iou",
-    "pred_count_mean": "pred_count",
-    "true_count_mean": "true_count",
-}
-
 
 # -- test ------------------------------------------------------------------------------------
 
@@ -67,7 +53,8 @@ class Scored:
 def score(predictor: Predictor, samples: Sequence[Sample], n_pictures: int = 4,
           prefix: str = "test/") -> Scored:
     """Every sample through ``predictor`` at native size, scored against its native
-    instances: instance metrics (:data:`LOGGED`) and pixel metrics of the foreground."""
+    instances: instance metrics (:meth:`InstanceStats.aggregate`) and pixel metrics of the
+    foreground, each named ``<prefix><name>``."""
     stats = InstanceStats()
     pixels = pixel_metrics(prefix, sync_on_compute=False)  # rank 0 scores every image
     pictures = []
@@ -89,10 +76,8 @@ def score(predictor: Predictor, samples: Sequence[Sample], n_pictures: int = 4,
         row = stats.rows[-1]
         log.info("%s %s %s: %d cells (truth %d)", prefix.rstrip("/"), eta.line(i),
                  sample.name, row["pred_count"], row["true_count"])
-    agg = stats.aggregate()
-    metrics = {f"{prefix}{name}": float(agg[key]) for key, name in LOGGED.items() if key in agg}
+    metrics = {f"{prefix}{k}": float(v) for k, v in stats.aggregate().items()}
     metrics.update({k: float(v) for k, v in pixels.compute().items()})
-    metrics[f"{prefix}native_dice"] = metrics[f"{prefix}dice"]  # the report's older name
     return Scored(metrics, stats, pictures)
 
 

@@ -97,21 +97,21 @@ def typical_area(areas: np.ndarray, floor: int = 0) -> float:
     return float(big[np.searchsorted(cum, 0.5 * cum[-1])])
 
 
-def drop_cut_cells(labels: np.ndarray, min_frac: float = CUT_CELL_FRAC,
+def drop_cut_cells(labels: np.ndarray, cut_cell_frac: float = CUT_CELL_FRAC,
                    typical: float | None = None) -> np.ndarray:
     """``labels`` (ids 1..N) without the instances that touch the image frame and cover less
-    than ``min_frac`` x the typical area (:func:`typical_area` of all instances, or
+    than ``cut_cell_frac`` x the typical area (:func:`typical_area` of all instances, or
     ``typical``), renumbered 1..M: the cells BBBC041Seg's masks leave out as mostly cut off.
-    ``min_frac=0`` returns ``labels`` unchanged."""
+    ``cut_cell_frac=0`` returns ``labels`` unchanged."""
     labels = np.asarray(labels)
-    if min_frac <= 0 or labels.size == 0 or labels.max() <= 0:
+    if cut_cell_frac <= 0 or labels.size == 0 or labels.max() <= 0:
         return labels
     areas = np.bincount(labels.ravel())
     areas[0] = 0
     if typical is None:
         typical = typical_area(areas[areas > 0])
     frame = np.unique(np.concatenate([labels[0], labels[-1], labels[:, 0], labels[:, -1]]))
-    cut = frame[(frame > 0) & (areas[frame] < min_frac * typical)]
+    cut = frame[(frame > 0) & (areas[frame] < cut_cell_frac * typical)]
     if cut.size == 0:
         return labels
     lut = np.arange(areas.size, dtype=np.int32)
@@ -120,9 +120,9 @@ def drop_cut_cells(labels: np.ndarray, min_frac: float = CUT_CELL_FRAC,
 
 
 def cut_cell_grid(current: float) -> dict[str, list[float]]:
-    """The ``min_cut_area_frac`` values a post-processor's ``tune_grid()`` adds: none for
+    """The ``cut_cell_frac`` values a post-processor's ``tune_grid()`` adds: none for
     data without a cut rule (``current`` 0), else :data:`CUT_CELL_GRID`."""
-    return {"min_cut_area_frac": list(CUT_CELL_GRID)} if current > 0 else {}
+    return {"cut_cell_frac": list(CUT_CELL_GRID)} if current > 0 else {}
 
 
 def centroids(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

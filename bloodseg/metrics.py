@@ -1,8 +1,11 @@
 """Instance-level metrics for counting and separating cells (label images in, numbers out).
 
-Pixel metrics (Dice, IoU) come from torchmetrics in the training loop; this module scores
-*instances*: one-to-one matching of true and predicted cells at an IoU threshold, and
-per-image count errors, aggregated over a test set.
+Pixel metrics (``dice``, ``iou``, ``pixel_precision``, ...) come from torchmetrics
+(:func:`bloodseg.module.pixel_metrics`); this module scores *instances*: one-to-one matching
+of true and predicted cells at an IoU threshold, and per-image count errors, aggregated over a
+test set. The keys of :meth:`InstanceStats.aggregate` are the metrics' names everywhere:
+logged (``test/f1``, ``val/f1_trainres``), written (``test_metrics.json``, ``per_image.csv``,
+``tuning.json``) and reported.
 
 Example::
 
@@ -34,6 +37,7 @@ from bloodseg.labels import instance_areas, relabel_sequential
 __all__ = [
     "InstanceMatch",
     "InstanceStats",
+    "ROW_KEYS",
     "count_error",
     "iou_matrix",
     "match_instances",
@@ -177,8 +181,9 @@ def count_error(n_true: int, n_pred: int) -> int:
 
 AP_THRESHOLDS = np.round(np.arange(0.5, 0.951, 0.05), 2)
 
-_NUMERIC = ["true_count", "pred_count", "count_error", "abs_count_error", "tp", "fp", "fn",
-            "precision", "recall", "f1", "ap", "mean_matched_iou"]
+#: the columns of :attr:`InstanceStats.rows` (``per_image.csv``), ``file`` first
+ROW_KEYS = ("file", "true_count", "pred_count", "count_error", "abs_count_error", "tp", "fp",
+            "fn", "precision", "recall", "f1", "ap50", "mean_matched_iou")
 
 
 @dataclass
@@ -188,7 +193,11 @@ class InstanceStats:
     ``aggregate()`` micro-averages detection scores (sums TP/FP/FN over images, so images
     with more cells weigh more; the per-image values in ``rows`` give macro averages, the
     DSB-2018 / Cellpose way), averages count errors and ``mean_matched_iou`` per image.
-    ``areas`` / ``true_areas`` keep predicted / true instance areas for size histograms.
+    Its keys are the metrics' names: ``n_images``, ``true_count_mean``, ``pred_count_mean``,
+    ``count_mae``, ``count_bias``, ``count_mape``, ``tp``, ``fp``, ``fn``, ``precision``,
+    ``recall``, ``f1``, ``ap50``, ``ap75``, ``map``, ``mean_matched_iou``; each row's are
+    :data:`ROW_KEYS`. ``areas`` / ``true_areas`` keep predicted / true instance areas for
+    size histograms.
     """
 
     iou_threshold: float = 0.5
@@ -212,7 +221,7 @@ class InstanceStats:
             "precision": m.precision,
             "recall": m.recall,
             "f1": m.f1,
-            "ap": m.ap,
+            "ap50": self._ap(m.matched_ious, m.n_true, m.n_pred, 0.5),
             "mean_matched_iou": m.mean_matched_iou,
         }
         self.rows.append(row)
@@ -225,7 +234,7 @@ class InstanceStats:
         n = len(self.rows)
         if n == 0:
             return {"n_images": 0}
-        col = {k: np.array([r[k] for r in self.rows], dtype=np.float64) for k in _NUMERIC}
+        col = {k: np.array([r[k] for r in self.rows], dtype=np.float64) for k in ROW_KEYS[1:]}
         tp, fp, fn = col["tp"].sum(), col["fp"].sum(), col["fn"].sum()
         n_true, n_pred = col["true_count"].sum(), col["pred_count"].sum()
         true_pos = col["true_count"] > 0
@@ -248,23 +257,29 @@ class InstanceStats:
             "precision": 1.0 if both_empty else _ratio(tp, tp + fp, 0.0),
             "recall": 1.0 if both_empty else _ratio(tp, tp + fn, 0.0),
             "f1": 1.0 if both_empty else _ratio(2 * tp, 2 * tp + fp + fn, 0.0),
-            "ap": 1.0 if both_empty else _ratio(tp, tp + fp + fn, 0.0),
             "mean_matched_iou": float(col["mean_matched_iou"].mean()),
-            **self.ap_over_thresholds(n_true, n_pred, both_empty),
+            **self.ap_over_thresholds(n_true, n_pred),
         }
 
-    def ap_over_thresholds(self, n_true: float, n_pred: float, both_empty: bool) -> dict:
-        """Pooled AP = TP/(TP+FP+FN) at IoU 0.50, 0.55, ..., 0.95 (``ap50``, ``ap75``, ``map``).
+    def _ap(self, ious: np.ndarray, n_true: float, n_pred: float, t: float) -> float:
+        """TP/(TP+FP+FN) at IoU ``t`` of images with ``n_true`` / ``n_pred`` instances whose
+        matched pairs have IoUs ``ious`` (1 when both are empty; NaN for ``t`` below
+        ``iou_threshold``: pairs under it were never matched).
 
         At thresholds >= 0.5 a cell has at most one partner, so the pairs matched at
         ``iou_threshold`` (<= 0.5) that reach IoU t are exactly the TPs at t.
         """
+        if n_true == 0 and n_pred == 0:
+            return 1.0
+        if t < self.iou_threshold - 1e-9:
+            return float("nan")
+        tp = float((np.asarray(ious) >= t - 1e-9).sum())
+        return _ratio(tp, n_true + n_pred - tp, 0.0)
+
+    def ap_over_thresholds(self, n_true: float, n_pred: float) -> dict:
+        """Pooled AP = TP/(TP+FP+FN) at IoU 0.50, 0.55, ..., 0.95 (``ap50``, ``ap75``, ``map``)."""
         ious = np.concatenate(self.matched_ious) if self.matched_ious else np.zeros(0)
-        aps = []
-        for t in AP_THRESHOLDS:
-            tp = float((ious >= t - 1e-9).sum()) if t >= self.iou_threshold else float("nan")
-            den = n_true + n_pred - tp
-            aps.append(1.0 if both_empty else (tp / den if den > 0 else 0.0))
+        aps = [self._ap(ious, n_true, n_pred, t) for t in AP_THRESHOLDS]
         return {"ap50": aps[0], "ap75": aps[5], "map": float(np.mean(aps))}
 
     def area_histogram(

@@ -33,7 +33,6 @@ from torchmetrics.classification import (
 
 import bloodseg
 from bloodseg.config import to_plain
-from bloodseg.inference import tta_outputs
 from bloodseg.losses import build_loss
 from bloodseg.spec import (
     SPEC_KEY,
@@ -49,15 +48,18 @@ DEFAULT_OPTIMIZER = {"_target_": "torch.optim.Adam", "_partial_": True, "lr": 1e
 
 
 def pixel_metrics(prefix: str, threshold: float = 0.5, **kwargs: Any) -> MetricCollection:
-    """IoU, Dice (= binary F1 over pixels), precision, recall and pixel accuracy (``kwargs``
-    go to every metric, e.g. ``sync_on_compute=False`` for one process's own images)."""
+    """The foreground's pixel metrics, named ``<prefix><name>``: ``iou``, ``dice`` (= binary
+    F1 over pixels), ``pixel_precision``, ``pixel_recall`` and ``pixel_accuracy`` (prefixed:
+    ``precision``, ``recall``, ``f1`` are the instance metrics of
+    :class:`bloodseg.metrics.InstanceStats`). ``kwargs`` go to every metric, e.g.
+    ``sync_on_compute=False`` for one process's own images."""
     return MetricCollection(
         {
             "iou": BinaryJaccardIndex(threshold=threshold, **kwargs),
             "dice": BinaryF1Score(threshold=threshold, **kwargs),
-            "precision": BinaryPrecision(threshold=threshold, **kwargs),
-            "recall": BinaryRecall(threshold=threshold, **kwargs),
-            "accuracy": BinaryAccuracy(threshold=threshold, **kwargs),
+            "pixel_precision": BinaryPrecision(threshold=threshold, **kwargs),
+            "pixel_recall": BinaryRecall(threshold=threshold, **kwargs),
+            "pixel_accuracy": BinaryAccuracy(threshold=threshold, **kwargs),
         },
         prefix=prefix,
     )
@@ -85,8 +87,6 @@ class SegmentationModule(pl.LightningModule):
         postprocess: the post-processing config trained with (``cfg.postprocess``; None: the
             target's own); the spec carries it until tuning chooses better values
             (``postprocess.json``).
-        tta: at validation, average the predictions over the four flips (an evaluation
-            choice, not saved with the model).
     """
 
     def __init__(
@@ -101,7 +101,6 @@ class SegmentationModule(pl.LightningModule):
         data_info: dict | None = None,
         target: dict | DictConfig | None = None,
         postprocess: dict | DictConfig | None = None,
-        tta: bool = False,
     ) -> None:
         super().__init__()
         # checked now: a config that cannot make a valid model file fails before the first
@@ -110,7 +109,7 @@ class SegmentationModule(pl.LightningModule):
         # the network's output channels are the target's (the model configs leave them out)
         model = {"classes": self.target.channels, **to_plain(model)}
         self.save_hyperparameters(
-            {  # tta is left out: how to evaluate is not part of the model
+            {
                 "model": model,
                 "loss": to_plain(loss) or self.target.default_loss,
                 "optimizer": to_plain(optimizer) or dict(DEFAULT_OPTIMIZER),
@@ -135,10 +134,8 @@ class SegmentationModule(pl.LightningModule):
         # the target may replace the configured loss (binary's weight map weights BCE)
         self.criterion = build_loss(self.target.training_loss(self.hparams.loss))
         self.threshold = threshold
-        self.tta = tta
         self.train_metrics = pixel_metrics("train/", threshold)
         self.val_metrics = pixel_metrics("val/", threshold)
-        self.test_metrics = pixel_metrics("test/", threshold)
         if channels_last:
             self.net = self.net.to(memory_format=torch.channels_last)
 
@@ -188,19 +185,17 @@ class SegmentationModule(pl.LightningModule):
             x = x.contiguous(memory_format=torch.channels_last)
         return self.net(x)
 
-    def predict_outputs(self, x: torch.Tensor, tta: bool | None = None) -> torch.Tensor:
-        """(B, C, H, W) probability maps of the target (binary: the foreground probability;
-        contour: softmax over background/interior/border; distance: foreground, distance)."""
-        return tta_outputs(self, x, self.target.decode, self.tta if tta is None else tta)[1]
-
     def _loss(self, logits: torch.Tensor, batch: dict) -> torch.Tensor:
         if "weight" in batch:
             return self.criterion(logits, batch["target"], batch["weight"])
         return self.criterion(logits, batch["target"])
 
     def _step(self, batch: dict, metrics: MetricCollection, stage: str) -> dict:
-        logits, outputs = tta_outputs(self, batch["image"], self.target.decode,
-                                      self.tta and stage != "train")
+        """Loss and pixel metrics of a batch; ``outputs``: the target's decoded (B, C, H, W)
+        maps (binary: the foreground probability; contour: softmax over
+        background/interior/border; distance: foreground, distance)."""
+        logits = self(batch["image"])
+        outputs = self.target.decode(logits.detach())
         loss = self._loss(logits, batch)
         metrics.update(self.target.foreground(outputs), batch["mask"].int())
         bs = outputs.shape[0]
@@ -215,9 +210,6 @@ class SegmentationModule(pl.LightningModule):
 
     def validation_step(self, batch: dict, batch_idx: int) -> dict:
         return self._step(batch, self.val_metrics, "val")
-
-    def test_step(self, batch: dict, batch_idx: int) -> dict:
-        return self._step(batch, self.test_metrics, "test")
 
     def configure_optimizers(self) -> Any:
         optimizer = instantiate(self.hparams.optimizer)(params=self.parameters())

@@ -7,8 +7,9 @@ Both sides go through this module, so the schema below is the only list of files
       meta.json            what ran: model, data, optimizer, epochs, time, status (train)
       metrics.csv          per-step/epoch metrics (bloodseg.loggers.CSVLogger; a resume
                            appends to it)
-      test_metrics.json    test metrics + the checkpoint and data that produced them
-      per_image.csv        one row per test image: counts, TP/FP/FN, F1, AP
+      test_metrics.json    test metrics (test/<name>: InstanceStats' and the pixel
+                           metrics' names) + the checkpoint and data that produced them
+      per_image.csv        one row per test image: counts, TP/FP/FN, F1, AP50
       size_hist.csv        predicted vs true cell-area histogram (common bins)
       tuning.json          post-processing parameters chosen on training images, every
                            value tried and its scores (only with tune)
@@ -61,9 +62,10 @@ LOCK = "run.lock"
 CHECKPOINTS = "checkpoints"
 SAMPLE_KINDS = ("image", "mask", "prob", "instances")
 
+#: ``per_image.csv``'s columns: the keys of an ``InstanceStats`` row (``metrics.ROW_KEYS``)
 PER_IMAGE_COLUMNS = [
     "file", "true_count", "pred_count", "count_error", "abs_count_error", "tp", "fp", "fn",
-    "precision", "recall", "f1", "ap", "mean_matched_iou",
+    "precision", "recall", "f1", "ap50", "mean_matched_iou",
 ]
 
 
@@ -301,32 +303,9 @@ def read_meta(folder: str | Path) -> dict:
     return meta
 
 
-#: metric names of older runs -> today's (``test/ap50`` -> ``test/inst_ap50``; the prefix and
-#: a ``native_`` after it are kept): instance metrics are ``inst_*`` since one naming scheme
-METRIC_ALIASES = {"inst_ap": "inst_ap50", "ap50": "inst_ap50", "ap75": "inst_ap75",
-                  "map": "inst_map", "mean_matched_iou": "inst_mean_iou"}
-_METRIC_NAME = re.compile(r"(?P<head>(?:[^/]+/)?(?:native_)?)(?P<name>[^/]+?)"
-                          r"(?P<tail>_trainres)?")
-
-
-def canonical_metric(key: str) -> str:
-    """A metric's name today (``test/native_map`` -> ``test/native_inst_map``)."""
-    m = _METRIC_NAME.fullmatch(key)
-    if m is None or m["name"] not in METRIC_ALIASES:
-        return key
-    return f"{m['head']}{METRIC_ALIASES[m['name']]}{m['tail'] or ''}"
-
-
-def canonical_metrics(metrics: dict[str, float]) -> dict[str, float]:
-    """``metrics`` under today's names (a name logged under both keeps today's value)."""
-    out = {canonical_metric(k): v for k, v in metrics.items() if canonical_metric(k) != k}
-    out.update((k, v) for k, v in metrics.items() if canonical_metric(k) == k)
-    return out
-
-
 def read_test_payload(folder: str | Path) -> dict | None:
-    """``test_metrics.json`` whole (checkpoint, data, image size...), its metrics under
-    today's names (:func:`canonical_metrics`); None when the folder has none."""
+    """``test_metrics.json`` whole (checkpoint, data, image size...), its metrics as floats;
+    None when the folder has none."""
     path = Path(folder) / TEST_METRICS
     if not path.is_file():
         return None
@@ -334,7 +313,7 @@ def read_test_payload(folder: str | Path) -> dict | None:
     if not isinstance(payload, dict):
         raise RunDirError(f"{path}: expected a JSON object")
     metrics = payload.get("metrics") or {}
-    payload["metrics"] = canonical_metrics({k: float(v) for k, v in metrics.items()})
+    payload["metrics"] = {k: float(v) for k, v in metrics.items()}
     return payload
 
 

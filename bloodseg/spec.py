@@ -426,7 +426,7 @@ def check_postprocess_fits(postprocess: Postprocess, target: targets.Target,
 #: Lightning ``hyper_parameters`` of bloodseg checkpoints: key -> the registry its configs name
 HPARAM_GROUPS = {"model": "model", "loss": "loss", "optimizer": "optimizer",
                  "scheduler": "scheduler", "postprocess": "postprocess"}
-HPARAM_PLAIN = ("scheduler_monitor", "threshold", "channels_last", "data_info", "tta")
+HPARAM_PLAIN = ("scheduler_monitor", "threshold", "channels_last", "data_info")
 
 
 def _training_config(value: Any, group: str, source: str, key: str) -> Any:

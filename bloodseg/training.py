@@ -100,16 +100,15 @@ def is_ddp_worker() -> bool:
 
 
 class FitMetrics(pl.Callback):
-    """The metrics logged by the fit, kept as it ends (``trainer.test`` clears the trainer's
-    ``callback_metrics``), with the checkpoint's monitored metric at its best value (the
-    checkpoint that is tested): what :func:`objective` hands to a sweeper."""
+    """The metrics logged by the fit, kept as it ends, with the checkpoint's monitored metric
+    at its best value (the checkpoint that is tested): what :func:`objective` hands to a
+    sweeper."""
 
     def __init__(self) -> None:
         self.metrics: dict[str, float] = {}
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module) -> None:
-        self.metrics = {k: float(v) for k, v in trainer.callback_metrics.items()
-                        if not k.startswith("test/")}
+        self.metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
         ckpt = trainer.checkpoint_callback
         if ckpt is not None and ckpt.monitor and ckpt.best_model_score is not None:
             self.metrics[ckpt.monitor] = float(ckpt.best_model_score)

@@ -50,6 +50,8 @@ if TYPE_CHECKING:  # the stage only calls a Predictor: importing it would pull i
 log = logging.getLogger(__name__)
 
 METRICS = ("f1", "count_mae")
+#: each try's scores in ``tuning.json``: InstanceStats' names, as the test metrics are logged
+SCORES = ("f1", "ap50", "count_mae", "count_bias")
 SPLITS = ("train", "val")
 KEYS = ("split", "metric", "grid", "max_images")
 
@@ -99,7 +101,7 @@ def _with_current(postprocess: Any, grid: dict[str, Sequence]) -> dict[str, list
 
 # Every post-processor drops frame-cut cells as its very last step (labels.drop_cut_cells),
 # so one labelling per setting of the other parameters serves every cut-off tried.
-LAST_STEP = "min_cut_area_frac"
+LAST_STEP = "cut_cell_frac"
 
 
 def _labels(postprocess: Any, items: Sequence[TuningItem]) -> list[np.ndarray]:
@@ -112,9 +114,7 @@ def _scores(items: Sequence[TuningItem], labels: Sequence[np.ndarray]) -> dict[s
     for item, lab in zip(items, labels):
         stats.update(item.name, item.truth, lab)
     agg = stats.aggregate()
-    # the names of the logged test metrics (bloodseg.evaluation.LOGGED), minus "test/"
-    return {"inst_f1": float(agg["f1"]), "inst_ap50": float(agg["ap50"]),
-            "count_mae": float(agg["count_mae"]), "count_bias": float(agg["count_bias"])}
+    return {k: float(agg[k]) for k in SCORES}
 
 
 def score(postprocess: Any, items: Sequence[TuningItem]) -> dict[str, float]:
@@ -125,8 +125,8 @@ def score(postprocess: Any, items: Sequence[TuningItem]) -> dict[str, float]:
 
 def _rank(row: dict, metric: str) -> tuple:
     if metric == "f1":  # higher F1, then lower count error
-        return (row["inst_f1"], -row["count_mae"])
-    return (-row["count_mae"], row["inst_f1"])
+        return (row["f1"], -row["count_mae"])
+    return (-row["count_mae"], row["f1"])
 
 
 def best_row(rows: Sequence[dict], metric: str) -> dict:
@@ -158,12 +158,12 @@ def search(postprocess: Any, items: Sequence[TuningItem], grid: dict[str, Sequen
             tried = {**params, LAST_STEP: cut} if cuts else params
             row = {**tried, **_scores(items, [drop_cut_cells(lab, cut) for lab in raw])}
             rows.append(row)
-            log.debug("tuning %s: F1 %.3f, count MAE %.2f", tried, row["inst_f1"],
+            log.debug("tuning %s: F1 %.3f, count MAE %.2f", tried, row["f1"],
                       row["count_mae"])
             if eta.due(len(rows)):
                 best = best_row(rows, metric)
                 log.info("tuning %s; best so far F1 %.3f, count MAE %.2f", eta.line(len(rows)),
-                         best["inst_f1"], best["count_mae"])
+                         best["f1"], best["count_mae"])
     keys = [*grid, *([LAST_STEP] if cuts else [])]
     chosen = best_row(rows, metric)
     best = {k: chosen[k] for k in keys}

@@ -48,7 +48,7 @@ def test_tuning_logs_k_of_n_with_an_eta_in_a_few_lines(caplog):
         cv2.circle(lab, (x, y), 11, i, -1)
     items = [TuningItem(f"im{i}", (lab > 0)[None].astype(np.float32), lab) for i in range(2)]
     grid = {"split_ratio": [0.7, 0.8, 0.9], "min_distance_frac": [0.3, 0.4, 0.5, 0.6],
-            "min_cut_area_frac": [0.0, 0.2, 0.4]}
+            "cut_cell_frac": [0.0, 0.2, 0.4]}
     with caplog.at_level(logging.INFO, logger="bloodseg.tuning"):
         result = search(Watershed(), items, grid)
     lines = [r.getMessage() for r in caplog.records if r.levelno == logging.INFO]

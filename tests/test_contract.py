@@ -2,8 +2,8 @@
 
 A stranger's ``.ckpt`` whose stored config holds a Hydra ``_target_`` (here: one that would
 write a marker file) in any key or nested field is refused by predict, evaluate and resume,
-with a message naming the file and the key, and the marker never appears. Checkpoints of the
-previous format (Lightning ``hyper_parameters`` only) load through a migration.
+with a message naming the file and the key, and the marker never appears. A checkpoint without
+a model spec (Lightning ``hyper_parameters`` only) is not a bloodseg model file.
 """
 
 from __future__ import annotations

@@ -82,7 +82,7 @@ def test_demo_quick_profile_reports(tmp_path):
     assert [r["experiment"] for r in rows] == ["attunet_gray", "unet_gray", "Otsu + watershed",
                                                "Otsu + watershed, tuned"]
     assert all(r["data_kind"] == "synthetic" for r in rows)
-    assert all(0 <= float(r["inst_f1"]) <= 1 for r in rows)
+    assert all(0 <= float(r["f1"]) <= 1 for r in rows)
     assert (fig / "counts.png").is_file()
     text = readme.read_text()
     assert "old demo" not in text and "old results" in text

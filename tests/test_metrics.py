@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from bloodseg import rundir
-from bloodseg.metrics import InstanceStats, count_error, iou_matrix, match_instances
+from bloodseg.metrics import ROW_KEYS, InstanceStats, count_error, iou_matrix, match_instances
 
 
 def _squares(n: int, size: int = 10, gap: int = 5, slots: int = 4) -> np.ndarray:
@@ -160,8 +160,11 @@ def test_instance_stats_aggregate_exact():
     assert agg["precision"] == pytest.approx(4 / 5)
     assert agg["recall"] == pytest.approx(4 / 5)
     assert agg["f1"] == pytest.approx(4 / 5)
-    assert agg["ap"] == pytest.approx(4 / 6)
+    assert agg["ap50"] == pytest.approx(4 / 6)
     assert agg["mean_matched_iou"] == 1.0
+    assert [r["ap50"] for r in stats.rows] == [1.0, pytest.approx(1 / 3)]
+    # one name per number: AP at IoU 0.5 is ap50 alone
+    assert "ap" not in agg and "ap" not in stats.rows[0]
 
 
 def test_instance_stats_count_errors():
@@ -182,6 +185,7 @@ def test_instance_stats_count_errors():
 
 def test_per_image_csv_round_trip(tmp_path):
     stats = _two_image_stats()
+    assert list(stats.rows[0]) == list(ROW_KEYS) == rundir.PER_IMAGE_COLUMNS
     path = rundir.write_per_image(tmp_path / "sub", stats.rows)
     assert [p.name for p in path.parent.iterdir()] == ["per_image.csv"]  # no temp left
     with path.open(newline="") as f:
@@ -208,7 +212,7 @@ def test_ap_over_iou_thresholds_counts_pairs_that_reach_each_threshold():
     stats = InstanceStats()
     stats.update("a", true, pred)
     agg = stats.aggregate()
-    assert agg["ap50"] == pytest.approx(2 / 4) == pytest.approx(agg["ap"])
+    assert agg["ap50"] == pytest.approx(2 / 4) == pytest.approx(stats.rows[0]["ap50"])
     assert agg["ap75"] == pytest.approx(1 / 5)  # only the exact cell is a TP at 0.75
     # thresholds 0.50..0.65: 2 TPs (2/4); 0.70..0.95: 1 TP (1/5)
     assert agg["map"] == pytest.approx((4 * 2 / 4 + 6 * 1 / 5) / 10)

@@ -16,6 +16,7 @@ import torch
 
 from bloodseg.inference import Predictor, blend_window, tile_starts
 from bloodseg.io import CheckpointError
+from bloodseg.metrics import InstanceStats
 from bloodseg.modelfile import load_model
 from bloodseg.prediction import list_inputs
 from tests.conftest import REPO
@@ -34,12 +35,20 @@ def run_entry(module: str, args: list[str], cwd: Path) -> subprocess.CompletedPr
 def test_run_folder_has_callback_outputs(trained_run):
     rows = read_csv(trained_run / "metrics.csv")
     assert any(r.get("val/count_mae_trainres") for r in rows)
-    assert any(r.get("val/inst_f1_trainres") for r in rows)
-    assert any(r.get("test/inst_map") for r in rows)
-    assert any(r.get("test/native_dice") for r in rows)
+    assert any(r.get("val/f1_trainres") for r in rows)
+    assert any(r.get("test/map") for r in rows)
     test = json.loads((trained_run / "test_metrics.json").read_text())["metrics"]
-    logged = [r for r in rows if r.get("test/inst_map")][-1]
-    assert float(logged["test/inst_map"]) == pytest.approx(test["test/inst_map"])  # CSV == JSON
+    logged = [r for r in rows if r.get("test/map")][-1]
+    assert float(logged["test/map"]) == pytest.approx(test["test/map"])  # CSV == JSON
+    # one vocabulary: InstanceStats' names (test/, val/..._trainres) and the pixel metrics'
+    stats = InstanceStats()
+    stats.update("x", np.ones((4, 4), np.int32), np.ones((4, 4), np.int32))
+    names = set(stats.aggregate())
+    pixels = {"dice", "iou", "pixel_precision", "pixel_recall", "pixel_accuracy"}
+    assert set(test) == {f"test/{n}" for n in names | pixels}
+    assert {k for k in rows[0] if k.endswith("_trainres")} == {f"val/{n}_trainres" for n in names}
+    assert {k for k in rows[0] if k.startswith("val/") and not k.endswith("_trainres")} == {
+        "val/loss", *(f"val/{n}" for n in pixels)}
     per_image = read_csv(trained_run / "per_image.csv")
     assert len(per_image) == 3 and all(int(r["true_count"]) > 0 for r in per_image)
     index = json.loads((trained_run / "samples" / "index.json").read_text())
@@ -102,7 +111,7 @@ def test_evaluate_writes_metrics(trained_run, tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((tta / "test_metrics.json").read_text())
     assert result["tta"] is True
-    for key in ("test/dice", "test/iou", "test/count_mae", "test/inst_f1", "test/inst_ap50"):
+    for key in ("test/dice", "test/iou", "test/count_mae", "test/f1", "test/ap50"):
         assert key in result["metrics"]
     assert len(read_csv(tta / "per_image.csv")) == 3
 

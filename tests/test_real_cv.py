@@ -185,9 +185,9 @@ with open(out / "per_image.csv", "w", newline="") as f:
     w.writerows(rows)
 mae = sum(r["pred_count"] - r["true_count"] for r in rows) / len(rows)
 (out / "test_metrics.json").write_text(json.dumps({"ckpt_path": ckpt, "image_size": [64, 64],
-    "metrics": {"test/dice": 0.8, "test/native_dice": 0.9, "test/count_mae": mae,
-                "test/count_bias": mae, "test/inst_f1": 0.9, "test/inst_ap50": 0.85,
-                "test/inst_ap75": 0.6, "test/inst_map": 0.55}}))
+    "metrics": {"test/dice": 0.9, "test/count_mae": mae,
+                "test/count_bias": mae, "test/f1": 0.9, "test/ap50": 0.85,
+                "test/ap75": 0.6, "test/map": 0.55}}))
 '''
 
 
@@ -438,28 +438,14 @@ def test_a_rescore_retests_the_checkpoint_as_the_recipe_is_now(tmp_path, trained
     assert math.isfinite(metrics["count_mae"]) and where["f1"] == "native" and len(rows) == 4
 
 
-def test_fold_scores_know_which_numbers_are_native(tmp_path):
-    """A run that scored natively logs test/native_dice; its instance metrics are native too,
-    while test/dice is torchmetrics' at the training size."""
+def test_fold_scores_read_the_logged_names_and_are_native(tmp_path):
+    """test_metrics.json's names are InstanceStats' own; every test metric is native-size."""
     (tmp_path / "test_metrics.json").write_text(json.dumps({"image_size": [256, 256], "metrics": {
-        "test/dice": 0.9, "test/native_dice": 0.95, "test/count_mae": 3.0, "test/inst_f1": 0.9}}))
+        "test/dice": 0.95, "test/count_mae": 3.0, "test/f1": 0.9}}))
     metrics, where, _ = results.run_scores(tmp_path)
-    assert metrics["dice"] == 0.95 and where["dice"] == "native"
-    assert where["count_mae"] == where["f1"] == "native"
-    (tmp_path / "test_metrics.json").write_text(json.dumps({"image_size": [256, 256], "metrics": {
-        "test/dice": 0.9, "test/count_mae": 3.0}}))
-    metrics, where, _ = results.run_scores(tmp_path)
-    assert where["dice"] == where["count_mae"] == "256×256 (training size)"
-
-
-def test_fold_scores_read_old_metric_names(tmp_path):
-    """Runs from before the inst_* names (test/ap50, test/map, test/inst_ap) still read."""
-    (tmp_path / "test_metrics.json").write_text(json.dumps({"metrics": {
-        "test/native_dice": 0.95, "test/inst_f1": 0.9, "test/inst_ap": 0.8, "test/ap50": 0.8,
-        "test/ap75": 0.5, "test/map": 0.45}}))
-    metrics, where, _ = results.run_scores(tmp_path)
-    assert (metrics["ap50"], metrics["ap75"], metrics["map"]) == (0.8, 0.5, 0.45)
-    assert where["map"] == "native"
+    assert (metrics["dice"], metrics["count_mae"], metrics["f1"]) == (0.95, 3.0, 0.9)
+    assert where["dice"] == where["count_mae"] == where["f1"] == "native"
+    assert math.isnan(metrics["map"]) and where["map"] is None
 
 
 def test_count_real_is_the_benchmarked_recipe(tmp_path):
@@ -508,8 +494,8 @@ def test_only_variants_reads_finished_runs_and_never_trains(tmp_path):
     done, pending = tmp_path / "fold0", tmp_path / "fold1"
     (done / "checkpoints").mkdir(parents=True)
     (done / "checkpoints" / "best.ckpt").write_bytes(b"")
-    rundir.write_test_metrics(done, {"test/count_mae": 1.5, "test/inst_f1": 0.95,
-                                     "test/dice": 0.94, "test/native_dice": 0.94}, "x", False, {})
+    rundir.write_test_metrics(done, {"test/count_mae": 1.5, "test/f1": 0.95,
+                                     "test/dice": 0.94}, "x", False, {})
     rundir.write_per_image(done, [{"file": "a.png", "true_count": 10, "pred_count": 11,
                                    "tp": 10, "fp": 1, "fn": 0}])
     row = runner.finished_fold("distance_s05", 0, done)

@@ -33,10 +33,10 @@ BEGIN, END = markers("results")
 
 # CSVLogger writes the union of all logged keys, sorted, as one header
 HEADER = [
-    "epoch", "lr-Adam", "step", "test/accuracy", "test/count_bias", "test/count_mae",
-    "test/dice", "test/inst_f1", "test/iou", "test/loss", "train/dice", "train/iou",
-    "train/loss_epoch", "train/loss_step", "val/count_mae", "val/dice", "val/inst_f1",
-    "val/iou", "val/loss",
+    "epoch", "lr-Adam", "step", "test/count_bias", "test/count_mae", "test/dice", "test/f1",
+    "test/iou", "test/pixel_accuracy", "train/dice", "train/iou", "train/loss_epoch",
+    "train/loss_step", "val/count_mae_trainres", "val/dice", "val/f1_trainres", "val/iou",
+    "val/loss",
 ]
 STEPS_PER_EPOCH = 4
 
@@ -56,12 +56,12 @@ def write_metrics_csv(path: Path, epochs: int, best: int, test_dice: float) -> N
             rows.append({"epoch": e, "step": end - 2, "train/loss_step": 9.0})
         rows.append({"epoch": e, "step": end, "val/loss": val_loss(e, best),
                      "val/iou": 0.5 + 0.01 * e, "val/dice": 0.6 + 0.01 * e,
-                     "val/count_mae": 10 - e, "val/inst_f1": 0.3})
+                     "val/count_mae_trainres": 10 - e, "val/f1_trainres": 0.3})
         rows.append({"epoch": e, "step": end, "train/loss_epoch": 1.0 / (e + 1),
                      "train/iou": 0.4 + 0.02 * e, "train/dice": 0.5 + 0.02 * e})
-    rows.append({"epoch": epochs, "step": epochs * STEPS_PER_EPOCH, "test/loss": 0.3,
-                 "test/dice": test_dice, "test/iou": 0.55, "test/accuracy": 0.9,
-                 "test/count_mae": 2.0, "test/count_bias": -1.0, "test/inst_f1": 0.7})
+    rows.append({"epoch": epochs, "step": epochs * STEPS_PER_EPOCH,
+                 "test/dice": test_dice, "test/iou": 0.55, "test/pixel_accuracy": 0.9,
+                 "test/count_mae": 2.0, "test/count_bias": -1.0, "test/f1": 0.7})
     with open(path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=HEADER, restval="", lineterminator="\n")
         writer.writeheader()
@@ -100,14 +100,12 @@ def make_run(folder: Path, name: str, *, experiment: str | None, model: str, col
     (folder / "meta.json").write_text(json.dumps(meta, indent=2))
     write_metrics_csv(folder / "metrics.csv", epochs, best, dice)
     if test_json:
-        # the names of runs before the inst_* scheme (inst_ap, mean_matched_iou): the report
-        # reads them under today's (rundir.METRIC_ALIASES)
-        metrics = {"test/loss": 0.3, "test/dice": dice, "test/iou": dice - 0.1,
-                   "test/precision": 0.8, "test/recall": 0.85, "test/accuracy": 0.9,
-                   "test/count_mae": 1.5, "test/count_bias": -0.5, "test/inst_precision": 0.7,
-                   "test/inst_recall": 0.75, "test/inst_f1": 0.72, "test/inst_ap": 0.6,
-                   "test/mean_matched_iou": 0.8, "test/pred_count": 38.0,
-                   "test/true_count": 40.0}
+        metrics = {"test/dice": dice, "test/iou": dice - 0.1, "test/pixel_precision": 0.8,
+                   "test/pixel_recall": 0.85, "test/pixel_accuracy": 0.9,
+                   "test/count_mae": 1.5, "test/count_bias": -0.5, "test/precision": 0.7,
+                   "test/recall": 0.75, "test/f1": 0.72, "test/ap50": 0.6,
+                   "test/mean_matched_iou": 0.8, "test/pred_count_mean": 38.0,
+                   "test/true_count_mean": 40.0}
         (folder / "test_metrics.json").write_text(json.dumps(
             {"ckpt_path": meta["best_ckpt"], "tta": False, "data_kind": data_kind,
              "metrics": metrics}))
@@ -115,7 +113,7 @@ def make_run(folder: Path, name: str, *, experiment: str | None, model: str, col
         "file": ["a", "b", "c"], "true_count": [40, 35, 52], "pred_count": [38, 36, 49],
         "count_error": [-2, 1, -3], "abs_count_error": [2, 1, 3], "tp": [36, 34, 47],
         "fp": [2, 2, 2], "fn": [4, 1, 5], "precision": 0.9, "recall": 0.9, "f1": 0.9,
-        "ap": 0.8, "mean_matched_iou": 0.8,
+        "ap50": 0.8, "mean_matched_iou": 0.8,
     }).to_csv(folder / "per_image.csv", index=False)
     (folder / "size_hist.csv").write_text("bin_start,bin_end,pred_cells,true_cells\n"
                                           "10.0,20.0,3,4\n20.0,30.0,5,5\n")
@@ -186,7 +184,7 @@ def test_load_history_groups_sparse_rows_by_epoch(tmp_path):
     assert hist["val/loss"].tolist() == [0.3, 0.25, 0.2, 0.25]
     assert hist["train/loss"].tolist() == [1.0, 0.5, 1 / 3, 0.25]
     assert hist["train/iou"].tolist() == pytest.approx([0.4, 0.42, 0.44, 0.46])
-    assert hist["val/count_mae"].tolist() == [10, 9, 8, 7]
+    assert hist["val/count_mae_trainres"].tolist() == [10, 9, 8, 7]
     # LR rows have no epoch in the CSV: each belongs to the epoch it was logged before
     assert hist["lr-Adam"].tolist() == pytest.approx([1e-4 * 0.95**e for e in range(4)])
     assert not any(c.startswith("test/") for c in hist)
@@ -206,8 +204,8 @@ def test_load_history_single_epoch_and_missing_columns(tmp_path):
 def test_load_run_reads_every_file(sweep):
     run = load_run(sweep / "1")
     assert run.name == run.label == "ResUnet_grayscale_scheduler"
-    assert run.test["test/dice"] == 0.86 and run.test["test/inst_ap50"] == 0.6
-    assert run.test["test/inst_mean_iou"] == 0.8 and "test/inst_ap" not in run.test
+    assert run.test["test/dice"] == 0.86 and run.test["test/ap50"] == 0.6
+    assert run.test["test/mean_matched_iou"] == 0.8
     assert run.stopped_epoch == 8 and run.best_epoch == 4
     assert len(run.history) == 9 and len(run.per_image) == 3 and len(run.size_hist) == 2
     assert [s.name for s in run.samples] == ["smear_000", "smear_001"]
@@ -271,7 +269,8 @@ def test_results_csv_and_markdown(report):
     assert table["experiment"].tolist() == ["ResUnet_grayscale_scheduler", "Unet_grayscale"]
     row = table.set_index("experiment").loc["ResUnet_grayscale_scheduler"]
     assert row["dice"] == 0.86 and row["iou"] == pytest.approx(0.76)  # from test_metrics.json
-    assert row["count_mae"] == 1.5 and row["inst_f1"] == 0.72 and row["inst_ap50"] == 0.6
+    assert row["count_mae"] == 1.5 and row["f1"] == 0.72 and row["ap50"] == 0.6
+    assert row["pixel_precision"] == 0.8 and row["pixel_recall"] == 0.85
     assert row["stopped_epoch"] == 8 and row["epochs_run"] == 9
     assert row["params_m"] == pytest.approx(31.037633) and row["train_time_s"] == 123.4
     assert row["model"] == "resunet" and row["color"] == "gray"
@@ -524,7 +523,7 @@ def test_baseline_rows_score_otsu_on_the_runs_test_images(tmp_path):
     rows = baseline_rows(runs)
     assert [r["experiment"] for r in rows] == [OTSU, OTSU_TUNED]
     for r in rows:
-        assert 0.5 < r["dice"] <= 1 and 0 <= r["inst_f1"] <= 1 and r["count_mae"] >= 0
+        assert 0.5 < r["dice"] <= 1 and 0 <= r["f1"] <= 1 and r["count_mae"] >= 0
         assert r["data_kind"] == "synthetic"
     assert rows[0]["dice"] == rows[1]["dice"]  # tuning moves the split, not the foreground
 

@@ -102,8 +102,8 @@ def test_panel_draws_matches_from_truth_png_or_mask(tmp_path, truth_png):
 def test_comparison_shows_count_mae_and_f1_with_the_baselines(tmp_path):
     runs = [load_run(make_run(tmp_path / n, n, experiment=None, model="unet", color="gray",
                               dice=d)) for n, d in (("a", 0.8), ("b", 0.9))]
-    baselines = [{"experiment": OTSU, "count_mae": 7.5, "inst_f1": 0.6, "dice": 0.7},
-                 {"experiment": OTSU_TUNED, "count_mae": 5.0, "inst_f1": 0.65, "dice": 0.7}]
+    baselines = [{"experiment": OTSU, "count_mae": 7.5, "f1": 0.6, "dice": 0.7},
+                 {"experiment": OTSU_TUNED, "count_mae": 5.0, "f1": 0.65, "dice": 0.7}]
     fig = comparison_figure(runs, baselines)
     mae, f1, dice = fig.axes
     assert mae.get_xlabel().startswith("count MAE") and f1.get_xlabel().startswith("instance F1")

@@ -61,9 +61,9 @@ def test_scale_mode_caches_at_scale_and_crops_training_items(tmp_path):
     assert set(item["target"].unique().tolist()) <= {0, 1, 2}
     val = dm.datasets["val"][0]
     assert val["image"].shape == (1, 60, 80)  # whole image at half size
-    test = next(iter(dm.test_dataloader()))
-    assert test["image"].shape[0] == 1  # whole images of any size: one per batch
-    assert test["native_instances"][0].shape == (120, 160)
+    batch = next(iter(dm.val_dataloader()))
+    assert batch["image"].shape[0] == 1  # whole images of any size: one per batch
+    assert dm.datasets["test"][0]["image"].shape == (1, 60, 80)  # loaded and checked too
     info = dm.describe()
     assert info["scale"] == 0.5 and info["image_size"] == [48, 48] and info["target"] == "contour"
 
@@ -80,7 +80,7 @@ def test_outputs_upsampled_from_a_small_size_score_like_native_ones():
     direct.update("a", native, Watershed()(prob))
     want = direct.aggregate()
     assert got["count_mae"] == want["count_mae"] == 0
-    assert got["inst_f1"] == want["f1"] == 1.0
+    assert got["f1"] == want["f1"] == 1.0
     up = upsample(small, native.shape)
     assert up.shape == (1, *native.shape)
     truth = native > 0

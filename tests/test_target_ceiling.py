@@ -13,11 +13,11 @@ def test_true_targets_decode_to_the_true_cells_and_blur_costs(tmp_path, capsys):
     assert all(it.outputs.shape == (2, 96, 96) and it.truth.max() > 3 for it in items)
     exact = target_ceiling.ceiling(items)
     assert set(exact) == {"default", "best F1", "best count"}
-    assert exact["best F1"]["inst_f1"] >= 0.95 and exact["best count"]["count_mae"] <= 1.0
-    assert exact["best F1"]["inst_f1"] >= exact["default"]["inst_f1"]
+    assert exact["best F1"]["f1"] >= 0.95 and exact["best count"]["count_mae"] <= 1.0
+    assert exact["best F1"]["f1"] >= exact["default"]["f1"]
     # half scale, heavily blurred: the same cells, told apart worse
     soft = target_ceiling.ceiling(target_ceiling.target_items(data, scale=0.5, blur=4.0))
-    assert soft["best F1"]["inst_f1"] < exact["best F1"]["inst_f1"]
+    assert soft["best F1"]["f1"] < exact["best F1"]["f1"]
     assert target_ceiling.main(["--root", str(data), "--scales", "1", "--max-images", "2"]) == 0
     out = capsys.readouterr().out
     assert "true distance targets of 2 pairs" in out and out.count("| 1 | 0 |") == 3

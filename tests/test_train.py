@@ -104,7 +104,7 @@ def test_short_training_learns_and_checkpoint_round_trips(hydra_cfg, tmp_path):
     # learning: validation loss falls and Dice climbs well above chance
     assert float(val[-1]["val/loss"]) < float(val[0]["val/loss"])
     assert metrics["test/dice"] > 0.6
-    for key in ("val/count_mae_trainres", "val/inst_f1_trainres", "train/loss_epoch", "lr-Adam"):
+    for key in ("val/count_mae_trainres", "val/f1_trainres", "train/loss_epoch", "lr-Adam"):
         assert any(r.get(key) for r in rows), key
     best = out / "checkpoints" / "best.ckpt"
     assert best.is_file() and (out / "checkpoints" / "last.ckpt").is_file()

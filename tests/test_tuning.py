@@ -55,8 +55,8 @@ def test_drop_cut_cells_keeps_whole_and_mostly_visible_cells():
 
 
 @pytest.mark.parametrize("make", [
-    lambda: Watershed(min_cut_area_frac=0.4),
-    lambda: ContourWatershed(min_cut_area_frac=0.4),
+    lambda: Watershed(cut_cell_frac=0.4),
+    lambda: ContourWatershed(cut_cell_frac=0.4),
 ])
 def test_postprocessors_drop_frame_slivers_only_when_asked(make):
     truth = disc_labels([(60, 100), (60, 212)], radius=20)  # a whole cell and a sliver
@@ -66,7 +66,7 @@ def test_postprocessors_drop_frame_slivers_only_when_asked(make):
     else:
         outputs = (truth > 0).astype(np.float32)[None]
     assert pp(outputs).max() == 1
-    pp.min_cut_area_frac = 0.0
+    pp.cut_cell_frac = 0.0
     assert pp(outputs).max() == 2
 
 
@@ -107,7 +107,7 @@ def test_search_finds_the_threshold_that_splits():
     assert result.postprocess.marker_threshold == 0.8 and result.postprocess(outputs).max() == 2
     tried = [r["marker_threshold"] for r in result.rows]
     assert tried == [0.7, 0.8, 0.9]  # the current value is always tried
-    assert result.rows[0]["count_mae"] == 1 and result.rows[1]["inst_f1"] == 1.0
+    assert result.rows[0]["count_mae"] == 1 and result.rows[1]["f1"] == 1.0
     assert score(result.postprocess, items)["count_mae"] == 0
 
 
@@ -116,7 +116,7 @@ def test_search_scores_at_the_truths_size():
     small = np.stack([cv2.resize(c, (100, 60), interpolation=cv2.INTER_AREA) for c in outputs])
     result = search(ContourWatershed(), [TuningItem("a", small, truth)],
                     {"marker_threshold": [0.8]})
-    assert result.rows[-1]["inst_f1"] > 0.9  # upsampled to 120x200 before scoring
+    assert result.rows[-1]["f1"] > 0.9  # upsampled to 120x200 before scoring
 
 
 def test_search_rejects_bad_requests():
@@ -142,9 +142,9 @@ def cells_and_cut_cells() -> tuple[np.ndarray, np.ndarray]:
 
 
 @pytest.mark.parametrize("make", [
-    lambda c: Watershed(min_cut_area_frac=c),
-    lambda c: ContourWatershed(min_cut_area_frac=c),
-    lambda c: DistanceWatershed(min_cut_area_frac=c),
+    lambda c: Watershed(cut_cell_frac=c),
+    lambda c: ContourWatershed(cut_cell_frac=c),
+    lambda c: DistanceWatershed(cut_cell_frac=c),
 ])
 def test_the_cut_rule_is_every_postprocessors_last_step(make):
     # search() scores every cut-off on one labelling made with the cut-off 0: that is only
@@ -170,26 +170,26 @@ def test_the_cut_rule_is_every_postprocessors_last_step(make):
 def test_search_picks_the_cut_off_the_truth_follows():
     outputs, truth = cells_and_cut_cells()
     items = [TuningItem("a", outputs, truth)]
-    pp = Watershed(min_cut_area_frac=0.4)
+    pp = Watershed(cut_cell_frac=0.4)
     assert pp(outputs).max() == 5  # 0.4 keeps the 0.62 cell the truth left out
-    result = search(pp, items, {"min_cut_area_frac": [0.3, 0.5, 0.7, 0.9]})
-    assert result.best == {"min_cut_area_frac": 0.7}  # 0.9 would drop the 0.82 cell too
-    assert [r["min_cut_area_frac"] for r in result.rows] == [0.3, 0.4, 0.5, 0.7, 0.9]
+    result = search(pp, items, {"cut_cell_frac": [0.3, 0.5, 0.7, 0.9]})
+    assert result.best == {"cut_cell_frac": 0.7}  # 0.9 would drop the 0.82 cell too
+    assert [r["cut_cell_frac"] for r in result.rows] == [0.3, 0.4, 0.5, 0.7, 0.9]
     assert [r["count_bias"] for r in result.rows] == [1, 1, 1, 0, -1]
     assert result.postprocess(outputs).max() == 4
-    assert score(result.postprocess, items)["inst_f1"] == 1.0
-    both = search(pp, items, {"split_ratio": [0.8, 0.9], "min_cut_area_frac": [0.7]})  # +0.85, +0.4
-    assert len(both.rows) == 3 * 2 and set(both.best) == {"split_ratio", "min_cut_area_frac"}
+    assert score(result.postprocess, items)["f1"] == 1.0
+    both = search(pp, items, {"split_ratio": [0.8, 0.9], "cut_cell_frac": [0.7]})  # +0.85, +0.4
+    assert len(both.rows) == 3 * 2 and set(both.best) == {"split_ratio", "cut_cell_frac"}
     for row in both.rows:  # each try's scores are those of the post-processor it names
         tried = dataclasses.replace(pp, **{k: row[k] for k in both.best})
-        assert score(tried, items)["inst_f1"] == row["inst_f1"]
+        assert score(tried, items)["f1"] == row["f1"]
 
 
 def test_the_cut_off_is_tuned_only_where_the_data_has_a_rule():
     for pp in (Watershed, ContourWatershed, DistanceWatershed):
-        assert "min_cut_area_frac" not in default_grid(pp())
-        assert default_grid(pp(min_cut_area_frac=0.4))["min_cut_area_frac"] == list(CUT_CELL_GRID)
-    assert "min_cut_area_frac" not in default_grid(Watershed(min_cut_area_frac=0.4,
+        assert "cut_cell_frac" not in default_grid(pp())
+        assert default_grid(pp(cut_cell_frac=0.4))["cut_cell_frac"] == list(CUT_CELL_GRID)
+    assert "cut_cell_frac" not in default_grid(Watershed(cut_cell_frac=0.4,
                                                              remove_border=True))
 
 
@@ -239,10 +239,3 @@ def dm_train(root):
     from bloodseg.data.bbbc041seg import list_split
 
     return list_split(root, "train")
-
-
-def test_callback_refuses_the_old_tune_option_with_the_new_one():
-    from bloodseg.callbacks import InstanceMetricsCallback
-
-    with pytest.raises(ValueError, match=r"tune=\{split:train,metric:f1\}"):
-        InstanceMetricsCallback(tune={"split": "train"})

@@ -15,6 +15,9 @@ from bloodseg.metrics import match_instances
 from bloodseg.modelfile import model_file
 from bloodseg.weights import listing, model_card, weights_names, weights_path
 
+#: sha256 of count_real.pt's weight tensors (names, dtypes, bytes), as trained
+WEIGHTS_SHA256 = "4e7dbf4799e459d2bef857b609111a9e615b8c11728c2595621455386e87e64a"
+
 
 def test_shipped_models_are_listed_with_their_cards():
     assert "count_real" in weights_names()
@@ -50,3 +53,27 @@ def test_shipped_model_counts_the_shared_sample(shared_data):
 
     assert abs(inner(labels) - inner(truth)) <= 3
     assert abs(int(labels.max()) - 45) <= 7  # 4 frame-cut + 3 merged in the mask
+    # the shipped model's own answer, exactly (the model card's "it counts 52"): a change of
+    # the bundle's format, the inference path or the post-processing must not move it
+    assert (int(labels.max()), match.fp, inner(labels)) == (52, 7, 44)
+
+
+def test_shipped_bundle_weights_and_spec_are_as_shipped():
+    """The bundle's weights are the trained ones, bit for bit (re-exports rename spec keys,
+    never the weights), and its spec speaks today's names: the frame-cut rule is
+    ``cut_cell_frac`` in the preprocessing (the masks', 0.4) and in the tuned post-processing."""
+    import hashlib
+
+    import torch
+
+    bundle = torch.load(weights_path("count_real"), weights_only=True, map_location="cpu")
+    weights, digest = bundle["weights"], hashlib.sha256()
+    for key in sorted(weights):
+        digest.update(key.encode() + str(weights[key].dtype).encode())
+        digest.update(weights[key].numpy().tobytes())
+    assert digest.hexdigest() == WEIGHTS_SHA256
+    spec = bundle["bloodseg_spec"]
+    assert spec["preprocess"]["cut_cell_frac"] == 0.4
+    assert spec["postprocess"]["fields"]["cut_cell_frac"] == 0.5
+    assert spec["provenance"]["tuned"] == {"marker_threshold": 0.6, "min_marker_area_frac": 0.4,
+                                           "cut_cell_frac": 0.5}

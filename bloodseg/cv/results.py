@@ -39,18 +39,9 @@ QUICK_NOTE = "QUICK MODE — not a result"
 # output, and how it was run (the names predate the command: --resume reads older folders)
 RUN_LOG = "benchmark_run.log"
 RUN_RECORD = "benchmark_run.json"
-# a fold's metric -> its name in test_metrics.json after "test/" (or "test/native_"; older
-# runs' names are read through rundir.METRIC_ALIASES) and in InstanceStats.aggregate() for
-# the baselines (None: the pooled Otsu Dice)
-METRICS = {
-    "dice": ("dice", None),
-    "count_mae": ("count_mae", "count_mae"),
-    "count_bias": ("count_bias", "count_bias"),
-    "f1": ("inst_f1", "f1"),
-    "ap50": ("inst_ap50", "ap50"),
-    "ap75": ("inst_ap75", "ap75"),
-    "map": ("inst_map", "map"),
-}
+# a fold's metrics: the names InstanceStats.aggregate() emits and test_metrics.json logs
+# after "test/" (dice: the pixel Dice; for a baseline, the pooled Otsu Dice)
+METRICS = ("dice", "count_mae", "count_bias", "f1", "ap50", "ap75", "map")
 # (metric, table header, number format), in table order
 COLUMNS = [("dice", "Dice", "{:.3f}"), ("count_mae", "count MAE", "{:.2f}"),
            ("count_bias", "count bias", "{:+.2f}"), ("f1", "F1@0.5", "{:.3f}"),
@@ -157,35 +148,20 @@ def read_results(out: str | Path) -> dict:
 # -- fold rows -----------------------------------------------------------------------------
 
 
-def _training_size(payload: dict) -> str:
-    size = payload.get("image_size")
-    if isinstance(size, int):
-        size = [size, size]
-    if isinstance(size, list) and len(size) == 2:
-        return f"{size[1]}×{size[0]} (training size)"
-    return "training size"
 
 
 def fold_scores(payload: dict | None, rows: Sequence[dict]) -> tuple[dict, dict, list[dict]]:
     """(metrics, resolution per metric, per-image counts) of a fold from what
     :mod:`bloodseg.rundir` read in its run folder: ``test_metrics.json``
     (:func:`~bloodseg.rundir.read_test_payload`, today's metric names) and ``per_image.csv``
-    rows. ``test/native_*`` keys win over ``test/*``; instance metrics are native when the
-    run scored natively (it then logs ``test/native_dice``); a missing metric is NaN."""
+    rows. The test stage scores every image at its native size; a missing metric is NaN."""
     payload = payload or {"metrics": {}}
     raw = payload["metrics"]
-    train_size = _training_size(payload)
-    # the test phase scores instances at native size whenever it has native instances, and
-    # then also reports test/native_dice (test/dice is torchmetrics' at the training size)
-    native_test = "test/native_dice" in raw
     metrics, resolution = {}, {}
-    for name, (key, _) in METRICS.items():
-        metrics[name], resolution[name] = float("nan"), None
-        plain = "native" if native_test and name != "dice" else train_size
-        for prefix, where in (("test/native_", "native"), ("test/", plain)):
-            if prefix + key in raw:
-                metrics[name], resolution[name] = raw[prefix + key], where
-                break
+    for name in METRICS:
+        found = f"test/{name}" in raw
+        metrics[name] = raw[f"test/{name}"] if found else float("nan")
+        resolution[name] = "native" if found else None
     # matches kept for paired per-image comparisons (benchmarks/paired.py)
     per_image = [{"file": r["file"], "true_count": int(r["true_count"]),
                   "pred_count": int(r["pred_count"]),
@@ -214,8 +190,7 @@ def baseline_fold(agg: dict, dice: float, rows: Sequence[dict], wall: float, cpu
                   note: str) -> dict:
     """A baseline's fold row: ``agg`` is its ``InstanceStats.aggregate()``, ``dice`` the
     pooled Dice, ``rows`` its per-image rows."""
-    metrics = {name: float(agg[key]) if key else float(dice)
-               for name, (_, key) in METRICS.items()}
+    metrics = {name: float(dice) if name == "dice" else float(agg[name]) for name in METRICS}
     per_image = [{"file": r["file"], "true_count": r["true_count"],
                   "pred_count": r["pred_count"], **{k: r[k] for k in ("tp", "fp", "fn")}}
                  for r in rows]

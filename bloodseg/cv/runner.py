@@ -294,7 +294,7 @@ def run_baselines(samples: dict[str, Sample], fold_names: Sequence[Sequence[str]
     ``tune`` does: networks that tune their post-processing meet a baseline that does too."""
     plain = (otsu.OTSU_CC, otsu.OTSU_WATERSHED)  # scored together (one Otsu pass)
     out: dict[str, list[dict]] = {m: [] for m in otsu.METHODS}
-    watershed = Watershed(min_cut_area_frac=cut_cell_frac)
+    watershed = Watershed(cut_cell_frac=cut_cell_frac)
     cpu0, t0 = time.process_time(), time.perf_counter()
     items = {it.name: it for it in otsu.otsu_items(list(samples.values()))}
     # Otsu runs once per image; each fold's share of it is counted in its times

@@ -30,7 +30,7 @@ from torch.utils.data import DataLoader
 from bloodseg.augment import build_augment
 from bloodseg.config import group_config, to_plain
 from bloodseg.data.bbbc041seg import KAGGLE_COUNTS, Sample, list_split
-from bloodseg.data.dataset import SegmentationDataset, collate, load_cache
+from bloodseg.data.dataset import SegmentationDataset, load_cache
 from bloodseg.io import DataError
 from bloodseg.transforms import adjust_contrast, channels
 
@@ -48,7 +48,8 @@ def _size_hw(image_size: int | Sequence[int], option: str = "data.image_size") -
 
 
 class BloodCellDataModule(pl.LightningDataModule):
-    """Train/val/test loaders over a Kaggle-layout folder (real or synthetic).
+    """Train and validation loaders over a Kaggle-layout folder (real or synthetic); its test
+    split is loaded and checked too (``setup("test")``), and scored by :mod:`bloodseg.evaluation`.
 
     Args:
         root: folder with ``train/`` and ``test/`` (or one holding ``BCCD Dataset with mask``).
@@ -56,8 +57,8 @@ class BloodCellDataModule(pl.LightningDataModule):
         image_size: int (square, the study's 256) or ``[height, width]``: every image is
             squashed to it (the study's way) unless ``scale`` is set.
         scale: keep each image's aspect and shrink it by this factor (0.5: 1600x1200 ->
-            800x600); training then uses random ``crop_size`` crops, validation and test
-            whole images (one per batch, sizes may differ).
+            800x600); training then uses random ``crop_size`` crops, validation whole
+            images (one per batch, sizes may differ).
         crop_size: int or ``[height, width]`` of the training crops with ``scale``.
         contrast: ``none`` (the study's) or ``percentile``: each image's intensities
             stretched to its 1st..99.8th percentiles (pale and dark smears look alike).
@@ -66,8 +67,6 @@ class BloodCellDataModule(pl.LightningDataModule):
         augment: the ``conf/augment`` spec (``flips``, ``strong``, ...) for training, or
             None; ``True``/``False`` mean the study's flips / none.
         target: the ``conf/target`` spec; what the dataset derives from the instances.
-        native_eval: test items carry source-size instances, so the test is scored at
-            native resolution whatever size the network saw.
         val_fraction: share of train held out for validation, drawn with ``seed``.
         expected_counts: ``{train: 1169, test: 159}`` warns when the folder differs; None
             for data whose size is known to differ (synthetic).
@@ -98,7 +97,6 @@ class BloodCellDataModule(pl.LightningDataModule):
         crops_per_image: int = 1,
         contrast: str = "none",
         target: dict | None = None,
-        native_eval: bool = True,
         expected_counts: dict | None = None,
         kind: str = "real",
         synthetic: dict | None = None,
@@ -149,7 +147,6 @@ class BloodCellDataModule(pl.LightningDataModule):
         adjust_contrast(np.zeros((1, 1), np.uint8), contrast)  # an unknown mode fails here
         self.contrast = contrast
         self.target = to_plain(target) or {"name": "binary"}
-        self.native_eval = native_eval
         self.val_fraction = val_fraction
         self.batch_size = batch_size
         self.num_workers = num_workers
@@ -234,7 +231,6 @@ class BloodCellDataModule(pl.LightningDataModule):
             augment=build_augment(self.augment_spec) if train else None,
             target=self.target,
             crop_hw=self.crop_hw if train and self.scale is not None else None,
-            native=split == "test" and self.native_eval,
             repeats=self.crops_per_image if train and self.scale is not None else 1)
 
     def setup(self, stage: str | None = None) -> None:
@@ -247,7 +243,9 @@ class BloodCellDataModule(pl.LightningDataModule):
             self.datasets["train"] = self._dataset(train, "train")
             self.datasets["val"] = self._dataset(val, "val")
             self._warn_masks("train", self.datasets["train"].cache + self.datasets["val"].cache)
-        if stage in (None, "test", "predict") and "test" not in self.datasets:
+        # the test split is scored through the Predictor (bloodseg.evaluation); set up here
+        # only so that a bad test pair stops a run before training (and for describe())
+        if stage in (None, "test") and "test" not in self.datasets:
             samples = list_split(self.root, "test")
             self._check_counts("test", len(samples))
             self.datasets["test"] = self._dataset(samples, "test")
@@ -259,7 +257,6 @@ class BloodCellDataModule(pl.LightningDataModule):
         return DataLoader(
             self.datasets[split],
             batch_size=1 if whole else self.batch_size,
-            collate_fn=collate,
             shuffle=shuffle,
             num_workers=self.num_workers,
             pin_memory=self.pin_memory,
@@ -272,9 +269,6 @@ class BloodCellDataModule(pl.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", shuffle=False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", shuffle=False)
 
     def describe(self) -> dict:
         """What the run trained on, for run metadata, figure captions and predict's scale."""

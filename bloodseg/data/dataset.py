@@ -10,8 +10,8 @@ Every image is decoded and resized once into a uint8 cache (decoding a 1600x1200
 Instances are resized nearest-neighbour from the native ones; ``separate_touching`` redraws a
 1-px gap between cells that touch after resizing. Per item the dataset augments image, mask
 and instances together, then the target (:mod:`bloodseg.targets`, ``conf/target``) encodes
-the instances into the training arrays. Test items can carry the native instances for
-scoring at the source resolution.
+the instances into the training arrays. The test split is scored elsewhere, at native size
+(:mod:`bloodseg.evaluation`); here its pairs are only decoded and checked.
 """
 
 from __future__ import annotations
@@ -22,9 +22,9 @@ from concurrent.futures import ThreadPoolExecutor
 import cv2
 import numpy as np
 import torch
-from torch.utils.data import Dataset, default_collate
+from torch.utils.data import Dataset
 
-from bloodseg.data.bbbc041seg import Sample, mask_warning, read_native_instances, read_pair
+from bloodseg.data.bbbc041seg import Sample, mask_warning, read_pair
 from bloodseg.labels import instances_from_mask, mask_from_instances
 from bloodseg.targets import from_config as target_from_config
 from bloodseg.transforms import normalize, prepare_image, scaled_hw
@@ -54,8 +54,8 @@ def load_sample(sample: Sample, color: str, size_hw: tuple[int, int] | None = No
         mask = mask * (mask_from_instances(inst, gap_px=1) > 0)
     if image.ndim == 2:
         image = image[:, :, None]
-    return {"name": sample.name, "sample": sample, "image": image, "mask": mask,
-            "instances": inst, "orig_hw": orig_hw, "mask_warning": warning}
+    return {"name": sample.name, "image": image, "mask": mask, "instances": inst,
+            "orig_hw": orig_hw, "mask_warning": warning}
 
 
 def load_cache(samples: Sequence[Sample], color: str, size_hw: tuple[int, int] | None,
@@ -86,19 +86,17 @@ def random_crop(arrays: Sequence[np.ndarray], crop_hw: tuple[int, int]) -> list[
 class SegmentationDataset(Dataset):
     """Cached samples -> tensors: optional crop, augmentation (image, mask and instances
     together), normalization and the target's arrays (``target``: a ``conf/target`` config,
-    ``{"name": ..., <fields>}``). ``native``: items carry the source-size instances (decoded
-    on demand) for scoring at native resolution."""
+    ``{"name": ..., <fields>}``)."""
 
     def __init__(self, cache: list[dict], color: str, augment: Augment | None = None,
                  target: dict | None = None, crop_hw: tuple[int, int] | None = None,
-                 native: bool = False, repeats: int = 1) -> None:
+                 repeats: int = 1) -> None:
         self.cache = cache
         self.repeats = max(1, int(repeats))  # crops drawn per image and epoch
         self.color = color
         self.augment = augment
         self.target = target_from_config(target)
         self.crop_hw = crop_hw
-        self.native = native
 
     def __len__(self) -> int:
         return len(self.cache) * self.repeats
@@ -121,15 +119,4 @@ class SegmentationDataset(Dataset):
             "name": item["name"],
             **{k: torch.from_numpy(v) for k, v in self.target.encode(inst, mask).items()},
         }
-        if self.native:
-            out["native_instances"] = torch.from_numpy(read_native_instances(item["sample"]))
         return out
-
-
-def collate(batch: list[dict]) -> dict:
-    """``default_collate``, except that native instances (one size per image) stay a list."""
-    native = [b.pop("native_instances") for b in batch if "native_instances" in b]
-    out = default_collate(batch)
-    if native:
-        out["native_instances"] = native
-    return out

@@ -50,7 +50,7 @@ class _MarkerWatershed:
     min_area: int
     min_area_frac: float
     watershed_line: bool
-    min_cut_area_frac: float
+    cut_cell_frac: float
 
     def foreground(self, outputs: np.ndarray) -> np.ndarray:
         """HxW float foreground probability of one image's (C, H, W) outputs."""
@@ -62,7 +62,7 @@ class _MarkerWatershed:
         how long and on what it trained; 0.7 suits one net, 0.95 another), and where the data
         has a rule for frame-cut cells, its cut-off (``labels.cut_cell_grid``)."""
         return {"marker_threshold": [0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95],
-                **cut_cell_grid(self.min_cut_area_frac)}
+                **cut_cell_grid(self.cut_cell_frac)}
 
     def __call__(self, outputs: np.ndarray) -> np.ndarray:
         out = self._check(outputs)
@@ -81,7 +81,7 @@ class _MarkerWatershed:
             comp_of[mk_ids] = cc[sel]
             mk_area = np.bincount(mk_ids, minlength=n_mk + 1)
         comp_of[~self._keep_markers(mk_area)] = 0
-        return drop_cut_cells(self._flood(out, cc, cc_area, mk, comp_of), self.min_cut_area_frac)
+        return drop_cut_cells(self._flood(out, cc, cc_area, mk, comp_of), self.cut_cell_frac)
 
     def batch(self, outputs: np.ndarray) -> list[np.ndarray]:
         """Apply to a (B, C, H, W) stack; returns one int32 label map per item."""
@@ -215,7 +215,7 @@ class ContourWatershed(_MarkerWatershed):
         (median area of the instances larger than ``min_area``); 0 disables.
     watershed_line: leave a 1-px background line between flooded neighbours, like the gaps
         of BBBC041Seg masks (so ``labels > 0`` is a gap-separated mask again).
-    min_cut_area_frac: drop instances that touch the image frame and cover less than this
+    cut_cell_frac: drop instances that touch the image frame and cover less than this
         fraction of the typical instance area (``labels.drop_cut_cells``; BBBC041Seg's masks
         leave such cells out: 0.4); 0 keeps them.
     """
@@ -228,7 +228,7 @@ class ContourWatershed(_MarkerWatershed):
     min_area: int = 16
     min_area_frac: float = 0.1
     watershed_line: bool = True
-    min_cut_area_frac: float = 0.0
+    cut_cell_frac: float = 0.0
 
     def foreground(self, outputs: np.ndarray) -> np.ndarray:
         out = self._check(outputs)
@@ -266,7 +266,7 @@ class DistanceWatershed(_MarkerWatershed):
     min_area_frac: also drop instances of at most this fraction of the typical instance area;
         0 disables.
     watershed_line: leave a 1-px background line between flooded neighbours.
-    min_cut_area_frac: drop instances that touch the image frame and cover less than this
+    cut_cell_frac: drop instances that touch the image frame and cover less than this
         fraction of the typical instance area (``labels.drop_cut_cells``; BBBC041Seg's masks
         leave such cells out: 0.4); 0 keeps them.
     """
@@ -283,7 +283,7 @@ class DistanceWatershed(_MarkerWatershed):
     min_area: int = 16
     min_area_frac: float = 0.1
     watershed_line: bool = True
-    min_cut_area_frac: float = 0.0
+    cut_cell_frac: float = 0.0
 
     def __post_init__(self) -> None:
         if self.markers not in MARKER_MODES:
@@ -309,7 +309,7 @@ class DistanceWatershed(_MarkerWatershed):
         return _h_maxima(dist, fg, self.h, scale)
 
     def tune_grid(self) -> dict[str, list]:
-        cut = cut_cell_grid(self.min_cut_area_frac)
+        cut = cut_cell_grid(self.cut_cell_frac)
         if self.markers == "hmaxima":
             return {"h": [0.05, 0.1, 0.15, 0.2, 0.3], **cut}
         # the size filter too: over-split cells leave small second cores behind

@@ -62,7 +62,7 @@ class Watershed:
     core_threshold: if set, peaks come from ``prob > core_threshold`` (off by default).
     open_iterations: 3x3 openings of the foreground first.
     remove_border: drop instances that touch the image border.
-    min_cut_area_frac: drop only those that cover less than this fraction of the typical
+    cut_cell_frac: drop only those that cover less than this fraction of the typical
         instance area (``labels.drop_cut_cells``; BBBC041Seg's masks leave such cells out:
         0.4); 0 keeps them.
     """
@@ -82,7 +82,7 @@ class Watershed:
     core_threshold: float | None = None
     open_iterations: int = 0
     remove_border: bool = False
-    min_cut_area_frac: float = 0.0
+    cut_cell_frac: float = 0.0
 
     # Peak finding runs on a map downsampled so that r is about this many px.
     _PEAK_SCALE_RADIUS = 12.0
@@ -130,7 +130,7 @@ class Watershed:
     def tune_grid(self) -> dict[str, list]:
         """The values ``bloodseg.tuning`` tries by default: how deep a neck splits two cells,
         and where the data has a rule for frame-cut cells, its cut-off."""
-        cut = {} if self.remove_border else cut_cell_grid(self.min_cut_area_frac)
+        cut = {} if self.remove_border else cut_cell_grid(self.cut_cell_frac)
         return {"split_ratio": [0.7, 0.75, 0.8, 0.85, 0.9, 0.95], **cut}
 
     def batch(self, probs: np.ndarray) -> list[np.ndarray]:
@@ -255,7 +255,7 @@ class Watershed:
         for c, (inside, ids) in pieces.items():
             labels[boxes[c]][inside] = ids
         # remove_border: every frame-touching cell is "cut", whatever its size
-        return drop_cut_cells(labels, math.inf if self.remove_border else self.min_cut_area_frac)
+        return drop_cut_cells(labels, math.inf if self.remove_border else self.cut_cell_frac)
 
     def _split(
         self,

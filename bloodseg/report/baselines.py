@@ -50,10 +50,9 @@ def _row(label: str, kind: Any, items: Sequence, stats: Any) -> dict:
         "experiment": label, "model": "—", "color": "—", "data_kind": kind,
         "dice": 2 * inter / (fg + true) if fg + true else np.nan,
         "iou": inter / (fg + true - inter) if fg + true - inter else np.nan,
-        "precision": inter / fg if fg else np.nan,
-        "recall": inter / true if true else np.nan,
-        "count_mae": agg["count_mae"], "count_bias": agg["count_bias"],
-        "inst_f1": agg["f1"], "inst_ap50": agg["ap50"],
+        "pixel_precision": inter / fg if fg else np.nan,
+        "pixel_recall": inter / true if true else np.nan,
+        **{k: agg[k] for k in ("count_mae", "count_bias", "f1", "ap50")},
     }
 
 
@@ -79,7 +78,7 @@ def baseline_rows(runs: Sequence[Run]) -> list[dict]:
         except (DataError, OSError, ValueError) as e:
             warn(f"no baseline rows for {root}: {e}")
             continue
-        base = Watershed(min_cut_area_frac=cut)
+        base = Watershed(cut_cell_frac=cut)
         plain = score_otsu(test, base).stats[OTSU_WATERSHED]
         rows.append(_row(OTSU + suffix, run.data_kind, test, plain))
         tuned, _ = score_tuned(test, train, base)

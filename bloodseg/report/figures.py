@@ -389,7 +389,7 @@ def plot_counts(runs: Sequence[Run], out: str | Path) -> Path | None:
 
 # (test metric, baseline-row column, axis label, lower is better)
 COMPARED = [("test/count_mae", "count_mae", "count MAE (cells per image) ← better", True),
-            ("test/inst_f1", "inst_f1", "instance F1 @ IoU 0.5 → better", False),
+            ("test/f1", "f1", "instance F1 @ IoU 0.5 → better", False),
             ("test/dice", "dice", "pixel Dice → better", False)]
 
 

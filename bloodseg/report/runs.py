@@ -159,7 +159,6 @@ def load_history(path: str | Path) -> pd.DataFrame:
     raw["epoch"] = raw["epoch"].bfill().ffill()
     raw = raw.dropna(subset=["epoch"])
     raw = raw.drop(columns=[c for c in raw if c.startswith("test/")])
-    raw = raw.rename(columns=rundir.canonical_metric)  # older runs' names (val/ap50_trainres)
     epochs = raw.groupby("epoch")
     hist = epochs.last().drop(columns=["step", "train/loss_step"], errors="ignore")
     # one train-loss column however it was logged (on_epoch only, on_step + on_epoch, ...)
@@ -177,8 +176,7 @@ def _test_from_csv(path: Path) -> dict[str, float]:
     """Fallback when ``test_metrics.json`` is missing: the last test values logged."""
     raw = _read_csv(path)
     cols = [c for c in raw if c.startswith("test/")]
-    return rundir.canonical_metrics(
-        {c: float(raw[c].dropna().iloc[-1]) for c in cols if raw[c].notna().any()})
+    return {c: float(raw[c].dropna().iloc[-1]) for c in cols if raw[c].notna().any()}
 
 
 # -- loading ---------------------------------------------------------------------------------

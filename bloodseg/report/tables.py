@@ -25,22 +25,20 @@ COLUMNS = [
     ("data_kind", "data"),
     ("dice", "Dice"),
     ("iou", "IoU"),
-    ("precision", "precision"),
-    ("recall", "recall"),
+    ("pixel_precision", "precision"),
+    ("pixel_recall", "recall"),
     ("count_mae", "count MAE"),
     ("count_bias", "count bias"),
-    ("inst_f1", "inst. F1@0.5"),
-    ("inst_ap50", "AP@0.5"),
+    ("f1", "inst. F1@0.5"),
+    ("ap50", "AP@0.5"),
     ("epochs_run", "epochs run"),
     ("stopped_epoch", "stopped epoch"),
     ("train_time_s", "train time (s)"),
     ("params_m", "params (M)"),
 ]
-TEST_KEYS = {
-    "dice": "test/dice", "iou": "test/iou", "precision": "test/precision",
-    "recall": "test/recall", "count_mae": "test/count_mae", "count_bias": "test/count_bias",
-    "inst_f1": "test/inst_f1", "inst_ap50": "test/inst_ap50",
-}
+# the columns that are test metrics: results.csv names them as test_metrics.json does
+TEST_COLUMNS = ("dice", "iou", "pixel_precision", "pixel_recall", "count_mae", "count_bias",
+                "f1", "ap50")
 # results.csv only: what the README needs for the study's "Epoch : 100, Batch : 4, ..." line
 EXTRA_COLUMNS = ["optimizer", "lr", "scheduler", "batch_size", "max_epochs", "loss", "run_dir"]
 
@@ -62,7 +60,7 @@ def results_table(runs: Sequence[Run]) -> pd.DataFrame:
             "model": short_target(m.get("model")),
             "color": m.get("color"),
             "data_kind": m.get("data_kind"),
-            **{col: r.test.get(key, np.nan) for col, key in TEST_KEYS.items()},
+            **{col: r.test.get(f"test/{col}", np.nan) for col in TEST_COLUMNS},
             "epochs_run": m.get("epochs_run"),
             "stopped_epoch": r.stopped_epoch,
             "train_time_s": m.get("train_time_s"),
