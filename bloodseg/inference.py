@@ -38,7 +38,7 @@ import torch
 from bloodseg.io import CheckpointError, read_image
 from bloodseg.modelfile import check_ensemble, load_model, model_files, read_tuned
 from bloodseg.options import OptionError, check_predict, tta_mode
-from bloodseg.spec import ModelSpec, Postprocess
+from bloodseg.spec import MAX_INPUT_PIXELS, ModelSpec, Postprocess
 from bloodseg.transforms import normalize, prepare_image, scaled_hw, upsample
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 #: images needing more tiles than this get a warning with ways to go faster
 WARN_TILES = 200
 #: ``auto`` runs the whole scaled image up to this many pixels, tiles beyond (memory)
-MAX_WHOLE_PIXELS = 2048 * 2048
+MAX_WHOLE_PIXELS = MAX_INPUT_PIXELS  # the most a model file may ask for (spec)
 
 
 # -- options ---------------------------------------------------------------------------------

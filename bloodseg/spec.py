@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import dataclasses
 import inspect
+import math
 import types
 import typing
 from collections.abc import Mapping
@@ -153,7 +154,29 @@ def _checked_fields(cls: type, fields: Mapping, what: str, source: str, key: str
                         f"{', '.join(known) or 'none'}")
         if not _type_ok(v, hints[k]):
             raise _fail(source, f"{key}.{k}", f"{_short(v)} is not of type {_type_name(hints[k])}")
+        why = _out_of_bounds(k, v)
+        if why:
+            raise _fail(source, f"{key}.{k}", why)
     return check_plain(dict(fields), source, key)
+
+
+#: field names that are a fraction or a probability: values in [0, 1]
+UNIT_FIELDS = ("threshold", "_frac", "_ratio")
+
+
+def _out_of_bounds(name: str, value: Any) -> str | None:
+    """Why a post-processor's or target's field value cannot be used, or None: every number
+    is finite and non-negative (sizes, counts, weights, sigmas), and thresholds, fractions
+    and ratios lie in [0, 1]. A model file saying NaN or 5.0 would silently count nothing."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    if isinstance(value, float) and not math.isfinite(value):
+        return f"{value} is not a finite number"
+    if value < 0:
+        return f"{value} is negative"
+    if name.endswith(UNIT_FIELDS) and value > 1:
+        return f"{value} is not in [0, 1]"
+    return None
 
 
 def _registered_class(group: str, name: str) -> type:
@@ -182,7 +205,16 @@ def registry_name_of(group: str, target: str, source: str = "config", key: str =
     return names[target]
 
 
-def _size(value: Any, source: str, key: str, optional: bool = False) -> tuple[int, int] | None:
+#: the largest network input a model file may ask for (height x width): what the predictor
+#: runs whole (inference.MAX_WHOLE_PIXELS); a spec saying [100000, 100000] would need ~40 GB
+#: for its input alone in predict.mode=resize
+MAX_INPUT_PIXELS = 2048 * 2048
+#: the largest image size a spec may record as its data's (source_size): a sanity bound
+MAX_SOURCE_SIDE = 65536
+
+
+def _size(value: Any, source: str, key: str, optional: bool = False,
+          max_pixels: int | None = MAX_INPUT_PIXELS) -> tuple[int, int] | None:
     if value is None and optional:
         return None
     if isinstance(value, int) and not isinstance(value, bool):
@@ -191,7 +223,13 @@ def _size(value: Any, source: str, key: str, optional: bool = False) -> tuple[in
             or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
         raise _fail(source, key, f"expected [height, width] of positive ints, got "
                     f"{_short(value)}")
-    return int(value[0]), int(value[1])
+    h, w = int(value[0]), int(value[1])
+    if max_pixels is not None and h * w > max_pixels:
+        raise _fail(source, key, f"{h}x{w} px is more than this bloodseg runs at once "
+                    f"({max_pixels // 2048}x2048); re-export the model at a smaller size")
+    if max(h, w) > MAX_SOURCE_SIDE:
+        raise _fail(source, key, f"{h}x{w} px: a side over {MAX_SOURCE_SIDE} px")
+    return h, w
 
 
 def _entry(d: Any, group: str, values: str, source: str, key: str) -> tuple[str, dict]:
@@ -230,6 +268,9 @@ class Network:
             if k not in params and not takes_any:
                 raise _fail(source, f"{key}.kwargs.{k}", f"{name} takes no such argument; it "
                             f"takes {', '.join(p for p in params if p != 'self')}")
+            why = _out_of_bounds(k, kwargs[k])  # channels, widths, depths: never negative
+            if why:
+                raise _fail(source, f"{key}.kwargs.{k}", why)
         return cls(name, kwargs)
 
     @classmethod
@@ -299,7 +340,8 @@ class Preprocess:
         return cls(color=color,
                    image_size=_size(d.get("image_size", 256), source, f"{key}.image_size"),
                    scale=None if scale is None else float(scale),
-                   source_size=_size(d.get("source_size"), source, f"{key}.source_size", True),
+                   source_size=_size(d.get("source_size"), source, f"{key}.source_size", True,
+                                     max_pixels=None),
                    contrast=contrast, normalization=norm, cut_cell_frac=float(cut))
 
     @property

@@ -224,3 +224,38 @@ def test_a_data_mistake_in_train_is_one_line_and_exit_2(tmp_path):
     assert errors == [f"error: {root}/train/original/train.png: image has no mask (expected "
                       f"{root}/train/mask/train.png); add the mask or remove the image"]
     assert "Traceback" in (tmp_path / "run" / "error.txt").read_text()  # kept for a bug report
+
+
+@pytest.mark.parametrize("place,value,why", [
+    (("preprocess", "image_size"), [100000, 100000], "more than this bloodseg runs at once"),
+    (("postprocess", "fields", "threshold"), float("nan"), "not a finite number"),
+    (("postprocess", "fields", "threshold"), 5.0, "not in [0, 1]"),
+    (("postprocess", "fields", "marker_threshold"), -0.1, "is negative"),
+    (("postprocess", "fields", "min_area"), -3, "is negative"),
+    (("postprocess", "fields", "cut_cell_frac"), 1.5, "not in [0, 1]"),
+    (("network", "kwargs", "base_channels"), -16, "is negative"),
+])
+def test_model_file_values_are_bounded(tmp_path, place, value, why):
+    """A stranger's bundle is typed and bounded: sizes fit in memory, thresholds are finite
+    and in range, counts are non-negative; the error names the file and the key."""
+    import copy
+
+    import torch
+
+    from bloodseg.io import CheckpointError
+    from bloodseg.modelfile import load_model
+    from bloodseg.spec import SPEC_KEY
+    from bloodseg.weights import weights_path
+
+    bundle = torch.load(weights_path("count_real"), weights_only=True)
+    crafted = copy.deepcopy(bundle)
+    d = crafted[SPEC_KEY]
+    for k in place[:-1]:
+        d = d[k]
+    d[place[-1]] = value
+    path = tmp_path / "crafted.pt"
+    torch.save(crafted, path)
+    with pytest.raises(CheckpointError) as info:
+        load_model(path)
+    msg = str(info.value)
+    assert str(path) in msg and ".".join(place) in msg and why in msg, msg
