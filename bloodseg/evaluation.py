@@ -34,6 +34,7 @@ from bloodseg.inference import Predictor
 from bloodseg.metrics import InstanceStats
 from bloodseg.module import pixel_metrics
 from bloodseg.progress import Eta
+from bloodseg.render import overlay
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +73,7 @@ def score(predictor: Predictor, samples: Sequence[Sample], n_pictures: int = 4,
             pictures.append({"name": sample.name, "image": image,
                              "mask": (truth > 0).astype(np.uint8), "prob": prob,
                              "instances": labels, "truth": truth,
+                             "overlay": overlay(image, labels, count=int(labels.max())),
                              "true_count": int(len(np.unique(truth)) - 1)})
         row = stats.rows[-1]
         log.info("%s %s %s: %d cells (truth %d)", prefix.rstrip("/"), eta.line(i),

@@ -16,7 +16,7 @@ Both sides go through this module, so the schema below is the only list of files
       postprocess.json     the tuned post-processing, tied to checkpoints/best.ckpt by its
                            sha256 (bloodseg.inference reads it; written by tune and
                            bloodseg-tune, never into a checkpoint)
-      samples/             index.json + <name>_{image,mask,prob,instances,truth}.png test
+      samples/             index.json + <name>_{image,mask,prob,instances,truth,overlay}.png test
                            samples at native size (truth: the true instances)
       checkpoints/         best.ckpt, last.ckpt
       error.txt            the exception of a failed run (absent when it succeeded)
@@ -143,6 +143,8 @@ def write_samples(out: str | Path, samples: Sequence[dict]) -> None:
         write_png_atomic(f"{base}_mask.png", s["mask"] * 255)
         write_png_atomic(f"{base}_prob.png", (s["prob"] * 255).round().astype(np.uint8))
         write_png_atomic(f"{base}_instances.png", s["instances"].astype(np.uint16))
+        if s.get("overlay") is not None:  # the labels are 16-bit: black in any viewer
+            write_png_atomic(f"{base}_overlay.png", s["overlay"])
         if s.get("truth") is not None:
             write_png_atomic(f"{base}_truth.png", s["truth"].astype(np.uint16))
         index.append({"name": s["name"], "true_count": s["true_count"],

@@ -27,7 +27,7 @@ from omegaconf import DictConfig, OmegaConf
 import bloodseg  # noqa: F401  (registers the config resolvers)
 from bloodseg import ddp, evaluation, rundir, tuning
 from bloodseg.config import instantiate_group
-from bloodseg.data.bbbc041seg import list_split
+from bloodseg.data.bbbc041seg import image_digests, list_split
 from bloodseg.inference import Predictor
 from bloodseg.io import CheckpointError, write_text_atomic
 from bloodseg.modelfile import check_model_file, load_model, write_tuned
@@ -140,6 +140,8 @@ def train(cfg: DictConfig) -> dict:
     if cfg.get("test", True):
         datamodule.setup("test")
     module = build_module(cfg)
+    if cfg.get("train", True):  # by content: evaluate warns when it is given these images
+        module.provenance["train_images"] = image_digests(list_split(datamodule.root, "train"))
     callbacks = instantiate_group(cfg.get("callbacks"))
     fit_metrics = FitMetrics()
     loggers = instantiate_group(cfg.get("logger"))

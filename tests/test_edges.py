@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from bloodseg.options import OptionError, check_predict
@@ -259,3 +260,28 @@ def test_model_file_values_are_bounded(tmp_path, place, value, why):
         load_model(path)
     msg = str(info.value)
     assert str(path) in msg and ".".join(place) in msg and why in msg, msg
+
+
+@pytest.mark.slow
+def test_evaluate_needs_only_its_split_warns_on_training_images_and_draws_overlays(tmp_path):
+    """A folder with test/ alone is enough; scoring count_real on two of its own 40 training
+    smears says so (content hashes in its spec), and samples/ get viewable overlays."""
+    import cv2
+
+    mini = REPO.parent / "shared" / "data" / "bbbc041seg-mini" / "test"
+    if not mini.is_dir():
+        pytest.skip("real data not found")
+    root = tmp_path / "data"
+    for kind in ("original", "mask"):
+        (root / "test" / kind).mkdir(parents=True)
+        for p in sorted((mini / kind).glob("*"))[:2]:
+            (root / "test" / kind / p.name).symlink_to(p)
+    out = tmp_path / "eval"
+    proc = run("bloodseg.cli.evaluate", "weights=count_real", f"data.root={root}",
+               f"hydra.run.dir={out}", "n_samples=1", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    log = proc.stdout + proc.stderr
+    assert "2 of the 2 image(s) scored are among the model's training images" in log
+    overlay = next((out / "samples").glob("*_overlay.png"))
+    picture = cv2.imread(str(overlay), cv2.IMREAD_UNCHANGED)
+    assert picture.dtype == np.uint8 and picture.ndim == 3 and picture.std() > 10

@@ -37,7 +37,7 @@ def evaluate(cfg: DictConfig) -> dict:
     """Score the model file on ``data.root``'s ``data.split`` into ``paths.output_dir``;
     returns the test metrics."""
     from bloodseg import evaluation
-    from bloodseg.data.bbbc041seg import list_split
+    from bloodseg.data.bbbc041seg import image_digests, list_split
     from bloodseg.inference import predictor_from_config
     from bloodseg.io import DataError
 
@@ -52,7 +52,12 @@ def evaluate(cfg: DictConfig) -> dict:
         log.info("data.root=%s (the folder the model was trained on; pass data.root= to "
                  "evaluate other images)", root)
     samples = list_split(root, (cfg.get("data") or {}).get("split", "test"))
-    info = {"data_root": str(root),
+    trained_on = set(predictor.spec.provenance.get("train_images") or [])
+    seen = sum(d in trained_on for d in image_digests(samples))
+    if seen:  # the scores would flatter: the model has seen these very images
+        log.warning("%d of the %d image(s) scored are among the model's training images (same "
+                    "content): these scores are not held-out estimates", seen, len(samples))
+    info = {"data_root": str(root), "scored_training_images": seen,
             # exact instance labels come with the built-in synthetic data only
             "data_kind": "synthetic" if all(s.instances for s in samples) else "real",
             "color": predictor.spec.preprocess.color, "target": predictor.spec.target.name}

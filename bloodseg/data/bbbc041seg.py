@@ -35,10 +35,11 @@ class Sample:
     instances: Path | None = None
 
 
-def resolve_root(root: str | Path) -> Path:
-    """Accept the dataset folder itself or a folder holding ``BCCD Dataset with mask``."""
+def resolve_root(root: str | Path, splits: tuple[str, ...] = SPLITS) -> Path:
+    """Accept the dataset folder itself or a folder holding ``BCCD Dataset with mask``; it must
+    hold ``splits`` (evaluating needs only the split it scores)."""
     root = Path(root).expanduser()
-    if not (root / "train").is_dir() and (root / KAGGLE_FOLDER / "train").is_dir():
+    if not (root / splits[0]).is_dir() and (root / KAGGLE_FOLDER / splits[0]).is_dir():
         root = root / KAGGLE_FOLDER
     if not root.is_dir():
         raise DataError(
@@ -47,7 +48,7 @@ def resolve_root(root: str | Path) -> Path:
             "holds train/ and test/."
         )
     missing = [
-        f"{s}/{k}" for s in SPLITS for k in ("original", "mask") if not (root / s / k).is_dir()
+        f"{s}/{k}" for s in splits for k in ("original", "mask") if not (root / s / k).is_dir()
     ]
     if missing:
         raise DataError(
@@ -102,10 +103,19 @@ def list_split(root: str | Path, split: str) -> list[Sample]:
     """The pairs of one split; raises :class:`DataError` listing every pairing problem."""
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
-    samples, problems = pair_split(resolve_root(root), split)
+    samples, problems = pair_split(resolve_root(root, (split,)), split)
     if problems:
         raise DataError("\n".join(problems))
     return samples
+
+
+def image_digests(samples: list[Sample]) -> list[str]:
+    """A short content hash of each sample's image (sha256, 16 hex digits): what a model spec
+    records of its training images, so that evaluating on them can be told, whatever the
+    files are called or wherever they live."""
+    import hashlib
+
+    return [hashlib.sha256(s.image.read_bytes()).hexdigest()[:16] for s in samples]
 
 
 def read_pair(sample: Sample, color: str = "rgb"
