@@ -285,3 +285,29 @@ def test_evaluate_needs_only_its_split_warns_on_training_images_and_draws_overla
     overlay = next((out / "samples").glob("*_overlay.png"))
     picture = cv2.imread(str(overlay), cv2.IMREAD_UNCHANGED)
     assert picture.dtype == np.uint8 and picture.ndim == 3 and picture.std() > 10
+
+
+def test_commands_write_nothing_into_the_current_folder(tmp_path):
+    """From a folder the user did not name (a read-only data share, say), predict keeps its
+    Hydra folder inside output=, the others in $XDG_STATE_HOME/bloodseg; the current folder
+    stays empty, even for a failed run."""
+    import os
+
+    cwd, state = tmp_path / "share", tmp_path / "state"
+    cwd.mkdir()
+    env = {**os.environ, "XDG_STATE_HOME": str(state)}
+    smear = REPO.parent / "shared" / "data" / "bbbc041seg-sample" / "original.png"
+    if not smear.is_file():
+        pytest.skip("real data not found")
+    runs = [("bloodseg.cli.predict", "weights=count_real", f"input={smear}",
+             f"output={tmp_path / 'out'}", "predict.mode=tiles"),   # refused: exit 2
+            ("bloodseg.cli.export", "weights=count_real", "format=bundle",
+             f"output={tmp_path / 'x.pt'}"),
+            ("bloodseg.cli.tune", "weights=count_real", "tune.metric=dice")]  # refused
+    for module, *args in runs:
+        proc = subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, env=env,
+                              capture_output=True, text=True, timeout=300)
+        assert proc.returncode in (0, 2), proc.stderr[-2000:]
+        assert list(cwd.iterdir()) == [], (module, list(cwd.iterdir()))
+    assert (tmp_path / "x.pt").is_file()
+    assert (state / "bloodseg" / "export").is_dir()
