@@ -67,7 +67,7 @@ lint: install ## ruff
 
 demo: install ## the main job offline: synthetic smears -> 5 networks -> watershed counts -> figures + docs/results.md (CPU, <15 min)
 	rm -rf $(DEMO_DIR)/runs
-	$(PY) train.py -m model=$(MODELS) profile=demo hydra.sweep.dir=$(DEMO_DIR)/runs $(DEMO_ARGS)
+	$(PY) train.py -m model=$(MODELS) data=synthetic profile=demo hydra.sweep.dir=$(DEMO_DIR)/runs $(DEMO_ARGS)
 	$(BIN)/bloodseg-report $(DEMO_DIR)/runs --out $(DEMO_DIR)/figures --readme $(README) --section demo --baselines
 
 reproduce: install ## the study's experiments on real BBBC041Seg (DATA_DIR, EPOCHS, TRAINER, LAUNCHER), figures + docs/results.md

@@ -48,7 +48,7 @@ DEFAULT_OUT = ROOT / "experiments" / "benchmark-synthetic"
 def train_run(style: str, target: str, work: Path, extra: list[str]) -> Path:
     """Train + test one demo-profile U-Net on ``style`` smears; returns its run folder."""
     run = work / style / target
-    overrides = ["model=unet", "profile=demo", f"target={target}",
+    overrides = ["model=unet", "data=synthetic", "profile=demo", f"target={target}",
                  f"data.synthetic.style={style}",
                  f"data.synthetic.cache_dir={work / 'data'}", "callbacks.progress_bar=null",
                  f"hydra.run.dir={run}", *extra]

@@ -132,7 +132,8 @@ class BloodCellDataModule(pl.LightningDataModule):
             root = cache_path(Path(cache_dir), **self.synthetic)
         elif root is None:
             raise DataError("data.root is not set; point it at the folder holding train/ and "
-                            "test/ (e.g. data.root='data/BCCD Dataset with mask')")
+                            "test/ (e.g. data.root='data/BCCD Dataset with mask'), or train on "
+                            "the built-in synthetic smears with data=synthetic")
         self.root = Path(root)
         self.color = color
         self.in_channels = channels(color)
