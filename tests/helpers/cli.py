@@ -141,17 +141,19 @@ def _loggers() -> list[logging.Logger]:
 
 
 def _logging_state() -> dict[logging.Logger, tuple]:
-    return {lg: (lg.handlers[:], lg.level, lg.propagate, lg.disabled) for lg in _loggers()}
+    return {lg: (lg.handlers[:], lg.filters[:], lg.level, lg.propagate, lg.disabled)
+            for lg in _loggers()}
 
 
 def _restore_logging(state: dict[logging.Logger, tuple]) -> None:
-    """Undo what the run configured (Hydra's job logging replaces the root's handlers)."""
+    """Undo what the run configured: Hydra's job logging replaces the root's handlers, a job
+    callback filters Lightning's loggers (bloodseg.console.quiet_lightning)."""
     for logger in _loggers():
-        handlers, level, propagate, disabled = state.get(logger, ([], logging.NOTSET, True,
-                                                                   False))
+        handlers, filters, level, propagate, disabled = state.get(
+            logger, ([], [], logging.NOTSET, True, False))
         for handler in logger.handlers:
             if handler not in handlers:
                 handler.close()
-        logger.handlers[:] = handlers
+        logger.handlers[:], logger.filters[:] = handlers, filters
         logger.setLevel(level)
         logger.propagate, logger.disabled = propagate, disabled
