@@ -11,11 +11,8 @@ other flags are left out (they configure Hydra itself, not the job).
 
 from __future__ import annotations
 
-import os
 import re
 import shlex
-import subprocess
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,6 +23,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from omegaconf import OmegaConf
 
 from tests.conftest import CONF, REPO
+from tests.helpers.cli import run
 
 #: the root config of each command (conf/<root>.yaml)
 COMMANDS = {"train.py": "train", "bloodseg-train": "train", "bloodseg.train": "train",
@@ -443,10 +441,8 @@ def test_tuning_is_off_for_train_unless_a_config_turns_it_on(hydra_conf, capsys)
 
 
 def test_train_cfg_job_prints_the_tune_override_without_training(tmp_path):
-    env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled"}
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "train.py"), "experiment=count_real", "tune.max_images=4",
-         "--cfg", "job"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    proc = run(REPO / "train.py", ["experiment=count_real", "tune.max_images=4", "--cfg", "job"],
+               tmp_path, env={"WANDB_MODE": "disabled"}, in_process=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "max_images: 4" in proc.stdout and "split: train" in proc.stdout
     assert not any(tmp_path.iterdir())  # nothing ran: no run folder, no logs
