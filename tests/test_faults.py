@@ -272,21 +272,31 @@ writer.save_checkpoint({"epoch": 2, "w": torch.zeros(50_000)}, path)
 """
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
-def test_a_kill_mid_checkpoint_leaves_the_old_checkpoint_whole(tmp_path, sig):
-    path = tmp_path / "checkpoints" / "last.ckpt"
-    child = spawn(CHILD_SAVE, str(path), stderr=subprocess.DEVNULL)
-    wait_for_line(child, "mid-write")
-    temps = list(path.parent.glob(".last.ckpt.*.tmp"))
-    assert len(temps) == 1 and 0 < temps[0].stat().st_size  # half of the new one
-    child.send_signal(sig)
-    assert child.wait(timeout=30) != 0
-    ckpt = torch.load(path, weights_only=True)
-    assert ckpt["epoch"] == 1 and torch.equal(ckpt["w"], torch.ones(50_000))
-    # SIGINT lets the writer remove its temp file; after a SIGKILL the next claim does
-    assert [t.exists() for t in temps] == [sig == signal.SIGKILL]
-    rundir.claim(tmp_path, path).release()
-    assert os.listdir(path.parent) == ["last.ckpt"]
+def test_a_kill_mid_checkpoint_leaves_the_old_checkpoint_whole(tmp_path):
+    """A SIGKILL and a Ctrl+C, each to a writer stalled halfway through a checkpoint (the two
+    children start at once: each spends seconds importing torch)."""
+    children = {}
+    try:
+        for sig in (signal.SIGKILL, signal.SIGINT):
+            path = tmp_path / sig.name / "checkpoints" / "last.ckpt"
+            children[sig] = path, spawn(CHILD_SAVE, str(path), stderr=subprocess.DEVNULL)
+        for sig, (path, child) in children.items():
+            wait_for_line(child, "mid-write")
+            temps = list(path.parent.glob(".last.ckpt.*.tmp"))
+            assert len(temps) == 1 and 0 < temps[0].stat().st_size  # half of the new one
+            child.send_signal(sig)
+            assert child.wait(timeout=30) != 0
+            ckpt = torch.load(path, weights_only=True)
+            assert ckpt["epoch"] == 1 and torch.equal(ckpt["w"], torch.ones(50_000))
+            # SIGINT lets the writer remove its temp file; after a SIGKILL the next claim does
+            assert [t.exists() for t in temps] == [sig == signal.SIGKILL], sig.name
+            rundir.claim(path.parent.parent, path).release()
+            assert os.listdir(path.parent) == ["last.ckpt"]
+    finally:
+        for _, child in children.values():
+            if child.poll() is None:
+                child.kill()
+                child.wait()
 
 
 def unshare_tmpfs() -> list[str]:
