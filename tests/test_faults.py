@@ -533,7 +533,7 @@ def masks_that_teach_nothing(root: Path) -> tuple[Path, Path]:
     """A tiny Kaggle-layout dataset with one all-0 and one all-255 training mask."""
     import cv2
 
-    from tests.test_data import tiny_dataset, write_pair
+    from tests.helpers.data import tiny_dataset, write_pair
 
     tiny_dataset(root, n_train=8)
     image = np.full((40, 60, 3), 200, np.uint8)
