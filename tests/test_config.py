@@ -297,9 +297,15 @@ def check(docs: list[Doc], conf: Path = CONF) -> list[str]:
                 return next((r for r in ROOTS if not is_group(key) and has(plain[r], key)),
                             ROOTS[0])
 
+            def alone(root: str, override: str) -> bool:  # False: cannot compose alone
+                prefix, key = OVERRIDE.match(override).group(1, 2)
+                return bool(prefix) or is_group(key) or has(plain[root], key)
+
             for root in ROOTS:  # single options first, in batches
+                # (a value option whose key the root lacks, e.g. model.encoder=x, is left to
+                # the tries below: in a batch it only makes the batch fail and halve)
                 singles = sorted({ov[0] for r, ov in where if len(ov) == 1 and (
-                    r == root or (r is None and home(ov[0]) == root))})
+                    r == root or (r is None and home(ov[0]) == root)) and alone(root, ov[0])})
                 for batch in batches(singles):
                     for ok in composing(root, batch):
                         errors.update({(r, (ok,)): None for r in (root, None)})
@@ -307,8 +313,8 @@ def check(docs: list[Doc], conf: Path = CONF) -> list[str]:
                 if (root, overrides) in errors:
                     continue
                 tries = [(r, list(overrides)) for r in ([root] if root else ROOTS)]
-                if root is None:
-                    tries += [(ROOTS[0], o) for o in group_choices(overrides)]
+                if root is None:  # right after the first try (whose error is the one shown)
+                    tries[1:1] = [(ROOTS[0], o) for o in group_choices(overrides)]
                 first = None
                 for r, o in tries:
                     error = compose_error(r, o)
