@@ -13,6 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 import bloodseg  # noqa: F401  (resolvers)
+from tests.helpers.runs import TINY
 
 # A shell without job control starts background jobs with SIGINT ignored, and an ignored
 # signal stays ignored in every child: Ctrl+C tests (a subprocess sent SIGINT) would hang.
@@ -79,16 +80,16 @@ def hydra_cfg():
 
 @pytest.fixture(scope="session")
 def trained_run(tmp_path_factory) -> Path:
-    """A briefly trained U-Net (narrow, CPU) and its run folder, shared by pipeline tests."""
+    """A briefly trained U-Net (narrow, CPU) and its run folder (fit, test, samples), made once
+    per session: every test that needs *a* trained model file uses this one (the way
+    lightning-hydra-template shares ``cfg_train_global``) instead of training its own."""
     from bloodseg.training import train
 
     tmp = tmp_path_factory.mktemp("trained")
     cfg = compose_cfg(tmp, [
-        "data=synthetic", "data.synthetic.n_train=12", "data.synthetic.n_test=3",
-        "data.synthetic.size=[128,128]", "data.image_size=128", "data.num_workers=0",
-        "data.batch_size=4", "logger=csv", "trainer=cpu", "trainer.max_epochs=3",
-        "callbacks.progress_bar=null", "model=unet", "model.base_channels=8",
-        "optimizer.lr=3e-3",
+        *TINY, "data.synthetic.n_train=12", "data.synthetic.n_test=3",
+        "data.synthetic.size=[128,128]", "data.image_size=128", "data.batch_size=4",
+        "trainer.max_epochs=3", "model=unet", "model.base_channels=8", "optimizer.lr=3e-3",
     ])
     train(cfg)
     GlobalHydra.instance().clear()

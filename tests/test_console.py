@@ -23,7 +23,7 @@ from bloodseg.postprocess import Watershed
 from bloodseg.progress import Eta, duration
 from bloodseg.training import train
 from bloodseg.tuning import TuningItem, search
-from tests.test_train import TINY_DATA
+from tests.helpers.runs import TINY
 
 
 def test_durations_read_as_a_person_says_them():
@@ -61,10 +61,11 @@ def test_tuning_logs_k_of_n_with_an_eta_in_a_few_lines(caplog):
     assert all("best so far F1" in line for line in progress)
 
 
+@pytest.mark.slow
 def test_epoch_lines_model_summary_and_no_bar_off_a_terminal(hydra_cfg, tmp_path, caplog):
     """pytest captures stdout, so this is the nohup/SLURM/CI case."""
     assert not is_terminal()
-    cfg = hydra_cfg(tmp_path, [*TINY_DATA, "model=unet", "model.base_channels=4",
+    cfg = hydra_cfg(tmp_path, [*TINY, "model=unet", "model.base_channels=4",
                                "trainer.max_epochs=3", "callbacks.early_stopping.patience=1"])
     with caplog.at_level(logging.INFO, logger="bloodseg.console"):
         metrics = train(cfg)
@@ -90,10 +91,10 @@ def test_epoch_lines_model_summary_and_no_bar_off_a_terminal(hydra_cfg, tmp_path
 
 
 def test_null_progress_bar_means_no_bar_at_all(hydra_cfg, tmp_path):
-    cfg = hydra_cfg(tmp_path, [*TINY_DATA])  # TINY_DATA sets callbacks.progress_bar=null
+    cfg = hydra_cfg(tmp_path, [*TINY])  # TINY sets callbacks.progress_bar=null
     trainer = instantiate(cfg.trainer, callbacks=instantiate_group(cfg.callbacks), logger=False)
     assert trainer.progress_bar_callback is None  # Lightning added no default TQDM/Rich bar
-    cfg = hydra_cfg(tmp_path, [a for a in TINY_DATA if "progress_bar" not in a])
+    cfg = hydra_cfg(tmp_path, [a for a in TINY if "progress_bar" not in a])
     trainer = instantiate(cfg.trainer, callbacks=instantiate_group(cfg.callbacks), logger=False)
     bar = trainer.progress_bar_callback
     assert type(bar).__module__ == "bloodseg.console" and bar.is_disabled  # not a terminal

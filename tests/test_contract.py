@@ -1,21 +1,24 @@
 """The model contract: a checkpoint is data, never code.
 
 A stranger's ``.ckpt`` whose stored config holds a Hydra ``_target_`` (here: one that would
-write a marker file) in any key or nested field is refused by predict, evaluate and resume,
-with a message naming the file and the key, and the marker never appears. A checkpoint without
-a model spec (Lightning ``hyper_parameters`` only) is not a bloodseg model file.
+write a marker file) in any key or nested field, or whose pickle would run code, is refused by
+predict, evaluate and resume, with a message naming the file and the key, and the marker never
+appears. A checkpoint without a model spec (Lightning ``hyper_parameters`` only) is not a
+bloodseg model file.
 """
 
 from __future__ import annotations
 
 import copy
 import json
+import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from hydra.core.global_hydra import GlobalHydra
+from omegaconf import open_dict
 
 from bloodseg.cli.evaluate import main as evaluate
 from bloodseg.inference import Predictor
@@ -25,8 +28,8 @@ from bloodseg.prediction import predict
 from bloodseg.spec import SPEC_KEY, ModelSpec, Postprocess, SpecError
 from bloodseg.training import train
 from tests.conftest import compose_cfg
-from tests.test_pipeline import run_entry
-from tests.test_train import TINY_DATA
+from tests.helpers.cli import run
+from tests.helpers.runs import TINY
 
 
 def payload(marker: Path) -> dict:
@@ -62,58 +65,92 @@ def genuine(trained_run) -> dict:
     return torch.load(trained_run / "checkpoints" / "best.ckpt", weights_only=True)
 
 
-def crafted(genuine: dict, kind: str, place: tuple[str, ...], folder: Path) -> tuple[Path, Path]:
-    ckpt = copy.deepcopy(genuine)
-    marker = folder / "pwned"
-    put(ckpt[SPEC_KEY] if kind == "spec" else ckpt["hyper_parameters"], place, payload(marker))
-    path = folder / "crafted.ckpt"
-    torch.save(ckpt, path)
-    return path, marker
+class Payload:
+    """Unpickling this runs a shell command that creates a marker file."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (os.system, (f"touch {self.marker}",))
 
 
-@pytest.mark.parametrize("kind,place", CASES, ids=[f"{k}:{'.'.join(p)}" for k, p in CASES])
-def test_crafted_checkpoint_is_refused_everywhere_and_never_acts(genuine, trained_run, tmp_path,
-                                                                 kind, place, capsys):
-    path, marker = crafted(genuine, kind, place, tmp_path)
+def traps(genuine: dict, marker: Path) -> list[tuple[str, dict, str]]:
+    """Every checkpoint a stranger could hand over: its name, what ``torch.save`` writes and
+    what the refusal must name: a Hydra payload (``payload(marker)``) in each place of the
+    spec or the Lightning ``hyper_parameters``, a pickled payload alone or beside genuine
+    weights, a pickled class, and a foreign checkpoint without a spec."""
+    out = []
+    for kind, place in CASES:
+        ckpt = {**genuine, SPEC_KEY: copy.deepcopy(genuine[SPEC_KEY]),
+                "hyper_parameters": copy.deepcopy(genuine["hyper_parameters"])}
+        put(ckpt[SPEC_KEY] if kind == "spec" else ckpt["hyper_parameters"], place,
+            payload(marker))
+        out.append((f"{kind}:{'.'.join(place)}", ckpt,
+                    place[0] if kind == "spec" else "hyper_parameters"))
+    return out + [
+        ("pickled payload", {"payload": Payload(marker)}, "refused"),
+        ("pickled payload beside the weights", {**genuine, "extra": Payload(marker)}, "refused"),
+        ("pickled class", {"state_dict": {}, "obj": Path("x")}, "refused"),
+        ("foreign", {"state_dict": {"w": torch.zeros(1)}}, "not a bloodseg model file"),
+    ]
+
+
+def test_booby_trapped_checkpoints_are_refused_everywhere_and_never_act(genuine, trained_run,
+                                                                        tmp_path, capsys):
+    """Every trap is refused, with the file and what is wrong named, by predict, evaluate or a
+    resume (the traps taken in turn: the three share modelfile's reader, and each gets traps
+    of the spec, of the hyper_parameters and pickled ones); then, from each command line, one
+    clear line and a non-zero exit. The payload never runs; predict writes nothing."""
+    marker = tmp_path / "pwned"
     image = next((trained_run / "samples").glob("*_image.png"))
-    key = place[0] if kind == "spec" else "hyper_parameters"
-    entries = {
-        "predict": ("predict", [f"ckpt_path={path}", f"input={image}",
-                                f"output={tmp_path / 'pred'}"], predict),
-        "evaluate": ("evaluate", [f"ckpt_path={path}"], evaluate),
-        "resume": ("train", [*TINY_DATA, f"ckpt_path={path}", "trainer.max_epochs=1"], train),
+    files = []
+    for i, (name, content, names) in enumerate(traps(genuine, marker)):
+        torch.save(content, tmp_path / f"trap{i}.ckpt")
+        files.append((name, tmp_path / f"trap{i}.ckpt", names))
+    entries = {  # ckpt_path: the entry's traps in turn
+        "predict": ("predict", [f"input={image}", f"output={tmp_path / 'pred'}"], predict),
+        "evaluate": ("evaluate", [], evaluate),
+        "resume": ("train", [*TINY, "trainer.max_epochs=1"], train),
     }
-    for entry, (config, overrides, run) in entries.items():
+    for turn, (entry, (config, overrides, run_entry)) in enumerate(entries.items()):
         cfg = compose_cfg(tmp_path / entry, overrides, config_name=config)
         try:
-            if entry == "evaluate":  # the command: one line on stderr, exit 2
-                with pytest.raises(SystemExit) as exit_:
-                    run(cfg)
-                assert exit_.value.code == 2
-                msg = capsys.readouterr().err
-            else:
-                with pytest.raises(CheckpointError) as info:
-                    run(cfg)
-                msg = str(info.value)
+            for name, trap, names in files[turn::len(entries)]:
+                with open_dict(cfg):
+                    cfg.ckpt_path = str(trap)
+                if entry == "evaluate":  # the command: one line on stderr, exit 2
+                    with pytest.raises(SystemExit) as exit_:
+                        run_entry(cfg)
+                    assert exit_.value.code == 2
+                    msg = capsys.readouterr().err
+                else:
+                    with pytest.raises(CheckpointError) as info:
+                        run_entry(cfg)
+                    msg = str(info.value)
+                assert str(trap) in msg and names in msg, (entry, name, msg)
+                assert "weights_only=False" not in msg, (entry, name, msg)
         finally:
             GlobalHydra.instance().clear()
-        assert str(path) in msg and key in msg, (entry, msg)
-    assert not marker.exists(), "the stored config acted"
+    # the commands, as typed: the refusal reaches the user as one line
+    trap_of = {name: trap for name, trap, _ in files}
+    for i, (name, shown) in enumerate((("spec:network.kwargs.base_channels",
+                                        "network.kwargs.base_channels._target_: refused"),
+                                       ("pickled payload beside the weights", "refused"))):
+        for command, extra in (("bloodseg.cli.evaluate", []),
+                               ("bloodseg.cli.predict",
+                                [f"input={image}", f"output={tmp_path / 'pred'}"]),
+                               ("bloodseg.cli.train", [*TINY, "trainer.max_epochs=1"])):
+            proc = run(command, [f"ckpt_path={trap_of[name]}",
+                                 f"hydra.run.dir={tmp_path / command}{i}", *extra], tmp_path,
+                       in_process=True)
+            out = proc.stdout + proc.stderr
+            assert proc.returncode != 0, (command, name)
+            assert shown in out, (command, name, out[-2000:])
+    assert not marker.exists(), "the checkpoint's payload ran"
     assert not (tmp_path / "pred").exists(), "predict wrote before it checked the model"
-
-
-def test_refusals_reach_the_user_as_one_clear_line(genuine, trained_run, tmp_path):
-    path, marker = crafted(genuine, "spec", ("network", "kwargs", "base_channels"), tmp_path)
-    image = next((trained_run / "samples").glob("*_image.png"))
-    for entry, extra in (("bloodseg.cli.evaluate", []),
-                         ("bloodseg.cli.predict", [f"input={image}", f"output={tmp_path / 'p'}"]),
-                         ("bloodseg.cli.train", [*TINY_DATA, "trainer.max_epochs=1"])):
-        proc = run_entry(entry, [f"ckpt_path={path}", f"hydra.run.dir={tmp_path / entry}",
-                                 *extra], tmp_path)
-        out = proc.stdout + proc.stderr
-        assert proc.returncode != 0, entry
-        assert "network.kwargs.base_channels._target_: refused" in out, (entry, out[-2000:])
-    assert not marker.exists()
+    # and a genuine bloodseg checkpoint still loads
+    assert load_model(trained_run / "checkpoints" / "best.ckpt")
 
 
 def test_tuned_file_beside_the_weights_is_checked_like_a_spec(trained_run, tmp_path):

@@ -20,26 +20,7 @@ from bloodseg.data.bbbc041seg import Sample, list_split, verify
 from bloodseg.data.datamodule import BloodCellDataModule
 from bloodseg.data.dataset import SegmentationDataset, load_cache, load_sample
 from bloodseg.io import DataError, read_image, read_mask
-
-
-def write_pair(root: Path, split: str, name: str, image: np.ndarray, mask: np.ndarray,
-               image_ext: str = ".png") -> None:
-    (root / split / "original").mkdir(parents=True, exist_ok=True)
-    (root / split / "mask").mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(root / split / "original" / f"{name}{image_ext}"), image)
-    cv2.imwrite(str(root / split / "mask" / f"{name}.png"), mask)
-
-
-def tiny_dataset(root: Path, n_train: int = 3, n_test: int = 1) -> Path:
-    rng = np.random.default_rng(0)
-    for split, n in (("train", n_train), ("test", n_test)):
-        for i in range(n):
-            img = rng.integers(0, 255, (40, 60, 3), dtype=np.uint8)
-            mask = np.zeros((40, 60, 3), np.uint8)
-            cv2.circle(mask, (20, 20), 8, (255, 255, 255), -1)
-            write_pair(root, split, f"img{i}", img, mask)
-    return root
-
+from tests.helpers.data import tiny_dataset, write_pair
 
 # --- reader and bad input -------------------------------------------------------------
 

@@ -27,7 +27,7 @@ from bloodseg.labels import instance_areas
 from bloodseg.modelfile import write_tuned
 from bloodseg.spec import ModelSpec
 from bloodseg.transforms import upsample
-from tests.test_pipeline import run_entry
+from tests.helpers.cli import run
 
 #: the largest difference to PyTorch the exported files may show (float32 everywhere)
 TOLERANCE = 1e-4
@@ -183,11 +183,11 @@ def test_command_line_exports_a_bundle_and_refuses_an_existing_file(ckpt, tmp_pa
     out = tmp_path / "counter.pt"
     args = [f"ckpt_path={ckpt}", "format=bundle", f"output={out}",
             f"hydra.run.dir={tmp_path / 'hydra'}"]
-    proc = run_entry("bloodseg.cli.export", args, tmp_path)
+    proc = run("bloodseg.cli.export", args, tmp_path, in_process=True)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert f"wrote {out} (bundle" in proc.stdout
     assert Predictor.load(out, device="cpu").spec == Predictor.load(ckpt, device="cpu").spec
-    proc = run_entry("bloodseg.cli.export", args, tmp_path)
+    proc = run("bloodseg.cli.export", args, tmp_path, in_process=True)
     assert proc.returncode == 2
     assert f"error: {out} exists; pass overwrite=true" in proc.stderr
     assert "Traceback" not in proc.stderr

@@ -28,9 +28,10 @@ from bloodseg import rundir
 from bloodseg.checkpoint_io import AtomicCheckpointIO
 from bloodseg.outcome import run_recorded
 from tests.conftest import CONF, REPO
-from tests.test_train import TINY_DATA
+from tests.helpers.cli import run, start
+from tests.helpers.runs import TINY
 
-TRAIN = [*TINY_DATA, "model.base_channels=4", "trainer.max_epochs=1", "test=false"]
+TRAIN = [*TINY, "model.base_channels=4", "trainer.max_epochs=1", "test=false"]
 
 
 def snapshot(folder: Path, skip: tuple[str, ...] = ()) -> dict[str, bytes]:
@@ -137,15 +138,11 @@ def test_a_live_run_holds_its_folder_and_a_dead_ones_lock_is_taken_over(
 def test_two_runs_started_at_once_then_a_third_into_the_finished_folder(tmp_path):
     out = tmp_path / "run"
     args = [*TRAIN, f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={out}"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-
-    def start(*extra: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "bloodseg.cli.train", *args, *extra],
-                                cwd=tmp_path, env=env, text=True, stdin=subprocess.DEVNULL,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-    procs = [start("seed=1"), start("seed=2")]
-    results = [(p.wait(timeout=300), *p.communicate()) for p in procs]
+    procs = [start("bloodseg.cli.train", [*args, f"seed={seed}"], tmp_path,
+                   env={"OMP_NUM_THREADS": "1"}, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+             for seed in (1, 2)]  # two processes: the lock is between them
+    outputs = [p.communicate(timeout=300) for p in procs]
+    results = [(p.returncode, out_, err) for p, (out_, err) in zip(procs, outputs)]
     assert sorted(rc for rc, _, _ in results) == [0, 2], results
     refused = next(err for rc, _, err in results if rc == 2)
     assert f"error: {out}: " in refused and "hydra.run.dir=<folder>" in refused
@@ -157,10 +154,10 @@ def test_two_runs_started_at_once_then_a_third_into_the_finished_folder(tmp_path
     assert not (out / "error.txt").exists() and not (out / rundir.LOCK).exists()
 
     before = snapshot(out, skip=(".hydra", "train.log"))
-    third = start("seed=3")
-    _, err = third.communicate(timeout=300)
-    assert third.returncode == 2, err
-    assert f"ckpt_path={out}/checkpoints/last.ckpt" in err and "holds another run" in err
+    third = run("bloodseg.cli.train", [*args, "seed=3"], tmp_path, in_process=True)
+    assert third.returncode == 2, third.stderr
+    assert f"ckpt_path={out}/checkpoints/last.ckpt" in third.stderr
+    assert "holds another run" in third.stderr
     # Hydra itself rewrites .hydra/ and opens train.log before the task starts
     assert snapshot(out, skip=(".hydra", "train.log")) == before
 
@@ -216,6 +213,7 @@ def test_full_disk_mid_checkpoint_keeps_the_old_file_and_names_the_new(tmp_path,
     assert path.read_bytes() == old and os.listdir(path.parent) == ["best.ckpt"]
 
 
+@pytest.mark.slow  # trains to its first checkpoint
 def test_a_failing_checkpoint_write_fails_the_run_with_the_files_named(
         hydra_cfg, tmp_path, monkeypatch):
     cfg = hydra_cfg(tmp_path, TRAIN)
@@ -232,6 +230,7 @@ def test_a_failing_checkpoint_write_fails_the_run_with_the_files_named(
     assert not (out / rundir.LOCK).exists()
 
 
+@pytest.mark.slow  # trains to its first checkpoint
 def test_when_the_disk_stays_full_the_runs_own_error_still_surfaces(
         hydra_cfg, tmp_path, monkeypatch, caplog):
     cfg = hydra_cfg(tmp_path, TRAIN)
@@ -273,21 +272,31 @@ writer.save_checkpoint({"epoch": 2, "w": torch.zeros(50_000)}, path)
 """
 
 
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT])
-def test_a_kill_mid_checkpoint_leaves_the_old_checkpoint_whole(tmp_path, sig):
-    path = tmp_path / "checkpoints" / "last.ckpt"
-    child = spawn(CHILD_SAVE, str(path), stderr=subprocess.DEVNULL)
-    wait_for_line(child, "mid-write")
-    temps = list(path.parent.glob(".last.ckpt.*.tmp"))
-    assert len(temps) == 1 and 0 < temps[0].stat().st_size  # half of the new one
-    child.send_signal(sig)
-    assert child.wait(timeout=30) != 0
-    ckpt = torch.load(path, weights_only=True)
-    assert ckpt["epoch"] == 1 and torch.equal(ckpt["w"], torch.ones(50_000))
-    # SIGINT lets the writer remove its temp file; after a SIGKILL the next claim does
-    assert [t.exists() for t in temps] == [sig == signal.SIGKILL]
-    rundir.claim(tmp_path, path).release()
-    assert os.listdir(path.parent) == ["last.ckpt"]
+def test_a_kill_mid_checkpoint_leaves_the_old_checkpoint_whole(tmp_path):
+    """A SIGKILL and a Ctrl+C, each to a writer stalled halfway through a checkpoint (the two
+    children start at once: each spends seconds importing torch)."""
+    children = {}
+    try:
+        for sig in (signal.SIGKILL, signal.SIGINT):
+            path = tmp_path / sig.name / "checkpoints" / "last.ckpt"
+            children[sig] = path, spawn(CHILD_SAVE, str(path), stderr=subprocess.DEVNULL)
+        for sig, (path, child) in children.items():
+            wait_for_line(child, "mid-write")
+            temps = list(path.parent.glob(".last.ckpt.*.tmp"))
+            assert len(temps) == 1 and 0 < temps[0].stat().st_size  # half of the new one
+            child.send_signal(sig)
+            assert child.wait(timeout=30) != 0
+            ckpt = torch.load(path, weights_only=True)
+            assert ckpt["epoch"] == 1 and torch.equal(ckpt["w"], torch.ones(50_000))
+            # SIGINT lets the writer remove its temp file; after a SIGKILL the next claim does
+            assert [t.exists() for t in temps] == [sig == signal.SIGKILL], sig.name
+            rundir.claim(path.parent.parent, path).release()
+            assert os.listdir(path.parent) == ["last.ckpt"]
+    finally:
+        for _, child in children.values():
+            if child.poll() is None:
+                child.kill()
+                child.wait()
 
 
 def unshare_tmpfs() -> list[str]:
@@ -341,12 +350,10 @@ def test_a_really_full_disk_keeps_the_old_checkpoint(tmp_path):
 @pytest.mark.slow
 def test_ctrl_c_during_training_records_the_interruption(tmp_path):
     out = tmp_path / "run"
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO)}
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "bloodseg.cli.train", *TRAIN, "trainer.max_epochs=50",
-         "data.synthetic.n_train=40", f"paths.data_dir={tmp_path / 'data'}",
-         f"hydra.run.dir={out}"], cwd=tmp_path, env=env, stdin=subprocess.DEVNULL,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = start("bloodseg.cli.train", [
+        *TRAIN, "trainer.max_epochs=50", "data.synthetic.n_train=40",
+        f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={out}"], tmp_path,
+        env={"OMP_NUM_THREADS": "1"}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 240
     while not (out / "checkpoints" / "last.ckpt").is_file():
         assert proc.poll() is None and time.monotonic() < deadline, "no epoch finished"
@@ -526,7 +533,7 @@ def masks_that_teach_nothing(root: Path) -> tuple[Path, Path]:
     """A tiny Kaggle-layout dataset with one all-0 and one all-255 training mask."""
     import cv2
 
-    from tests.test_data import tiny_dataset, write_pair
+    from tests.helpers.data import tiny_dataset, write_pair
 
     tiny_dataset(root, n_train=8)
     image = np.full((40, 60, 3), 200, np.uint8)
@@ -702,23 +709,8 @@ def test_post_processing_that_does_not_fit_the_target_fails_before_training(hydr
     from bloodseg.spec import SpecError
     from bloodseg.training import train
 
-    cfg = hydra_cfg(tmp_path, [*TINY_DATA, "target=contour", "postprocess=binary"])
+    cfg = hydra_cfg(tmp_path, [*TINY, "target=contour", "postprocess=binary"])
     with pytest.raises(SpecError, match="binary reads 1-channel outputs, but target contour "
                        "has 3; use postprocess=contour"):
         train(cfg)
     assert not (Path(cfg.paths.output_dir) / "checkpoints").exists()
-
-
-def test_resuming_from_a_pickled_or_foreign_checkpoint_names_the_file(hydra_cfg, tmp_path):
-    from bloodseg.io import CheckpointError
-    from bloodseg.training import train
-
-    pickled = tmp_path / "pickled.ckpt"
-    torch.save({"state_dict": {}, "obj": Path("x")}, pickled)  # a class: not weights-only
-    foreign = tmp_path / "foreign.ckpt"
-    torch.save({"state_dict": {"w": torch.zeros(1)}}, foreign)  # no hyper_parameters
-    for path, match in ((pickled, "refused"), (foreign, "not a bloodseg model file")):
-        cfg = hydra_cfg(tmp_path / path.stem, [*TINY_DATA, f"ckpt_path={path}"])
-        with pytest.raises(CheckpointError, match=match) as info:
-            train(cfg)
-        assert str(path) in str(info.value) and "weights_only=False" not in str(info.value)

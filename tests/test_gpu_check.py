@@ -11,7 +11,6 @@ from __future__ import annotations
 import json
 import math
 import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -21,6 +20,7 @@ from benchmarks.gpucheck.main import main
 from benchmarks.gpucheck.report import Report, environment
 from benchmarks.gpucheck.settings import parse_args
 from tests.conftest import REPO
+from tests.helpers.cli import run, start
 
 SCRIPT = REPO / "benchmarks" / "gpu_check.py"
 
@@ -120,10 +120,11 @@ def test_sections_stay_small_and_the_script_runs_as_a_file():
     package around it) finds them as ``python -m benchmarks.gpu_check`` does."""
     for path in (REPO / "benchmarks" / "gpucheck").glob("*.py"):
         assert len(path.read_text().splitlines()) <= 600, path
-    for cmd in ([sys.executable, str(SCRIPT), "--help"],
-                [sys.executable, "-m", "benchmarks.gpu_check", "--help"]):
-        done = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, timeout=120)
-        assert done.returncode == 0 and "--quick" in done.stdout, done.stderr[-2000:]
+    as_file = start(SCRIPT, ["--help"], REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    as_module = run("benchmarks.gpu_check", ["--help"], REPO, in_process=True)  # meanwhile
+    out, err = as_file.communicate(timeout=120)
+    assert as_file.returncode == 0 and "--quick" in out, err[-2000:]
+    assert as_module.returncode == 0 and "--quick" in as_module.stdout, as_module.stderr
 
 
 @pytest.mark.gpu

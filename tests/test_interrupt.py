@@ -16,6 +16,7 @@ import pytest
 from bloodseg.outcome import ignore_worker_deaths, was_interrupted
 from bloodseg.report import find_runs
 from tests.conftest import REPO
+from tests.helpers import cli
 
 
 def test_ctrl_c_however_lightning_rethrows_it_is_an_interruption():
@@ -53,14 +54,12 @@ def test_a_worker_dying_while_the_interruption_is_recorded_does_not_raise():
 @pytest.mark.slow
 def test_sigterm_is_recorded_as_interrupted_with_a_resume_command(tmp_path):
     run = tmp_path / "run"
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
     # DataLoader workers, as on a cluster: the signal reaches them too and they die first
-    args = ["profile=quick", "data.num_workers=2", "trainer.max_epochs=500",
+    args = ["data=synthetic", "profile=quick", "data.num_workers=2", "trainer.max_epochs=500",
             "callbacks.early_stopping=null", f"hydra.run.dir={run}",
             f"paths.data_dir={tmp_path / 'data'}"]
-    proc = subprocess.Popen([sys.executable, str(REPO / "train.py"), *args], cwd=tmp_path,
-                            env=env, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    proc = cli.start(REPO / "train.py", args, tmp_path, stdout=subprocess.PIPE,
+                     stderr=subprocess.STDOUT, start_new_session=True)
     try:
         deadline = time.monotonic() + 180
         while not (run / "checkpoints" / "last.ckpt").is_file():
@@ -77,7 +76,7 @@ def test_sigterm_is_recorded_as_interrupted_with_a_resume_command(tmp_path):
     assert meta["status"] == "interrupted" and meta["reason"] == "SIGTERM", output[-3000:]
     assert not (run / "error.txt").exists()  # the report and the sweep summary read "failed"
     resume = meta["resume"]
-    assert resume.startswith("python train.py profile=quick data.num_workers=2 ")
+    assert resume.startswith("python train.py data=synthetic profile=quick data.num_workers=2 ")
     assert f"ckpt_path={run}/checkpoints/last.ckpt hydra.run.dir={run}" in resume
     assert f"resume with:\n  {resume}" in output
 
@@ -90,7 +89,7 @@ def test_sigterm_is_recorded_as_interrupted_with_a_resume_command(tmp_path):
 
     # and Hydra takes the command as it is (--cfg job: compose, do not run)
     argv = shlex.split(resume)
-    check = subprocess.run([sys.executable, str(REPO / "train.py"), *argv[2:], "--cfg", "job"],
-                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    check = cli.run(REPO / "train.py", [*argv[2:], "--cfg", "job"], tmp_path,
+                    in_process=True)
     assert check.returncode == 0, check.stderr[-2000:]
     assert f"ckpt_path: {run}/checkpoints/last.ckpt" in check.stdout

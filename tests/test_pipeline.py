@@ -2,12 +2,8 @@
 
 from __future__ import annotations
 
-import csv
 import json
 import shutil
-import subprocess
-import sys
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -20,16 +16,8 @@ from bloodseg.metrics import InstanceStats
 from bloodseg.modelfile import load_model
 from bloodseg.prediction import list_inputs
 from tests.conftest import REPO
-
-
-def read_csv(path: Path) -> list[dict]:
-    with open(path) as f:
-        return list(csv.DictReader(f))
-
-
-def run_entry(module: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True,
-                          text=True, stdin=subprocess.DEVNULL, timeout=600)
+from tests.helpers.cli import run
+from tests.helpers.runs import read_csv
 
 
 def test_run_folder_has_callback_outputs(trained_run):
@@ -94,9 +82,9 @@ def test_evaluate_writes_metrics(trained_run, tmp_path):
     data_dir = trained_run.parent / "data"
     out = tmp_path / "eval"
     # only the checkpoint: the data folder comes from its spec, and the log says so
-    proc = run_entry("bloodseg.cli.evaluate", [
+    proc = run("bloodseg.cli.evaluate", [
         f"ckpt_path={trained_run / 'checkpoints' / 'best.ckpt'}", f"hydra.run.dir={out}"],
-        cwd=tmp_path)
+        tmp_path, in_process=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "the folder the model was trained on" in proc.stdout + proc.stderr
     assert str(data_dir) in json.loads((out / "test_metrics.json").read_text())["data_root"]
@@ -105,9 +93,9 @@ def test_evaluate_writes_metrics(trained_run, tmp_path):
     assert json.loads((out / "test_metrics.json").read_text())["metrics"] == ours
     # with TTA, other numbers and the choice recorded
     tta = tmp_path / "tta"
-    proc = run_entry("bloodseg.cli.evaluate", [
+    proc = run("bloodseg.cli.evaluate", [
         f"ckpt_path={trained_run / 'checkpoints' / 'best.ckpt'}", f"hydra.run.dir={tta}",
-        "predict.tta=true"], cwd=tmp_path)
+        "predict.tta=true"], tmp_path, in_process=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads((tta / "test_metrics.json").read_text())
     assert result["tta"] is True
@@ -131,9 +119,9 @@ def test_predict_on_mixed_folder_lists_unreadable_and_exits_nonzero(trained_run,
     cv2.imwrite(str(inputs / "rgba.png"), rgba)
     (inputs / "broken.png").write_bytes(b"\x89PNG not really")
     out = tmp_path / "pred"
-    proc = run_entry("bloodseg.cli.predict", [
+    proc = run("bloodseg.cli.predict", [
         f"ckpt_path={trained_run / 'checkpoints' / 'best.ckpt'}", f"input={inputs}",
-        f"output={out}", f"hydra.run.dir={tmp_path / 'hydra'}"], cwd=tmp_path)
+        f"output={out}", f"hydra.run.dir={tmp_path / 'hydra'}"], tmp_path, in_process=True)
     assert proc.returncode == 1
     assert "broken.png" in proc.stderr and "1 file(s) could not be read" in proc.stderr
     rows = {r["file"]: r for r in read_csv(out / "counts.csv")}

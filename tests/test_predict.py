@@ -24,7 +24,8 @@ from bloodseg.prediction import (
 )
 from bloodseg.quoting import quote_value, quoting_hint
 from tests.conftest import compose_cfg
-from tests.test_pipeline import read_csv, run_entry
+from tests.helpers.cli import run
+from tests.helpers.runs import read_csv
 
 
 def ckpt(run: Path) -> Path:
@@ -54,8 +55,8 @@ def test_reused_output_is_refused_and_overwrite_replaces_only_our_results(traine
     first = write_images(tmp_path / "first", ["a.png", "b.png"])
     out = tmp_path / "out"
     # Hydra's run folder is output= itself: .hydra/ and predict.log are already in it
-    proc = run_entry("bloodseg.cli.predict", [f"ckpt_path={ckpt(trained_run)}", f"input={first}",
-                                          f"output={out}"], cwd=tmp_path)
+    proc = run("bloodseg.cli.predict", [f"ckpt_path={ckpt(trained_run)}", f"input={first}",
+                                        f"output={out}"], tmp_path, in_process=True)
     assert proc.returncode == 0, proc.stderr
     assert (out / ".hydra").is_dir() and (out / "predict.log").is_file()
     assert pngs(out / "masks") == {"a.png", "b.png"}
@@ -66,14 +67,14 @@ def test_reused_output_is_refused_and_overwrite_replaces_only_our_results(traine
     second = write_images(tmp_path / "second", ["c.png"])
     args = [f"ckpt_path={ckpt(trained_run)}", f"input={second}", f"output={out}",
             f"hydra.run.dir={tmp_path / 'hydra'}"]
-    proc = run_entry("bloodseg.cli.predict", args, cwd=tmp_path)
+    proc = run("bloodseg.cli.predict", args, tmp_path, in_process=True)
     assert proc.returncode == 2
     assert f"output folder {out} is not empty" in proc.stderr
     assert "overwrite=true" in proc.stderr and "another output=" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert pngs(out / "masks") == {"a.png", "b.png"}  # refused before touching anything
 
-    proc = run_entry("bloodseg.cli.predict", [*args, "overwrite=true"], cwd=tmp_path)
+    proc = run("bloodseg.cli.predict", [*args, "overwrite=true"], tmp_path, in_process=True)
     assert proc.returncode == 0, proc.stderr
     for sub in ("masks", "instances", "overlays"):
         assert pngs(out / sub) == {"c.png"}  # stale a.png, b.png gone
@@ -175,7 +176,8 @@ def test_tile_progress_off_a_terminal_logs_a_few_lines(caplog):
 
 
 def test_unquoted_non_ascii_path_gets_quoting_hint(tmp_path):
-    proc = run_entry("bloodseg.cli.predict", ["ckpt_path=x", "input=/data/dätä"], cwd=tmp_path)
+    proc = run("bloodseg.cli.predict", ["ckpt_path=x", "input=/data/dätä"], tmp_path,
+               in_process=True)
     assert proc.returncode == 2
     assert "'input=\"/data/dätä\"'" in proc.stderr
     assert "LexerNoViableAltException" in proc.stderr and "Traceback" not in proc.stderr
@@ -208,9 +210,9 @@ def test_quoted_values_parse_back_exactly(value):
 def test_hinted_override_works_end_to_end(trained_run, tmp_path):
     inputs = write_images(tmp_path / "dätä=1,2", ["zelle.png"])
     out = tmp_path / "out"
-    proc = run_entry("bloodseg.cli.predict", [
+    proc = run("bloodseg.cli.predict", [
         f"ckpt_path={ckpt(trained_run)}", f"input={quote_value(str(inputs))}", f"output={out}",
-        f"hydra.run.dir={tmp_path / 'hydra'}"], cwd=tmp_path)
+        f"hydra.run.dir={tmp_path / 'hydra'}"], tmp_path, in_process=True)
     assert proc.returncode == 0, proc.stderr
     assert [r["output"] for r in read_csv(out / "counts.csv")] == ["zelle.png"]
 

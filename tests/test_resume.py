@@ -7,33 +7,31 @@ import csv
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import torch
 
-MAX_EPOCHS = 4
+from tests.helpers.cli import start
+from tests.helpers.runs import TINY, read_csv
+
+MAX_EPOCHS = 3  # killed in the last epoch (>= 2), resumed there
 TRAIN_IMAGES = 60  # 27 steps of 2 images an epoch: long enough to kill mid-epoch reliably
 OVERRIDES = [
-    "data=synthetic", f"data.synthetic.n_train={TRAIN_IMAGES}", "data.synthetic.n_test=2",
-    "data.synthetic.size=[32,32]", "data.image_size=32", "data.num_workers=0",
-    "data.batch_size=2", "model=unet", "model.base_channels=4", "logger=csv", "trainer=cpu",
+    *TINY, f"data.synthetic.n_train={TRAIN_IMAGES}", "data.synthetic.size=[32,32]",
+    "data.image_size=32", "model=unet", "model.base_channels=4",
     "trainer.deterministic=true", "trainer.log_every_n_steps=1", "seed=7",
-    f"trainer.max_epochs={MAX_EPOCHS}", "callbacks.progress_bar=null", "test=false",
+    f"trainer.max_epochs={MAX_EPOCHS}", "test=false",
 ]
 
 
 def start_training(tmp_path: Path, run: Path, *extra: str) -> subprocess.Popen:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    env["OMP_NUM_THREADS"] = "1"  # the same thread count in every run: same float sums
     log = open(tmp_path / f"{run.name}.log", "a")
-    with log:
-        return subprocess.Popen(
-            [sys.executable, "-m", "bloodseg.cli.train", *OVERRIDES,
-             f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={run}", *extra],
-            cwd=tmp_path, env=env, stdin=subprocess.DEVNULL, stdout=log,
+    with log:  # the same thread count in every run: the same float sums
+        return start("bloodseg.cli.train", [
+            *OVERRIDES, f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={run}",
+            *extra], tmp_path, env={"OMP_NUM_THREADS": "1"}, stdout=log,
             stderr=subprocess.STDOUT)
 
 
@@ -46,15 +44,10 @@ def load(path: Path) -> dict:
     return torch.load(path, map_location="cpu", weights_only=True)
 
 
-def read_rows(path: Path) -> list[dict]:
-    with open(path, newline="") as f:
-        return list(csv.DictReader(f))
-
-
 def step_epochs(run: Path) -> set[int]:
     """Epochs with a per-step training row in metrics.csv so far (the file may be mid-write)."""
     try:
-        rows = read_rows(run / "metrics.csv")
+        rows = read_csv(run / "metrics.csv")
     except (OSError, csv.Error):
         return set()
     return {int(r["epoch"]) for r in rows
@@ -98,7 +91,7 @@ def test_csv_logger_continues_metrics_csv(tmp_path):
     resumed = CSVLogger(tmp_path, name="", version="")
     resumed.log_metrics({"loss": 20.0, "lr": 0.5}, step=2)  # a new column rewrites the header
     resumed.save()
-    rows = [(r["step"], r["loss"], r["lr"]) for r in read_rows(tmp_path / "metrics.csv")]
+    rows = [(r["step"], r["loss"], r["lr"]) for r in read_csv(tmp_path / "metrics.csv")]
     assert rows == [("0", "0.0", ""), ("1", "1.0", ""), ("2", "20.0", "0.5")]
 
 
@@ -106,15 +99,20 @@ def test_csv_logger_continues_metrics_csv(tmp_path):
 def test_resume_after_sigkill_continues_the_run(tmp_path):
     """Needs last.ckpt rewritten every epoch and the RNG states in the checkpoint."""
     full, run = tmp_path / "full", tmp_path / "run"
-    finish(start_training(tmp_path, full), tmp_path, full)  # also generates the data
-
-    proc = start_training(tmp_path, run)
-    kill_mid_epoch(proc, tmp_path, run)
+    uninterrupted = start_training(tmp_path, full)  # side by side, one thread each
+    try:
+        proc = start_training(tmp_path, run)
+        kill_mid_epoch(proc, tmp_path, run)
+        finish(uninterrupted, tmp_path, full)
+    finally:
+        if uninterrupted.poll() is None:
+            uninterrupted.kill()
+            uninterrupted.wait()
     assert proc.returncode == -signal.SIGKILL
     killed_at = load(run / "checkpoints" / "last.ckpt")
     resumed_epoch = killed_at["epoch"] + 1
     assert 2 <= resumed_epoch < MAX_EPOCHS, "the kill must leave epochs to resume"
-    before = read_rows(run / "metrics.csv")
+    before = read_csv(run / "metrics.csv")
     assert any(int(r["step"]) >= killed_at["global_step"] for r in before), \
         "no rows logged after the checkpoint: the stale tail a resume drops is not exercised"
 
@@ -128,7 +126,7 @@ def test_resume_after_sigkill_continues_the_run(tmp_path):
 
     # (b) one metrics.csv with the whole history: the rows logged before the checkpoint are
     # kept as they were, every epoch has its train and val rows once, none twice
-    rows = read_rows(run / "metrics.csv")
+    rows = read_csv(run / "metrics.csv")
     assert not list(run.glob("metrics-v*.csv"))
     kept = [r for r in before if int(r["step"]) < killed_at["global_step"]]
     assert rows[:len(kept)] == kept
@@ -140,7 +138,7 @@ def test_resume_after_sigkill_continues_the_run(tmp_path):
     resumed_steps = [int(r["step"]) for r in rows[len(kept):] if r.get("train/loss_step")]
     assert resumed_steps[0] == killed_at["global_step"]  # continued, not restarted at 0
     # deterministic training: the resumed history is the uninterrupted one, value for value
-    assert rows == read_rows(full / "metrics.csv")
+    assert rows == read_csv(full / "metrics.csv")
 
     # (c) bit-identical weights (and optimizer state) to the uninterrupted run
     assert got["state_dict"].keys() == want["state_dict"].keys()

@@ -4,9 +4,6 @@ debug presets compose and run, and sweep job folders are named by their override
 from __future__ import annotations
 
 import logging
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pandas as pd
@@ -18,16 +15,10 @@ from bloodseg.jobs import job_outcomes
 from bloodseg.report import find_runs
 from bloodseg.training import check_objective, objective, train
 from tests.conftest import CONF, REPO
-from tests.test_train import TINY_DATA
+from tests.helpers.cli import run
+from tests.helpers.runs import TINY
 
 DEBUG_PRESETS = sorted(p.stem for p in (CONF / "debug").glob("*.yaml"))
-
-
-def run_cli(args: list[str], cwd: Path, timeout: int = 300) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    return subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=cwd, env=env,
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          timeout=timeout)
 
 
 # -- the objective ---------------------------------------------------------------------------
@@ -47,9 +38,10 @@ def test_the_objective_is_a_validation_metric(hydra_cfg, tmp_path, caplog):
 
 
 def test_a_test_objective_is_refused_before_anything_runs(tmp_path):
-    proc = run_cli(["optimized_metric=test/count_mae", "profile=quick",
-                    f"hydra.run.dir={tmp_path / 'run'}", f"paths.data_dir={tmp_path / 'd'}"],
-                   tmp_path)
+    proc = run(REPO / "train.py", ["optimized_metric=test/count_mae", "data=synthetic",
+                                   "profile=quick",
+                                   f"hydra.run.dir={tmp_path / 'run'}",
+                                   f"paths.data_dir={tmp_path / 'd'}"], tmp_path, in_process=True)
     assert proc.returncode != 0
     assert "optimized_metric=test/count_mae: a sweep would select on the test split" in \
         proc.stderr
@@ -63,9 +55,12 @@ def test_a_test_objective_is_refused_before_anything_runs(tmp_path):
 def test_two_trial_optuna_study_on_synthetic_data(tmp_path):
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
     sweep = tmp_path / "sweep"
-    proc = run_cli(["-m", "hparams_search=optuna", "profile=quick", "hydra.sweeper.n_trials=2",
-                    "model.base_channels=choice(4,8)",  # the command line narrows a range
-                    f"hydra.sweep.dir={sweep}", f"paths.data_dir={tmp_path / 'data'}"], tmp_path)
+    proc = run(REPO / "train.py", [
+        "-m", "hparams_search=optuna", "data=synthetic", "profile=quick",
+        "hydra.sweeper.n_trials=2",
+        "model.base_channels=choice(4,8)",  # the command line narrows a range
+        f"hydra.sweep.dir={sweep}", f"paths.data_dir={tmp_path / 'data'}"], tmp_path,
+        timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert set(result["best_params"]) == {"optimizer.lr", "optimizer.weight_decay",
@@ -112,8 +107,9 @@ def test_debug_preset_composes(hydra_cfg, tmp_path, preset):
         assert cfg.trainer.profiler._target_.endswith("SimpleProfiler")
 
 
+@pytest.mark.slow
 def test_debug_fdr_runs(hydra_cfg, tmp_path):
-    cfg = hydra_cfg(tmp_path, [*TINY_DATA, "model.base_channels=4", "debug=fdr"])
+    cfg = hydra_cfg(tmp_path, [*TINY, "model.base_channels=4", "debug=fdr"])
     metrics = train(cfg)
     assert "test/dice" in metrics and "val/loss" in metrics
     assert (Path(cfg.paths.output_dir) / "test_metrics.json").is_file()

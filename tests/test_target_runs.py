@@ -16,7 +16,7 @@ from bloodseg.modelfile import file_sha256, load_model, read_tuned
 from bloodseg.prediction import predict
 from bloodseg.training import train
 from tests.conftest import compose_cfg
-from tests.test_train import TINY_DATA
+from tests.helpers.runs import TINY
 
 
 def read_png(path: Path) -> np.ndarray:
@@ -31,7 +31,7 @@ def test_target_checkpoint_round_trips_through_evaluate_and_predict(tmp_path, ta
     # after fit): the choice goes beside the weights, and evaluate/predict must pick it up
     extra = ["target.weight_map=unet"] if target == "binary_wmap" else [
         "tune={split:train,metric:f1}"]
-    cfg = compose_cfg(tmp_path, [*TINY_DATA, f"target={name}", *extra, "model.base_channels=4",
+    cfg = compose_cfg(tmp_path, [*TINY, f"target={name}", *extra, "model.base_channels=4",
                                  "trainer.max_epochs=2", "data.scale=1.0", "data.crop_size=48",
                                  "augment=strong"])
     metrics = train(cfg)

@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import csv
 import json
-import os
-import subprocess
 import sys
 from pathlib import Path
 
@@ -21,22 +18,13 @@ from bloodseg.modelfile import load_model
 from bloodseg.targets import target_class
 from bloodseg.training import train
 from tests.conftest import CONF, REPO
+from tests.helpers.cli import run
+from tests.helpers.runs import TINY as TINY_DATA
+from tests.helpers.runs import read_csv
 
 # every experiment file, the cross-validation's recipes (experiment=bench/<name>) included
 EXPERIMENTS = sorted(p.relative_to(CONF / "experiment").with_suffix("").as_posix()
                      for p in (CONF / "experiment").rglob("*.yaml"))
-TINY_DATA = [
-    "data=synthetic",
-    "data.synthetic.n_train=8",
-    "data.synthetic.n_test=2",
-    "data.synthetic.size=[64,64]",
-    "data.image_size=64",
-    "data.num_workers=0",
-    "data.batch_size=2",
-    "logger=csv",
-    "trainer=cpu",
-    "callbacks.progress_bar=null",
-]
 
 
 def shrink_models(cfg) -> None:
@@ -44,11 +32,6 @@ def shrink_models(cfg) -> None:
     with open_dict(cfg):
         if "base_channels" in cfg.model:
             cfg.model.base_channels = 8
-
-
-def read_metrics_csv(path: Path) -> list[dict]:
-    with open(path) as f:
-        return list(csv.DictReader(f))
 
 
 def test_experiment_files_exist_for_the_study():
@@ -92,13 +75,14 @@ def test_study_hyperparameters_compose(hydra_cfg, tmp_path):
     assert sched.T_max == 7 and sched.eta_min == 1e-5
 
 
+@pytest.mark.slow
 def test_short_training_learns_and_checkpoint_round_trips(hydra_cfg, tmp_path):
     cfg = hydra_cfg(tmp_path, [*TINY_DATA, "model=unet", "model.base_channels=8",
                                "trainer.max_epochs=6", "data.synthetic.n_train=16",
                                "optimizer.lr=3e-3", "scheduler=plateau"])
     metrics = train(cfg)
     out = Path(cfg.paths.output_dir)
-    rows = read_metrics_csv(out / "metrics.csv")
+    rows = read_csv(out / "metrics.csv")
     val = [r for r in rows if r.get("val/dice")]
     assert len(val) == 6
     # learning: validation loss falls and Dice climbs well above chance
@@ -158,22 +142,15 @@ def test_ddp_worker_command_replays_the_job_not_the_sweep(hydra_cfg, tmp_path, m
     assert cwd == cfg.hydra.runtime.cwd  # workers start where the user started the sweep
 
 
-def run_cli(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("WANDB_")}
-    return subprocess.run([sys.executable, str(REPO / "train.py"), *args], cwd=cwd, env=env,
-                          stdin=subprocess.DEVNULL, capture_output=True, text=True,
-                          timeout=timeout)
-
-
 @pytest.mark.slow
 def test_sweep_of_models_cli_with_wandb_offline(tmp_path):
     """The user's command, as typed: one job per model, own output dir, W&B offline."""
     sweep = tmp_path / "sweep"
-    proc = run_cli(["-m", "model=unet,attunet", "model.base_channels=8",
-                    *[a for a in TINY_DATA if a != "logger=csv"],
-                    "trainer.max_epochs=1", "trainer.limit_train_batches=2",
-                    f"paths.data_dir={tmp_path / 'data'}",
-                    f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    proc = run(REPO / "train.py", [
+        "-m", "model=unet,attunet", "model.base_channels=8",
+        *[a for a in TINY_DATA if a != "logger=csv"], "trainer.max_epochs=1",
+        "trainer.limit_train_batches=2", f"paths.data_dir={tmp_path / 'data'}",
+        f"hydra.sweep.dir={sweep}"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
     # named by their overrides (conf/hydra/default.yaml), cut to whole overrides
@@ -193,12 +170,11 @@ def test_sweep_of_models_cli_with_wandb_offline(tmp_path):
 def test_ddp_inside_multirun_on_cpu(tmp_path):
     """trainer=ddp in a -m sweep: each job's 2 workers train that job, in that job's dir."""
     sweep = tmp_path / "sweep"
-    proc = run_cli(["-m", "model=unet,resunet", "model.base_channels=8", *TINY_DATA,
-                    "trainer=ddp", "trainer.accelerator=cpu", "trainer.devices=2",
-                    "trainer.precision=32-true", "trainer.sync_batchnorm=false",
-                    "trainer.fast_dev_run=true",
-                    f"paths.data_dir={tmp_path / 'data'}", f"hydra.sweep.dir={sweep}"],
-                   cwd=tmp_path)
+    proc = run(REPO / "train.py", [
+        "-m", "model=unet,resunet", "model.base_channels=8", *TINY_DATA, "trainer=ddp",
+        "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
+        "trainer.sync_batchnorm=false", "trainer.fast_dev_run=true",
+        f"paths.data_dir={tmp_path / 'data'}", f"hydra.sweep.dir={sweep}"], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
     # one folder per job (no nested sweeps from the workers), named by its overrides
@@ -237,7 +213,8 @@ def test_every_profile_model_pair_composes_and_builds(hydra_cfg, tmp_path, profi
 def test_a_profile_leaves_explicit_widths_alone(hydra_cfg, tmp_path):
     plain = hydra_cfg(tmp_path, ["model=unet"])
     assert plain.model.base_channels == 64 and "profile_network" not in plain
-    cfg = hydra_cfg(tmp_path, ["profile=quick", "model=unet", "model.base_channels=24"])
+    cfg = hydra_cfg(tmp_path, ["data=synthetic", "profile=quick", "model=unet",
+                               "model.base_channels=24"])
     assert cfg.model.base_channels == 24
     vgg = hydra_cfg(tmp_path, ["model=vgg11unet"])
     assert vgg.model.batch_norm is False

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import cv2
@@ -19,50 +17,10 @@ from bloodseg.io import DataError
 from bloodseg.modelfile import CheckpointError, load_checkpoint, load_model
 from bloodseg.outcome import run_recorded
 from tests.conftest import REPO
-from tests.test_train import TINY_DATA
+from tests.helpers.cli import run
+from tests.helpers.runs import TINY
 
-
-class Payload:
-    """Unpickling this runs a shell command that creates a marker file."""
-
-    def __init__(self, marker: Path) -> None:
-        self.marker = marker
-
-    def __reduce__(self):
-        return (os.system, (f"touch {self.marker}",))
-
-
-def run_cli(module: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", module, *args], cwd=cwd, capture_output=True,
-                          text=True, stdin=subprocess.DEVNULL, timeout=600)
-
-
-# -- 1, 2: checkpoints ------------------------------------------------------------------------
-
-
-def test_booby_trapped_checkpoints_are_refused_and_never_run(trained_run, tmp_path):
-    genuine = torch.load(trained_run / "checkpoints" / "best.ckpt", weights_only=True)
-    marker = tmp_path / "pwned"
-    plain = tmp_path / "plain.ckpt"
-    torch.save({"payload": Payload(marker)}, plain)
-    trapped = tmp_path / "trapped.ckpt"
-    torch.save({**genuine, "extra": Payload(marker)}, trapped)
-    for path in (plain, trapped):
-        with pytest.raises(CheckpointError, match="refused") as info:
-            load_model(path)
-        assert str(path) in str(info.value)
-    # the real commands refuse it too, with the message and a non-zero exit
-    image = next((trained_run / "samples").glob("*_image.png"))
-    for entry, extra in (("bloodseg.cli.evaluate", []),
-                         ("bloodseg.cli.predict",
-                          [f"input={image}", f"output={tmp_path / 'pred'}"])):
-        proc = run_cli(entry, [f"ckpt_path={trapped}", f"hydra.run.dir={tmp_path / entry}",
-                               *extra], REPO)
-        assert proc.returncode != 0
-        assert "refused" in proc.stderr + proc.stdout
-    assert not marker.exists(), "the checkpoint's payload ran"
-    # and a genuine bloodseg checkpoint still loads safely
-    assert load_model(trained_run / "checkpoints" / "best.ckpt")
+# -- 1, 2: checkpoints (booby-trapped ones: test_contract.py) ----------------------------------
 
 
 @pytest.mark.parametrize("content", [b"", b"hello, I am a text file\n", os.urandom(2048),
@@ -130,15 +88,29 @@ def test_val_fraction_leaving_no_training_image_is_named(synthetic_root):
 
 
 def test_typo_data_root_never_generates_synthetic_data(tmp_path):
+    """A profile never switches the data source: profile=quick with a data.root reads that
+    folder (and says it is not there), never the synthetic smears; data=synthetic with a
+    data.root names both."""
     typo = tmp_path / "real" / "BCCD Datset with mask"
-    proc = run_cli("bloodseg.cli.train", ["profile=quick", f"data.root={typo}",
-                                      f"hydra.run.dir={tmp_path / 'run'}"], REPO)
-    assert proc.returncode != 0
-    assert "data.root" in proc.stderr + proc.stdout
+    proc = run("bloodseg.cli.train", ["profile=quick", f"data.root={typo}",
+                                      f"hydra.run.dir={tmp_path / 'run'}"], REPO,
+               in_process=True)
+    assert proc.returncode == 2
+    assert f"{typo}: dataset folder not found" in proc.stderr + proc.stdout
+    assert "data=synthetic" not in proc.stderr + proc.stdout  # nothing the user never typed
     assert not typo.exists() and not (tmp_path / "real").exists()
+    proc = run("bloodseg.cli.train", ["data=synthetic", "profile=quick", f"data.root={typo}",
+                                      f"hydra.run.dir={tmp_path / 'run1'}"], REPO,
+               in_process=True)
+    assert proc.returncode == 2
+    assert f"data.root={typo} was given with data=synthetic" in proc.stderr + proc.stdout
+    proc = run("bloodseg.cli.train", ["profile=quick", f"hydra.run.dir={tmp_path / 'run3'}"],
+               REPO, in_process=True)
+    assert proc.returncode == 2 and "data=synthetic" in proc.stderr  # what to pass, said
     # and with real data chosen explicitly, the existing clear DataError
-    proc = run_cli("bloodseg.cli.train", ["profile=quick", "data=bbbc041seg", f"data.root={typo}",
-                                      f"hydra.run.dir={tmp_path / 'run2'}"], REPO)
+    proc = run("bloodseg.cli.train", ["profile=quick", "data=bbbc041seg", f"data.root={typo}",
+                                      f"hydra.run.dir={tmp_path / 'run2'}"], REPO,
+               in_process=True)
     assert proc.returncode != 0 and "dataset folder not found" in proc.stderr + proc.stdout
     assert not typo.exists()
 
@@ -146,10 +118,10 @@ def test_typo_data_root_never_generates_synthetic_data(tmp_path):
 def test_synthetic_data_goes_only_under_its_cache_dir(hydra_cfg, tmp_path):
     from hydra.utils import instantiate
 
-    cfg = hydra_cfg(tmp_path, [*TINY_DATA])
+    cfg = hydra_cfg(tmp_path, [*TINY])
     dm = instantiate(cfg.data)
     assert Path(dm.root).parent == Path(cfg.paths.data_dir) / "synthetic"
-    other = hydra_cfg(tmp_path, [*TINY_DATA, "data.synthetic.n_train=9"])
+    other = hydra_cfg(tmp_path, [*TINY, "data.synthetic.n_train=9"])
     assert instantiate(other.data).root != dm.root, "another parameter must not reuse the cache"
 
 
@@ -159,8 +131,8 @@ def test_synthetic_data_goes_only_under_its_cache_dir(hydra_cfg, tmp_path):
 @pytest.mark.slow
 def test_sweep_runs_every_job_and_reports_each_failure(tmp_path):
     sweep = tmp_path / "sweep"
-    proc = run_cli("bloodseg.cli.train", [
-        "-m", "optimizer.lr=-1,1e-3,-2", "profile=quick", "test=false",
+    proc = run("bloodseg.cli.train", [
+        "-m", "optimizer.lr=-1,1e-3,-2", "data=synthetic", "profile=quick", "test=false",
         "trainer.max_epochs=1", f"paths.data_dir={tmp_path / 'data'}",
         f"hydra.sweep.dir={sweep}"], REPO)
     out = proc.stdout + proc.stderr

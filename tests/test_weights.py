@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import pytest
 
 from bloodseg.inference import Predictor
@@ -14,6 +11,8 @@ from bloodseg.measure import cell_rows
 from bloodseg.metrics import match_instances
 from bloodseg.modelfile import model_file
 from bloodseg.weights import listing, model_card, weights_names, weights_path
+from tests.conftest import REPO
+from tests.helpers.cli import run
 
 #: sha256 of count_real.pt's weight tensors (names, dtypes, bytes), as trained
 WEIGHTS_SHA256 = "4e7dbf4799e459d2bef857b609111a9e615b8c11728c2595621455386e87e64a"
@@ -27,9 +26,9 @@ def test_shipped_models_are_listed_with_their_cards():
     for must in ("Training data", "licen", "Intended use", "Not for", "real_cv.py"):
         assert must.lower() in card.lower(), must
     assert "count_real" in listing()
-    out = subprocess.run([sys.executable, "-m", "bloodseg.cli.weights"], capture_output=True,
-                         text=True, check=True).stdout
-    assert out.startswith("count_real") and "MB" in out
+    proc = run("bloodseg.cli.weights", [], REPO, in_process=True)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("count_real") and "MB" in proc.stdout
     with pytest.raises(CheckpointError, match="no such shipped model; valid: count_real"):
         model_file(weights="nope")
 

@@ -147,7 +147,8 @@ def test_predict_from_the_installed_copy(site, outside, trained_run):
 def test_quick_training_from_the_installed_copy(site, outside):
     work, env = outside
     out = work / "run"
-    run([sys.executable, "-m", "bloodseg.cli.train", "profile=quick", "trainer.max_epochs=1",
+    run([sys.executable, "-m", "bloodseg.cli.train", "data=synthetic", "profile=quick",
+         "trainer.max_epochs=1",
          "data.synthetic.n_train=4", f"hydra.run.dir={out}"], work, env, timeout=600)
     assert (out / "checkpoints" / "best.ckpt").is_file()
     metrics = json.loads((out / "test_metrics.json").read_text())["metrics"]

@@ -20,11 +20,11 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
+from benchmarks import steptime
 from benchmarks.steptime import (
     StepTimer,
     model_config,
 )
-from bloodseg import steptime
 from bloodseg.data.synthetic import write_dataset
 from bloodseg.models import build_model
 
