@@ -29,11 +29,24 @@ from bloodseg import ddp, evaluation, rundir, tuning
 from bloodseg.config import instantiate_group
 from bloodseg.data.bbbc041seg import image_digests, list_split
 from bloodseg.inference import Predictor
-from bloodseg.io import CheckpointError, write_text_atomic
+from bloodseg.io import CheckpointError, DataError, write_text_atomic
 from bloodseg.modelfile import check_model_file, load_model, write_tuned
 from bloodseg.module import SegmentationModule
 
 log = logging.getLogger(__name__)
+
+
+def instantiate_data(config: DictConfig):
+    """The DataModule of ``config``; a data mistake it names (a missing folder, data.root with
+    data=synthetic) surfaces as itself, not wrapped in Hydra's InstantiationException."""
+    from hydra.errors import InstantiationException
+
+    try:
+        return instantiate(config)
+    except InstantiationException as err:
+        if isinstance(err.__cause__, DataError):
+            raise err.__cause__ from None
+        raise
 
 
 def build_module(cfg: DictConfig) -> SegmentationModule:
@@ -131,7 +144,7 @@ def train(cfg: DictConfig) -> dict:
     tune = tuning.TuneOptions.from_config(cfg.get("tune"))
     if cfg.get("ckpt_path"):
         check_model_file(cfg.ckpt_path)  # a stranger's file is checked before Lightning reads it
-    datamodule = instantiate(cfg.data)
+    datamodule = instantiate_data(cfg.data)
     # Load and check every split the run will touch now: a bad test mask must stop the run
     # before the first epoch, not after the last.
     datamodule.prepare_data()

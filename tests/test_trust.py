@@ -97,7 +97,7 @@ def test_typo_data_root_never_generates_synthetic_data(tmp_path):
                in_process=True)
     assert proc.returncode == 2
     assert f"{typo}: dataset folder not found" in proc.stderr + proc.stdout
-    assert "data=synthetic" not in proc.stderr + proc.stdout  # nothing the user never typed
+    assert "given with data=synthetic" not in proc.stderr + proc.stdout  # never typed by the user
     assert not typo.exists() and not (tmp_path / "real").exists()
     proc = run("bloodseg.cli.train", ["data=synthetic", "profile=quick", f"data.root={typo}",
                                       f"hydra.run.dir={tmp_path / 'run1'}"], REPO,

@@ -45,7 +45,8 @@ def resolve_root(root: str | Path, splits: tuple[str, ...] = SPLITS) -> Path:
         raise DataError(
             f"{root}: dataset folder not found. Download it with "
             "`bloodseg-data download --out data/` or point data.root at the folder that "
-            "holds train/ and test/."
+            "holds train/ and test/ (or train on the built-in synthetic smears: "
+            "data=synthetic)."
         )
     missing = [
         f"{s}/{k}" for s in splits for k in ("original", "mask") if not (root / s / k).is_dir()
