@@ -85,7 +85,7 @@ def _call_main(command: str | Path, args: list[str], cwd: Path,
     from hydra.core.global_hydra import GlobalHydra
 
     script = _script(command)
-    module = SHIMS.get(script, None) if script else str(command)
+    module = SHIMS.get(script) if script else str(command)
     if module is None:
         raise ValueError(f"{command}: no command module known to run in this process")
     main = importlib.import_module(module).main
