@@ -1,4 +1,4 @@
-"""Nothing lost, nothing mixed, nothing injected (issue #20): one run per run folder,
+"""Crash safety: nothing lost, nothing mixed, nothing injected: one run per run folder,
 checkpoints that a full disk or a kill cannot truncate, failures recorded even when the disk
 is full, hostile run text escaped in the README, errors that name the file, and masks that
 cannot teach anything flagged."""

@@ -1,4 +1,4 @@
-"""Trust: checkpoints that cannot run code, failures that surface early and stay visible."""
+"""Refusals: checkpoints that cannot run code, failures that surface early and stay visible."""
 
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from tests.conftest import REPO
 from tests.helpers.cli import run
 from tests.helpers.runs import TINY
 
-# -- 1, 2: checkpoints (booby-trapped ones: test_contract.py) ----------------------------------
+# -- 1, 2: checkpoints (booby-trapped ones: test_modelfile.py) ----------------------------------
 
 
 @pytest.mark.parametrize("content", [b"", b"hello, I am a text file\n", os.urandom(2048),
