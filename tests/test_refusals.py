@@ -134,7 +134,7 @@ def test_sweep_runs_every_job_and_reports_each_failure(tmp_path):
     proc = run("bloodseg.cli.train", [
         "-m", "optimizer.lr=-1,1e-3,-2", "data=synthetic", "profile=quick", "test=false",
         "trainer.max_epochs=1", f"paths.data_dir={tmp_path / 'data'}",
-        f"hydra.sweep.dir={sweep}"], REPO)
+        f"hydra.sweep.dir={sweep}"], REPO, in_process=True)
     out = proc.stdout + proc.stderr
     assert proc.returncode != 0, out
     assert "3 jobs: 1 ok, 2 failed" in out

@@ -60,7 +60,7 @@ def test_two_trial_optuna_study_on_synthetic_data(tmp_path):
         "hydra.sweeper.n_trials=2",
         "model.base_channels=choice(4,8)",  # the command line narrows a range
         f"hydra.sweep.dir={sweep}", f"paths.data_dir={tmp_path / 'data'}"], tmp_path,
-        timeout=300)
+        in_process=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = yaml.safe_load((sweep / "optimization_results.yaml").read_text())
     assert set(result["best_params"]) == {"optimizer.lr", "optimizer.weight_decay",

@@ -150,7 +150,7 @@ def test_sweep_of_models_cli_with_wandb_offline(tmp_path):
         "-m", "model=unet,attunet", "model.base_channels=8",
         *[a for a in TINY_DATA if a != "logger=csv"], "trainer.max_epochs=1",
         "trainer.limit_train_batches=2", f"paths.data_dir={tmp_path / 'data'}",
-        f"hydra.sweep.dir={sweep}"], tmp_path)
+        f"hydra.sweep.dir={sweep}"], tmp_path, in_process=True)
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir() and not p.name.startswith("."))
     # named by their overrides (conf/hydra/default.yaml), cut to whole overrides
