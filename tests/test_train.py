@@ -41,6 +41,7 @@ def test_experiment_files_exist_for_the_study():
     }
 
 
+@pytest.mark.slow  # a fast_dev_run trains a batch
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
 def test_every_experiment_runs_fast_dev_run(hydra_cfg, tmp_path, experiment):
     # crops and tuning shrunk to the tiny images (count_real and its bench/ recipes crop and tune)
