@@ -175,7 +175,8 @@ def test_ddp_inside_multirun_on_cpu(tmp_path):
         "-m", "model=unet,resunet", "model.base_channels=8", *TINY_DATA, "trainer=ddp",
         "trainer.accelerator=cpu", "trainer.devices=2", "trainer.precision=32-true",
         "trainer.sync_batchnorm=false", "trainer.fast_dev_run=true",
-        f"paths.data_dir={tmp_path / 'data'}", f"hydra.sweep.dir={sweep}"], tmp_path)
+        f"paths.data_dir={tmp_path / 'data'}", f"hydra.sweep.dir={sweep}"], tmp_path,
+        in_process=True)  # rank 0 here, as in the sweep's own process; rank 1: new processes
     assert proc.returncode == 0, proc.stderr[-3000:]
     jobs = sorted(p.name for p in sweep.iterdir() if p.is_dir())
     # one folder per job (no nested sweeps from the workers), named by its overrides

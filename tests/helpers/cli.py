@@ -9,9 +9,9 @@ torch and Lightning, so where a test is about what the command does rather than 
 around it, ``in_process=True`` calls the command's ``main`` in this process instead, as the
 process would: with its ``sys.argv``, working folder, environment, stdout and stderr, the exit
 status taken from ``SystemExit`` (an exception that escapes prints its traceback and gives 1,
-as Python does), and Hydra's global state, the logging it configures and the warning filters
-a run installs undone afterwards. Hydra parses the same command line and writes the same run
-folder and logs either way.
+as Python does), and Hydra's global state, the logging it configures, the warning filters and
+torch's thread count and deterministic mode a run sets undone afterwards. Hydra parses the
+same command line and writes the same run folder and logs either way.
 
 Commands get this process's environment without W&B settings (the code itself must keep W&B
 offline and quiet) and with this checkout first on ``PYTHONPATH``; ``env`` adds to it.
@@ -119,7 +119,7 @@ def _exit_status(main) -> int:
 def _as_a_process(argv0: str, args: list[str], cwd: Path,
                   env: Mapping[str, str] | None) -> Iterator[None]:
     argv, here, environ = sys.argv, os.getcwd(), dict(os.environ)
-    loggers = _logging_state()
+    loggers, torch_state = _logging_state(), _torch_state()
     try:
         with warnings.catch_warnings():
             sys.argv = [argv0, *args]
@@ -133,6 +133,26 @@ def _as_a_process(argv0: str, args: list[str], cwd: Path,
         os.environ.clear()
         os.environ.update(environ)
         _restore_logging(loggers)
+        _restore_torch(torch_state)
+
+
+def _torch_state() -> tuple | None:
+    """What a run may set for the whole process: Lightning's DDP on a CPU sets the thread
+    count, ``trainer.deterministic`` the deterministic algorithms."""
+    torch = sys.modules.get("torch")
+    if torch is None:
+        return None
+    return (torch.get_num_threads(), torch.are_deterministic_algorithms_enabled(),
+            torch.is_deterministic_algorithms_warn_only_enabled())
+
+
+def _restore_torch(state: tuple | None) -> None:
+    torch = sys.modules.get("torch")
+    if torch is None or state is None:
+        return
+    threads, deterministic, warn_only = state
+    torch.set_num_threads(threads)
+    torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
 
 
 def _loggers() -> list[logging.Logger]:
