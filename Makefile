@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 PY := $(BIN)/python
 # torch/torchvision pinned to releases that pip on this platform finds locally; override if needed
 TORCH_SPEC ?= torch==2.14.1 torchvision==0.29.1
+# make test: pytest-xdist workers; each runs one torch thread (tests/conftest.py)
+TEST_WORKERS ?= 2
 
 .DEFAULT_GOAL := help
 # make demo: the main job on built-in synthetic data (CPU, minutes)
@@ -56,11 +58,11 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed ## create .venv and install bloodseg with its dev tools and Optuna
 
-test: install ## run the test suite (installs first)
-	$(BIN)/pytest -q
+test: install ## run the test suite (installs first), one worker per core (TEST_WORKERS=2)
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist worksteal
 
 test-fast: install ## tests without the slow pipeline ones
-	$(BIN)/pytest -q -m "not slow"
+	$(BIN)/pytest -q -n $(TEST_WORKERS) --dist worksteal -m "not slow"
 
 lint: install ## ruff
 	$(BIN)/ruff check bloodseg tests benchmarks train.py

@@ -10,10 +10,13 @@ report, shared pieces, 1 train-step throughput, 2 a Kaggle-sized epoch, 3 the re
 
 from __future__ import annotations
 
-if __package__:  # python -m benchmarks.gpu_check, or imported
-    from benchmarks.gpucheck.main import main
-else:  # python benchmarks/gpu_check.py: this folder is sys.path[0], gpucheck a package in it
-    from gpucheck.main import main
+if not __package__:  # python benchmarks/gpu_check.py: the sections import ``benchmarks.*``
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from benchmarks.gpucheck.main import main  # noqa: E402
 
 __all__ = ["main"]
 

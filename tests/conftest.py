@@ -25,6 +25,14 @@ REPO = Path(__file__).resolve().parents[1]
 CONF = REPO / "conf"
 SHARED_DATA = REPO.parent / "shared" / "data"
 
+# Under pytest-xdist (make test runs one worker per core) each worker and the commands it
+# starts get one torch thread: two workers of two threads each on two cores lose to contention.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = os.environ["MKL_NUM_THREADS"] = "1"
+    import torch
+
+    torch.set_num_threads(1)
+
 # Tests never talk to W&B servers; the code itself must not prompt either (see test_train).
 os.environ.setdefault("WANDB_SILENT", "true")
 

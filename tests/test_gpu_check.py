@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import math
 import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -20,7 +21,7 @@ from benchmarks.gpucheck.main import main
 from benchmarks.gpucheck.report import Report, environment
 from benchmarks.gpucheck.settings import parse_args
 from tests.conftest import REPO
-from tests.helpers.cli import run, start
+from tests.helpers import cli
 
 SCRIPT = REPO / "benchmarks" / "gpu_check.py"
 
@@ -47,7 +48,11 @@ def test_quick_cpu_mode_measures_every_section(tmp_path):
     """Meanwhile ``python benchmarks/gpu_check.py --help``: the script, run as a file (no
     package around it), finds its sections as ``python -m benchmarks.gpu_check`` does."""
     out = tmp_path / "out"
-    as_file = start(SCRIPT, ["--help"], REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    # as a user runs it: from elsewhere, nothing on PYTHONPATH
+    env = {k: v for k, v in cli.environment().items() if k != "PYTHONPATH"}
+    as_file = subprocess.Popen([sys.executable, str(SCRIPT), "--help"], cwd=tmp_path, env=env,
+                               stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
     try:
         # a generous budget: a busy shared CPU must not turn measurements into skips here
         report = load_script().main(["--device", "cpu", "--quick", "--out", str(out),
@@ -130,7 +135,7 @@ def test_sections_stay_small_and_run_as_a_module():
     them (run as a file: test_quick_cpu_mode_measures_every_section)."""
     for path in (REPO / "benchmarks" / "gpucheck").glob("*.py"):
         assert len(path.read_text().splitlines()) <= 600, path
-    as_module = run("benchmarks.gpu_check", ["--help"], REPO, in_process=True)
+    as_module = cli.run("benchmarks.gpu_check", ["--help"], REPO, in_process=True)
     assert as_module.returncode == 0 and "--quick" in as_module.stdout, as_module.stderr
 
 
