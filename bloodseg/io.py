@@ -21,6 +21,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from bloodseg.options import OptionError
+
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
@@ -31,6 +33,10 @@ class DataError(ValueError):
 class CheckpointError(ValueError):
     """A model file that cannot be used; the message names the file and what to pass
     instead (raised by :mod:`bloodseg.modelfile` and :mod:`bloodseg.spec`)."""
+
+
+#: a user's mistake (bad data, model file or option): said in one line, the fix in it, exit 2
+USER_ERRORS = (DataError, CheckpointError, OptionError)
 
 
 def decode(path: str | Path) -> np.ndarray:

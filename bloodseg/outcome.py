@@ -23,15 +23,12 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig
 
 from bloodseg import rundir
-from bloodseg.io import CheckpointError, DataError
-from bloodseg.options import OptionError
+from bloodseg.io import USER_ERRORS
 from bloodseg.quoting import quote_value
 from bloodseg.training import is_ddp_worker, train
 
 log = logging.getLogger(__name__)
 
-#: errors that are a user's mistake, said in one line (the message names the fix)
-USER_ERRORS = (DataError, CheckpointError, OptionError)
 
 def run_recorded(cfg: DictConfig) -> dict | None:
     """:func:`train`, with its outcome recorded in the run folder (``meta.json`` status and,

@@ -38,8 +38,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from bloodseg.data.bbbc041seg import Sample, list_split, read_native_instances
+from bloodseg.io import DataError
 from bloodseg.labels import drop_cut_cells
 from bloodseg.metrics import InstanceStats
+from bloodseg.options import OptionError
 from bloodseg.progress import Eta
 from bloodseg.transforms import upsample
 
@@ -91,7 +93,7 @@ def _with_current(postprocess: Any, grid: dict[str, Sequence]) -> dict[str, list
     out = {}
     for key, values in grid.items():
         if key not in names:
-            raise ValueError(f"{type(postprocess).__name__} has no parameter {key!r} to tune; "
+            raise OptionError(f"{type(postprocess).__name__} has no parameter {key!r} to tune; "
                              f"it has {sorted(names)}")
         vals = list(values)
         current = getattr(postprocess, key)
@@ -141,9 +143,9 @@ def search(postprocess: Any, items: Sequence[TuningItem], grid: dict[str, Sequen
     always with the current values) on ``items``; keep the best by ``metric`` (``f1``:
     highest F1@0.5, ties to the lower count MAE; ``count_mae``: the reverse)."""
     if metric not in METRICS:
-        raise ValueError(f"tuning metric must be one of {METRICS}, got {metric!r}")
+        raise OptionError(f"tuning metric must be one of {METRICS}, got {metric!r}")
     if not items:
-        raise ValueError("no images to tune the post-processing on")
+        raise DataError("no images to tune the post-processing on")
     grid = _with_current(postprocess, grid if grid else default_grid(postprocess))
     cuts = grid.pop(LAST_STEP, None)
     rows = []
@@ -186,18 +188,18 @@ class TuneOptions:
 
     def __post_init__(self) -> None:
         if self.split not in SPLITS:
-            raise ValueError(f"tune.split must be one of {', '.join(SPLITS)}, got "
+            raise OptionError(f"tune.split must be one of {', '.join(SPLITS)}, got "
                              f"{self.split!r}")
         if self.metric not in METRICS:
-            raise ValueError(f"tune.metric must be one of {', '.join(METRICS)}, got "
+            raise OptionError(f"tune.metric must be one of {', '.join(METRICS)}, got "
                              f"{self.metric!r}")
         if self.max_images is not None and (isinstance(self.max_images, bool) or
                                             not isinstance(self.max_images, int) or
                                             self.max_images < 1):
-            raise ValueError(f"tune.max_images must be an integer >= 1 or null, got "
+            raise OptionError(f"tune.max_images must be an integer >= 1 or null, got "
                              f"{self.max_images!r}")
         if self.grid is not None and not isinstance(self.grid, dict):
-            raise ValueError(f"tune.grid must be a mapping like {{threshold: [0.4, 0.5]}}, "
+            raise OptionError(f"tune.grid must be a mapping like {{threshold: [0.4, 0.5]}}, "
                              f"got {self.grid!r}")
 
     @classmethod
@@ -214,10 +216,10 @@ class TuneOptions:
         if tune is True:
             tune = {}
         if not isinstance(tune, dict):
-            raise ValueError(f"tune must be a mapping of {', '.join(KEYS)}, got {tune!r}")
+            raise OptionError(f"tune must be a mapping of {', '.join(KEYS)}, got {tune!r}")
         unknown = set(tune) - set(KEYS)
         if unknown:
-            raise ValueError(f"tune: unknown keys {sorted(unknown)}; it takes "
+            raise OptionError(f"tune: unknown keys {sorted(unknown)}; it takes "
                              f"{', '.join(KEYS)}")
         if "split" in tune and tune["split"] is None:
             cls(**{**tune, "split": "train"})  # checks the rest
@@ -246,7 +248,7 @@ def tuning_samples(root: str | Path, split: str = "train", max_images: int | Non
     """The images tuning looks at: the training split (``train``: train + val) or the seeded
     validation split (``val``, drawn as the DataModule draws it); never the test split."""
     if split not in SPLITS:
-        raise ValueError(f"tune.split must be one of {', '.join(SPLITS)}, got {split!r}")
+        raise OptionError(f"tune.split must be one of {', '.join(SPLITS)}, got {split!r}")
     samples = list_split(root, "train")
     if split == "val":
         from bloodseg.data.datamodule import BloodCellDataModule

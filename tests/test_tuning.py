@@ -10,7 +10,9 @@ import cv2
 import numpy as np
 import pytest
 
+from bloodseg.io import DataError
 from bloodseg.labels import CUT_CELL_GRID, drop_cut_cells, typical_area
+from bloodseg.options import OptionError
 from bloodseg.postprocess import ContourWatershed, DistanceWatershed, Watershed
 from bloodseg.targets import contour_target
 from bloodseg.tuning import TuningItem, default_grid, score, search
@@ -122,11 +124,11 @@ def test_search_scores_at_the_truths_size():
 def test_search_rejects_bad_requests():
     outputs, truth = neck_outputs()
     items = [TuningItem("a", outputs, truth)]
-    with pytest.raises(ValueError, match="no parameter 'marker_treshold'"):
+    with pytest.raises(OptionError, match="no parameter 'marker_treshold'"):
         search(ContourWatershed(), items, {"marker_treshold": [0.8]})
-    with pytest.raises(ValueError, match="metric must be one of"):
+    with pytest.raises(OptionError, match="metric must be one of"):
         search(ContourWatershed(), items, metric="dice")
-    with pytest.raises(ValueError, match="no images"):
+    with pytest.raises(DataError, match="no images"):
         search(ContourWatershed(), [])
     with pytest.raises(TypeError, match="no tune_grid"):
         default_grid(object())
@@ -215,7 +217,7 @@ def test_tune_options_defaults_and_errors():
                                           "max_images": 50}
     for bad, match in (({"spilt": "train"}, "unknown keys"), ({"split": "test"}, "train, val"),
                        ({"metric": "dice"}, "metric must be"), ({"max_images": 0}, ">= 1")):
-        with pytest.raises(ValueError, match=match):
+        with pytest.raises(OptionError, match=match):
             tune_spec(bad)
 
 

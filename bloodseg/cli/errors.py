@@ -25,9 +25,10 @@ or by calling :func:`run_hydra_main` from a plain entry point::
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any, NoReturn, TypeVar
 
 from bloodseg.quoting import quoting_hint
@@ -35,6 +36,19 @@ from bloodseg.quoting import quoting_hint
 F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_USAGE = 2
+
+
+@contextlib.contextmanager
+def user_errors(*also: type[BaseException]) -> Iterator[None]:
+    """A user's mistake raised inside (:data:`bloodseg.io.USER_ERRORS`, or one of ``also``):
+    its one line on stderr and exit 2, no traceback (the message names the file and the fix)."""
+    from bloodseg.io import USER_ERRORS
+
+    try:
+        yield
+    except (*USER_ERRORS, *also) as err:
+        print(f"error: {err}", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE) from None
 
 
 def override_error_message(override: str, detail: str = "") -> str:

@@ -20,13 +20,12 @@ Writes the test files of a run folder (:mod:`bloodseg.rundir`: ``test_metrics.js
 from __future__ import annotations
 
 import logging
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from bloodseg.cli.errors import hydra_override_hints, model_options
+from bloodseg.cli.errors import hydra_override_hints, model_options, user_errors
 from bloodseg.config import CONF_DIR
 
 log = logging.getLogger(__name__)
@@ -75,14 +74,8 @@ def main(cfg: DictConfig) -> dict:
     """The test metrics (what ``main(cfg)`` returns when called with a config)."""
     if model_options(cfg, "bloodseg-evaluate", EXAMPLE):
         return {}
-    from bloodseg.io import CheckpointError, DataError
-    from bloodseg.options import OptionError
-
-    try:
+    with user_errors():
         return evaluate(cfg)
-    except (DataError, CheckpointError, OptionError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":

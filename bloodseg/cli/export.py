@@ -36,12 +36,10 @@ What an export does lives in :mod:`bloodseg.exporting`; this module is the comma
 
 from __future__ import annotations
 
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
-from bloodseg.cli.errors import model_options, run_hydra_main
+from bloodseg.cli.errors import model_options, run_hydra_main, user_errors
 from bloodseg.config import CONF_DIR
 
 EXAMPLE = "bloodseg-export weights=count_real format=onnx output=counter.onnx"
@@ -52,13 +50,9 @@ def run(cfg: DictConfig) -> None:
     if model_options(cfg, "bloodseg-export", EXAMPLE):
         return
     from bloodseg.exporting import ExportError, export
-    from bloodseg.io import CheckpointError, DataError
 
-    try:
+    with user_errors(ExportError, OSError):
         export(cfg)
-    except (ExportError, CheckpointError, DataError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
 
 
 def main() -> None:

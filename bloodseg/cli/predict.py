@@ -58,7 +58,7 @@ import sys
 import hydra
 from omegaconf import DictConfig
 
-from bloodseg.cli.errors import model_options, run_hydra_main
+from bloodseg.cli.errors import model_options, run_hydra_main, user_errors
 from bloodseg.config import CONF_DIR
 
 EXAMPLE = "bloodseg-predict weights=count_real input=smears/ output=counts/"
@@ -68,18 +68,14 @@ EXAMPLE = "bloodseg-predict weights=count_real input=smears/ output=counts/"
 def run(cfg: DictConfig) -> None:
     if model_options(cfg, "bloodseg-predict", EXAMPLE):
         return
-    from bloodseg.io import CheckpointError, DataError
-    from bloodseg.options import OptionError
     from bloodseg.prediction import Interrupted, OutputFolderError, predict
 
     try:
-        _, failed = predict(cfg)
+        with user_errors(OutputFolderError, OSError):
+            _, failed = predict(cfg)
     except Interrupted as err:  # Ctrl+C / SIGTERM: the finished images are kept
         print(f"{err}", file=sys.stderr)
         sys.exit(130)
-    except (DataError, OutputFolderError, CheckpointError, OptionError, OSError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
     if failed:
         print(f"{len(failed)} file(s) could not be read or were passed over:", file=sys.stderr)
         for msg in failed:

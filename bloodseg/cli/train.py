@@ -16,12 +16,10 @@ model file.
 
 from __future__ import annotations
 
-import sys
-
 import hydra
 from omegaconf import DictConfig
 
-from bloodseg.cli.errors import EXIT_USAGE, hydra_override_hints
+from bloodseg.cli.errors import hydra_override_hints, user_errors
 from bloodseg.config import CONF_DIR
 
 
@@ -29,15 +27,12 @@ from bloodseg.config import CONF_DIR
 @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="train")
 def main(cfg: DictConfig) -> float | None:
     from bloodseg import rundir
-    from bloodseg.outcome import USER_ERRORS, run_recorded
+    from bloodseg.outcome import run_recorded
     from bloodseg.training import check_objective, objective
 
     check_objective(cfg)
-    try:
+    with user_errors(rundir.RunFolderTaken):
         metrics = run_recorded(cfg)
-    except (rundir.RunFolderTaken, *USER_ERRORS) as err:  # the message, not a traceback
-        print(f"error: {err}", file=sys.stderr)
-        raise SystemExit(EXIT_USAGE) from None
     # the scalar Hydra sweepers (hparams_search=optuna) optimise: a validation metric
     return objective(cfg, metrics)
 

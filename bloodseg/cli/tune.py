@@ -17,13 +17,12 @@ grid search, the stage) is :mod:`bloodseg.tuning`, what a training run's tune st
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
-from bloodseg.cli.errors import hydra_override_hints, model_options
+from bloodseg.cli.errors import hydra_override_hints, model_options, user_errors
 from bloodseg.config import CONF_DIR
 
 EXAMPLE = "bloodseg-tune ckpt_path=<run>/checkpoints/best.ckpt data.root=<Kaggle-layout folder>"
@@ -73,13 +72,8 @@ def main(cfg: DictConfig) -> Path:
     """The ``postprocess.json`` written (what ``main(cfg)`` returns with a config)."""
     if model_options(cfg, "bloodseg-tune", EXAMPLE):
         return None
-    from bloodseg.io import CheckpointError, DataError
-
-    try:
+    with user_errors():
         return tune(cfg)
-    except (DataError, CheckpointError, ValueError) as err:
-        print(f"error: {err}", file=sys.stderr)
-        sys.exit(2)
 
 
 if __name__ == "__main__":
