@@ -21,8 +21,6 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from bloodseg.options import OptionError
-
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".tif", ".tiff", ".bmp")
 
 
@@ -33,6 +31,11 @@ class DataError(ValueError):
 class CheckpointError(ValueError):
     """A model file that cannot be used; the message names the file and what to pass
     instead (raised by :mod:`bloodseg.modelfile` and :mod:`bloodseg.spec`)."""
+
+
+class OptionError(ValueError):
+    """An option outside its allowed values; the message names the option and the fix
+    (raised by :mod:`bloodseg.options` and :mod:`bloodseg.tuning`)."""
 
 
 #: a user's mistake (bad data, model file or option): said in one line, the fix in it, exit 2

@@ -17,16 +17,14 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from bloodseg.io import OptionError  # noqa: F401  (raised here; callers catch it from here)
+
 #: predict.mode: as trained | the whole image | overlapping tiles | squashed to the training size
 MODES = ("auto", "whole", "tile", "resize")
 #: predict.tta: none, the four flips, the eight rotations and flips (D4)
 TTA_MODES = ("none", "flips", "d4")
 TTA_VALUES = ("false", "true", *TTA_MODES)
 DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
-
-
-class OptionError(ValueError):
-    """An option outside its allowed values; the message names the option and the fix."""
 
 
 def tta_mode(value: Any) -> str:

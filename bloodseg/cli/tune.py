@@ -33,12 +33,12 @@ def tune(cfg: DictConfig) -> Path:
     ``postprocess.json`` written (beside the weights unless ``output=``)."""
     from bloodseg import rundir, tuning
     from bloodseg.inference import predictor_from_config
-    from bloodseg.io import DataError
+    from bloodseg.io import DataError, OptionError
     from bloodseg.modelfile import tuned_path, write_tuned
 
     options = tuning.TuneOptions.from_config(cfg.get("tune") or True)  # tune=null: defaults
     if options is None:  # split: null turns train.py's stage off; here it means nothing
-        raise ValueError(f"tune.split must be one of {', '.join(tuning.SPLITS)}, got None")
+        raise OptionError(f"tune.split must be one of {', '.join(tuning.SPLITS)}, got None")
     predictor, weights = predictor_from_config({**cfg, "postprocess_file": None})
     if isinstance(weights, list):  # an ensemble: its choice is tied to its first member
         if not cfg.get("output"):
