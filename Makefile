@@ -34,6 +34,8 @@ GPU_CHECK_ARGS ?=
 BENCH_DATA ?= ../shared/data/bbbc041seg-mini
 BENCH_DIR ?= experiments/benchmark-real
 BENCH_ARGS ?= --readme docs/results.md
+# the second human reference (BBBC041's own boxes of the same images): box columns + a masks row
+BENCH_BOXES ?= ../shared/data/bbbc041-boxes/boxes.csv
 # make weights: retrain the shipped model (bloodseg/weights/count_real.pt) on bbbc041seg-mini
 WEIGHTS_DATA ?= ../shared/data/bbbc041seg-mini
 WEIGHTS_DIR ?= experiments/weights
@@ -95,7 +97,8 @@ gpu-check: install ## one GPU session's check (<= 8 min, one H100): step TFLOP/s
 	$(PY) -m benchmarks.gpu_check $(GPU_CHECK_ARGS)
 
 benchmark-real: install ## k-fold CV (bloodseg-cv) on the real pairs in ../shared/data (conf/experiment/bench vs Otsu) -> experiments/benchmark-real, docs/results.md (CPU: ~2 h)
-	$(BIN)/bloodseg-cv --root "$(BENCH_DATA)" --out "$(BENCH_DIR)" $(BENCH_ARGS)
+	$(BIN)/bloodseg-cv --root "$(BENCH_DATA)" --out "$(BENCH_DIR)" \
+		$(if $(wildcard $(BENCH_BOXES)),--boxes "$(BENCH_BOXES)") $(BENCH_ARGS)
 
 benchmark-synthetic: install ## targets vs scikit-image's watershed on synthetic smears, both styles -> experiments/benchmark-synthetic (CPU: ~15 min)
 	$(PY) -m benchmarks.synthetic_targets

@@ -2,8 +2,9 @@
 
 BCCD has boxes, not masks, so instance quality is judged on boxes: each predicted instance
 becomes its bounding box and boxes are matched one-to-one (Hungarian on box IoU, kept at
-IoU >= 0.5). Printed: boxed cells, predicted cells, recall of boxed cells, and the share of
-predictions that match a box (a lower bound on precision: BCCD leaves many cells unboxed).
+IoU >= 0.5; :mod:`bloodseg.boxes`). Printed: boxed cells, predicted cells, recall of boxed
+cells, and the share of predictions that match a box (a lower bound on precision: BCCD
+leaves many cells unboxed).
 
     bloodseg-predict ckpt_path=... input=../shared/data/bccd-boxes/JPEGImages output=pred \\
         predict.scale=0.2
@@ -18,8 +19,8 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from scipy import ndimage
-from scipy.optimize import linear_sum_assignment
+
+from bloodseg.boxes import box_matches, instance_boxes
 
 CLASSES = ("RBC", "WBC")
 
@@ -32,31 +33,6 @@ def read_boxes(xml_path: Path, classes=CLASSES) -> np.ndarray:
             b = obj.find("bndbox")
             boxes.append([float(b.findtext(k)) for k in ("xmin", "ymin", "xmax", "ymax")])
     return np.asarray(boxes, np.float64).reshape(-1, 4)
-
-
-def instance_boxes(labels: np.ndarray) -> np.ndarray:
-    """Bounding boxes (x0, y0, x1, y1) of labels 1..N."""
-    boxes = [[sx.start, sy.start, sx.stop - 1, sy.stop - 1]
-             for sy, sx in filter(None, ndimage.find_objects(labels))]
-    return np.asarray(boxes, np.float64).reshape(-1, 4)
-
-
-def box_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    x0 = np.maximum(a[:, None, 0], b[None, :, 0])
-    y0 = np.maximum(a[:, None, 1], b[None, :, 1])
-    x1 = np.minimum(a[:, None, 2], b[None, :, 2])
-    y1 = np.minimum(a[:, None, 3], b[None, :, 3])
-    inter = np.clip(x1 - x0 + 1, 0, None) * np.clip(y1 - y0 + 1, 0, None)
-    area = lambda r: (r[:, 2] - r[:, 0] + 1) * (r[:, 3] - r[:, 1] + 1)  # noqa: E731
-    return inter / (area(a)[:, None] + area(b)[None, :] - inter)
-
-
-def matches(true: np.ndarray, pred: np.ndarray, threshold: float = 0.5) -> int:
-    if not len(true) or not len(pred):
-        return 0
-    iou = box_iou(true, pred)
-    rows, cols = linear_sum_assignment(-iou)
-    return int((iou[rows, cols] >= threshold).sum())
 
 
 def main() -> None:
@@ -76,7 +52,7 @@ def main() -> None:
         true, pred = read_boxes(xml), instance_boxes(labels)
         n_true += len(true)
         n_pred += len(pred)
-        n_match += matches(true, pred, args.iou)
+        n_match += box_matches(true, pred, args.iou)
         n_images += 1
         abs_err.append(abs(len(pred) - len(true)))
     if not n_images:

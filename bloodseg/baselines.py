@@ -111,11 +111,14 @@ class OtsuScores:
 
 
 def score_otsu(items: Sequence[OtsuItem], watershed: Watershed | None = None,
-               on_row: Callable[[dict], None] | None = None) -> OtsuScores:
+               on_row: Callable[[dict], None] | None = None,
+               boxes: dict | None = None) -> OtsuScores:
     """Otsu + connected components and Otsu + ``watershed`` (default: its defaults); pixel
-    Dice against the mask files."""
+    Dice against the mask files; with ``boxes``, box agreement too."""
     ws = watershed or Watershed()
     scores = OtsuScores()
+    if boxes is not None:
+        scores.stats = {m: InstanceStats(boxes=boxes) for m in scores.stats}
     for it in items:
         fg = it.foreground.astype(np.uint8)
         t0 = time.perf_counter()
@@ -135,12 +138,13 @@ def score_otsu(items: Sequence[OtsuItem], watershed: Watershed | None = None,
 
 
 def score_tuned(test: Sequence[OtsuItem], train: Sequence[OtsuItem],
-                watershed: Watershed | None = None) -> tuple[InstanceStats, TuningResult]:
+                watershed: Watershed | None = None, boxes: dict | None = None
+                ) -> tuple[InstanceStats, TuningResult]:
     """Otsu + ``watershed`` with its own tuning grid (split depth; the frame-cut cut-off
     where ``watershed`` has one) chosen on ``train`` (:func:`bloodseg.tuning.search`, as
     runs with ``tune`` choose theirs), scored on ``test``."""
     result = search(watershed or Watershed(), list(train))
-    stats = InstanceStats()
+    stats = InstanceStats(boxes=boxes)
     for it in test:
         stats.update(it.name, it.truth, result.postprocess(it.outputs[0]))
     return stats, result

@@ -8,7 +8,10 @@ label images of test scoring and ``bloodseg-predict``.
 
 Scores are taken at each image's native resolution, against its native instances (exact labels
 for synthetic data, connected components of the gap-separated masks for BBBC041Seg), and
-logged as ``test/<name>``: the names of :meth:`bloodseg.metrics.InstanceStats.aggregate`
+logged as ``test/<name>``: ``test/interval_coverage`` and ``test/interval_width`` (the share
+of images whose true count lies in the model's calibrated interval, and its mean width, when
+the model carries one: :mod:`bloodseg.trust`), the names of
+:meth:`bloodseg.metrics.InstanceStats.aggregate`
 (``test/count_mae``, ``test/f1``, ``test/ap50``, ``test/map``, ...) and of the pixel metrics
 (:func:`bloodseg.module.pixel_metrics`: ``test/dice``, ``test/iou``, ``test/pixel_precision``,
 ...).
@@ -35,6 +38,7 @@ from bloodseg.metrics import InstanceStats
 from bloodseg.module import pixel_metrics
 from bloodseg.progress import Eta
 from bloodseg.render import overlay
+from bloodseg.trust import observe
 
 log = logging.getLogger(__name__)
 
@@ -52,11 +56,13 @@ class Scored:
 
 
 def score(predictor: Predictor, samples: Sequence[Sample], n_pictures: int = 4,
-          prefix: str = "test/") -> Scored:
+          prefix: str = "test/", boxes: dict | None = None) -> Scored:
     """Every sample through ``predictor`` at native size, scored against its native
     instances: instance metrics (:meth:`InstanceStats.aggregate`) and pixel metrics of the
-    foreground, each named ``<prefix><name>``."""
-    stats = InstanceStats()
+    foreground, each named ``<prefix><name>``; with ``boxes``, box agreement too."""
+    stats = InstanceStats(boxes=boxes)
+    # an ensemble's spread was never calibrated (as bloodseg-predict, no interval then)
+    calibration = predictor.spec.trust if len(predictor.nets) == 1 else None
     pixels = pixel_metrics(prefix, sync_on_compute=False)  # rank 0 scores every image
     pictures = []
     eta = Eta(len(samples))
@@ -67,6 +73,12 @@ def score(predictor: Predictor, samples: Sequence[Sample], n_pictures: int = 4,
         labels = predictor.labels(outputs)
         prob = predictor.foreground(outputs)
         stats.update(sample.name, truth, labels)
+        if calibration is not None:  # does the model's calibrated interval hold here?
+            obs = observe(predictor, image, outputs, labels)
+            low, high = calibration.interval.bounds(obs.count, obs.spread)
+            stats.rows[-1].update({"count_low": low, "count_high": high,
+                                   "in_interval": int(low <= stats.rows[-1]["true_count"]
+                                                      <= high)})
         pixels.update(torch.from_numpy(np.ascontiguousarray(prob)).float(),
                       torch.from_numpy(truth > 0).int())
         if len(pictures) < n_pictures:
@@ -79,6 +91,11 @@ def score(predictor: Predictor, samples: Sequence[Sample], n_pictures: int = 4,
         log.info("%s %s %s: %d cells (truth %d)", prefix.rstrip("/"), eta.line(i),
                  sample.name, row["pred_count"], row["true_count"])
     metrics = {f"{prefix}{k}": float(v) for k, v in stats.aggregate().items()}
+    if calibration is not None:
+        rows = stats.rows
+        metrics[f"{prefix}interval_coverage"] = float(np.mean([r["in_interval"] for r in rows]))
+        metrics[f"{prefix}interval_width"] = float(np.mean([r["count_high"] - r["count_low"]
+                                                            for r in rows]))
     metrics.update({k: float(v) for k, v in pixels.compute().items()})
     return Scored(metrics, stats, pictures)
 
@@ -95,8 +112,8 @@ def write_scored(out: str | Path, scored: Scored, weights: str | Path, tta: bool
 
 
 def test_stage(predictor: Predictor, samples: Sequence[Sample], out: str | Path | None,
-               weights: str | Path, data_info: dict | None = None, n_pictures: int = 4
-               ) -> Scored:
+               weights: str | Path, data_info: dict | None = None, n_pictures: int = 4,
+               boxes: dict | None = None) -> Scored:
     """Score ``samples`` and, with ``out``, write the run folder's test files."""
     if not samples:
         raise ValueError("no test images to score")
@@ -104,7 +121,7 @@ def test_stage(predictor: Predictor, samples: Sequence[Sample], out: str | Path 
         else Path(weights).name  # a list: an ensemble
     log.info("testing %s on %d image(s) (%s, mode %s, tta %s)", names, len(samples),
              predictor.spec.postprocess.name, predictor.mode, predictor.tta_mode)
-    scored = score(predictor, samples, n_pictures)
+    scored = score(predictor, samples, n_pictures, boxes=boxes)
     if out is not None:
         info = {"n_test": len(samples), "tta_mode": predictor.tta_mode, "postprocess": {
             "name": predictor.spec.postprocess.name, **predictor.spec.postprocess.fields},

@@ -21,18 +21,24 @@ from bloodseg.io import write_bytes_atomic, write_text_atomic
 
 CELL_COLUMNS = ["file", "output", "cell_id", "area_px", "centroid_x", "centroid_y",
                 "bbox_x0", "bbox_y0", "bbox_x1", "bbox_y1", "equivalent_diameter_px",
-                "eccentricity", "touches_frame"]
+                "eccentricity", "touches_frame", "confidence"]
 FORMATS = ("geojson", "tiff")
 
 
-def cell_rows(labels: np.ndarray, file: str, output: str) -> list[dict]:
+def cell_rows(labels: np.ndarray, file: str, output: str,
+              prob: np.ndarray | None = None) -> list[dict]:
     """One row per cell of ``labels`` (0 = background): area, centroid (x, y), bounding box
-    (x0, y0 inclusive; x1, y1 exclusive), equivalent diameter, eccentricity, and whether the
-    cell touches the image frame (frame-cut cells are smaller than they really are)."""
+    (x0, y0 inclusive; x1, y1 exclusive), equivalent diameter, eccentricity, whether the
+    cell touches the image frame (frame-cut cells are smaller than they really are) and,
+    given the foreground probability ``prob``, the cell's ``confidence``: its mean foreground
+    probability (0..1; a cell drawn where the network was unsure scores low)."""
     if not labels.any():
         return []
-    props = regionprops_table(labels.astype(np.int32), properties=(
-        "label", "area", "centroid", "bbox", "equivalent_diameter_area", "eccentricity"))
+    props = regionprops_table(
+        labels.astype(np.int32), intensity_image=None if prob is None else prob.astype(
+            np.float32), properties=("label", "area", "centroid", "bbox",
+                                     "equivalent_diameter_area", "eccentricity",
+                                     *(() if prob is None else ("intensity_mean",))))
     h, w = labels.shape
     rows = []
     for i in range(len(props["label"])):
@@ -46,6 +52,7 @@ def cell_rows(labels: np.ndarray, file: str, output: str) -> list[dict]:
             "equivalent_diameter_px": round(float(props["equivalent_diameter_area"][i]), 2),
             "eccentricity": round(float(props["eccentricity"][i]), 4),
             "touches_frame": bool(y0 == 0 or x0 == 0 or y1 == h or x1 == w),
+            "confidence": "" if prob is None else round(float(props["intensity_mean"][i]), 3),
         })
     return rows
 

@@ -27,11 +27,13 @@ TensorFlow. Pure numpy/scipy here; no torch.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from bloodseg.boxes import box_agreement
 from bloodseg.labels import instance_areas, relabel_sequential
 
 __all__ = [
@@ -198,9 +200,16 @@ class InstanceStats:
     ``recall``, ``f1``, ``ap50``, ``ap75``, ``map``, ``mean_matched_iou``; each row's are
     :data:`ROW_KEYS`. ``areas`` / ``true_areas`` keep predicted / true instance areas for
     size histograms.
+
+    With ``boxes`` (``{image stem: (N, 4) boxes}``, a second human reference:
+    :mod:`bloodseg.boxes`), each image with boxes also gets ``box_tp``/``box_fp``/``box_fn``/
+    ``box_count`` in its row, and ``aggregate()`` ``box_f1`` (the cells' bounding boxes
+    matched one-to-one at box IoU >= 0.5), ``box_count_mae`` and ``box_count_bias``
+    (predicted count minus box count) over those images.
     """
 
     iou_threshold: float = 0.5
+    boxes: dict[str, np.ndarray] | None = None
     rows: list[dict[str, Any]] = field(default_factory=list)
     areas: list[np.ndarray] = field(default_factory=list)
     true_areas: list[np.ndarray] = field(default_factory=list)
@@ -224,6 +233,9 @@ class InstanceStats:
             "ap50": self._ap(m.matched_ious, m.n_true, m.n_pred, 0.5),
             "mean_matched_iou": m.mean_matched_iou,
         }
+        stem = Path(str(name)).stem
+        if self.boxes is not None and stem in self.boxes:
+            row.update(box_agreement(pred_labels, self.boxes[stem]))
         self.rows.append(row)
         self.areas.append(instance_areas(pred_labels))
         self.true_areas.append(instance_areas(true_labels))
@@ -259,7 +271,18 @@ class InstanceStats:
             "f1": 1.0 if both_empty else _ratio(2 * tp, 2 * tp + fp + fn, 0.0),
             "mean_matched_iou": float(col["mean_matched_iou"].mean()),
             **self.ap_over_thresholds(n_true, n_pred),
+            **self._box_aggregate(),
         }
+
+    def _box_aggregate(self) -> dict[str, float]:
+        boxed = [r for r in self.rows if "box_tp" in r]
+        if not boxed:
+            return {}
+        tp, fp, fn = (sum(r[k] for r in boxed) for k in ("box_tp", "box_fp", "box_fn"))
+        err = np.array([r["pred_count"] - r["box_count"] for r in boxed], np.float64)
+        return {"box_f1": _ratio(2 * tp, 2 * tp + fp + fn, 1.0),
+                "box_count_mae": float(np.abs(err).mean()), "box_count_bias": float(err.mean()),
+                "box_images": len(boxed)}
 
     def _ap(self, ious: np.ndarray, n_true: float, n_pred: float, t: float) -> float:
         """TP/(TP+FP+FN) at IoU ``t`` of images with ``n_true`` / ``n_pred`` instances whose

@@ -125,6 +125,20 @@ def save_bundle(path: str | Path, spec: ModelSpec, state: Mapping[str, torch.Ten
     return write_bytes_atomic(path, buf.getvalue())
 
 
+def write_calibrated(path: str | Path, calibration: Any, out: str | Path | None = None) -> Path:
+    """The model file ``path`` with its spec's ``trust`` set to ``calibration`` (a
+    :class:`bloodseg.trust.Trust`), written atomically to ``out`` (default: in place); the
+    weights and everything else in the file are kept as they are."""
+    path = Path(path)
+    ckpt = load_checkpoint(path)
+    spec = spec_of_checkpoint(ckpt, str(path)).replace(trust=calibration)
+    import io
+
+    buf = io.BytesIO()
+    torch.save({**ckpt, SPEC_KEY: spec.to_dict()}, buf)
+    return write_bytes_atomic(out or path, buf.getvalue())
+
+
 def file_sha256(path: str | Path) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as f:

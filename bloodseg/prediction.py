@@ -25,6 +25,7 @@ from collections import Counter
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from omegaconf import DictConfig
@@ -37,6 +38,7 @@ from bloodseg.measure import CELL_COLUMNS, FORMATS, cell_rows, write_geojson, wr
 from bloodseg.progress import Eta
 from bloodseg.render import overlay
 from bloodseg.screening import screen
+from bloodseg.trust import observe
 
 log = logging.getLogger(__name__)
 
@@ -51,9 +53,11 @@ HYDRA_SUFFIXES = (".log",)
 #: longest output stem (bytes): file systems allow 255 per name, and ".geojson" must fit
 MAX_STEM_BYTES = 200
 STAGING = ".bloodseg-predict-partial"
-#: counts.csv; ``problem``: why an image was not counted (:mod:`bloodseg.screening`), else empty
-CSV_HEADER = ["file", "output", "cell_count", "mean_area_px", "median_area_px", "width",
-              "height", "problem"]
+#: counts.csv; ``count_low``/``count_high``: the model's calibrated 90 % interval and
+#: ``review``: reasons to look by hand (:mod:`bloodseg.trust`; empty for a model without its
+#: calibration); ``problem``: why an image was not counted (:mod:`bloodseg.screening`)
+CSV_HEADER = ["file", "output", "cell_count", "count_low", "count_high", "mean_area_px",
+              "median_area_px", "width", "height", "review", "problem"]
 
 
 class OutputFolderError(ValueError):
@@ -204,25 +208,29 @@ def swap_in(staging: Path, out: Path, old: Sequence[Path]) -> None:
     staging.rmdir()
 
 
-def count_row(path: Path, labels: np.ndarray, output: str | None = None) -> dict:
+def count_row(path: Path, labels: np.ndarray, output: str | None = None,
+              interval: tuple[int, int] | None = None, review: Sequence[str] = ()) -> dict:
     areas = instance_areas(labels)
     return {
         "file": path.name,
         "output": output or f"{path.stem}.png",
         "cell_count": int(areas.size),
+        "count_low": interval[0] if interval else "",
+        "count_high": interval[1] if interval else "",
         "mean_area_px": round(float(areas.mean()), 1) if areas.size else 0.0,
         "median_area_px": round(float(np.median(areas)), 1) if areas.size else 0.0,
         "width": labels.shape[1],
         "height": labels.shape[0],
+        "review": "; ".join(review),
         "problem": "",
     }
 
 
 def problem_row(path: Path, image: np.ndarray, stem: str, problem: str) -> dict:
     """The ``counts.csv`` row of an image that was not counted: empty counts, the reason."""
-    return {"file": path.name, "output": "", "cell_count": "", "mean_area_px": "",
-            "median_area_px": "", "width": image.shape[1], "height": image.shape[0],
-            "problem": problem}
+    return {"file": path.name, "output": "", "cell_count": "", "count_low": "",
+            "count_high": "", "mean_area_px": "", "median_area_px": "",
+            "width": image.shape[1], "height": image.shape[0], "review": "", "problem": problem}
 
 
 def write_csv(path: str | Path, rows: Sequence[dict], header: Sequence[str]) -> Path:
@@ -386,6 +394,18 @@ def sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
+def judged(predictor: Any, image: np.ndarray, maps: np.ndarray, labels: np.ndarray
+           ) -> tuple[tuple[int, int] | None, list[str]]:
+    """The count's calibrated interval and the reasons to review it, when the model carries
+    its calibration (``spec.trust``); an ensemble's spread was never calibrated: none."""
+    calibration = predictor.spec.trust
+    if calibration is None or len(predictor.nets) > 1:
+        return None, []
+    obs = observe(predictor, image, maps, labels)
+    interval = calibration.interval.bounds(obs.count, obs.spread)
+    return interval, calibration.reasons(obs, *interval)
+
+
 class Interrupted(Exception):
     """A batch stopped by Ctrl+C or SIGTERM; the message says how far it got and how to go on."""
 
@@ -434,7 +454,7 @@ def predict(cfg: DictConfig) -> tuple[list[dict], list[str]]:
         write_text_atomic(folder / BATCH, batch)
         done = set()
     rows: list[dict] = []
-    n_cells, skipped = 0, []
+    n_cells, skipped, flagged = 0, [], []
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TimeRemainingColumn())
     bar = Progress(*columns)
@@ -469,18 +489,23 @@ def predict(cfg: DictConfig) -> tuple[list[dict], list[str]]:
                 tiles.start(path.name)
                 maps = predictor.outputs(image, name=path.name, progress=tiles)
                 labels = predictor.labels(maps)
+                interval, review = judged(predictor, image, maps, labels)
+                if review:
+                    flagged.append(path.name)
+                    log.warning("%s: review by hand: %s", path.name, "; ".join(review))
                 png = f"{stem}.png"
                 write_png_atomic(folder / "masks" / png,
                                  (predictor.mask(maps) * 255).astype(np.uint8))
                 write_png_atomic(folder / "instances" / png, labels.astype(np.uint16))
                 write_png_atomic(folder / "overlays" / png,
-                                 overlay(image, labels, count=int(labels.max())))
+                                 overlay(image, labels, count=int(labels.max()),
+                                         interval=interval))
                 if "geojson" in formats:
                     write_geojson(folder / "geojson" / f"{stem}.geojson", labels)
                 if "tiff" in formats:
                     write_label_tiff(folder / "tiff" / f"{stem}.tif", labels)
-                cells = cell_rows(labels, path.name, png)
-                row = count_row(path, labels, png)
+                cells = cell_rows(labels, path.name, png, predictor.foreground(maps))
+                row = count_row(path, labels, png, interval, review)
                 append_rows(folder / "cells.csv", cells, CELL_COLUMNS)
                 append_rows(folder / "counts.csv", [row], CSV_HEADER)  # the image's commit
                 rows.append(row)
@@ -503,8 +528,13 @@ def predict(cfg: DictConfig) -> tuple[list[dict], list[str]]:
     if folder != out:
         swap_in(folder, out, old)
     counted = len(rows) - len(skipped)
+    calibrated = predictor.spec.trust is not None and len(predictor.nets) == 1
+    level = f"{predictor.spec.trust.interval.level:.0%} " if calibrated else ""
     print(f"{counted} image(s), {n_cells} cells written to {out} (counts.csv, cells.csv)"
-          + (f"; {len(done)} done earlier" if done else ""))
+          + (f"; each count with its {level}interval (count_low-count_high)" if calibrated
+             else "") + (f"; {len(done)} done earlier" if done else ""))
+    if flagged:
+        print(f"{len(flagged)} smear(s) to review by hand (counts.csv says why in 'review')")
     if skipped:
         print(f"{len(skipped)} image(s) not counted (counts.csv says why in 'problem'): look "
               "at them by hand")

@@ -38,10 +38,12 @@ def colorize(labels: np.ndarray, seed: int = 0) -> np.ndarray:
 
 def overlay(image: np.ndarray, labels: np.ndarray, numbers: bool = True,
             color: tuple[int, int, int] = (255, 230, 0), count: int | None = None,
-            thickness: int | None = None) -> np.ndarray:
+            thickness: int | None = None,
+            interval: tuple[int, int] | None = None) -> np.ndarray:
     """Instance contours (and their numbers at the centroids) drawn over ``image``; with
     ``count``, ``"<count> cells"`` in the top-left corner (the total, for pictures that leave
-    the report, e.g. predict's overlays). Contours are ``thickness`` px wide (default: 1 px
+    the report, e.g. predict's overlays), and with ``interval`` its range: ``"77 cells
+    (74-80)"``. Contours are ``thickness`` px wide (default: 1 px
     per 400 px of the shorter side)."""
     out = to_rgb_uint8(image)
     if labels.shape != out.shape[:2]:
@@ -63,7 +65,8 @@ def overlay(image: np.ndarray, labels: np.ndarray, numbers: bool = True,
             cv2.putText(out, str(i), org, cv2.FONT_HERSHEY_SIMPLEX, scale, (200, 0, 0),
                         max(1, int(2 * scale)), cv2.LINE_AA)
     if count is not None:
-        draw_label(out, f"{int(count)} cell" + ("" if int(count) == 1 else "s"))
+        text = f"{int(count)} cell" + ("" if int(count) == 1 else "s")
+        draw_label(out, text + (f" ({interval[0]}-{interval[1]})" if interval else ""))
     return out
 
 

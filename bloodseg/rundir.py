@@ -66,6 +66,8 @@ SAMPLE_KINDS = ("image", "mask", "prob", "instances")
 PER_IMAGE_COLUMNS = [
     "file", "true_count", "pred_count", "count_error", "abs_count_error", "tp", "fp", "fn",
     "precision", "recall", "f1", "ap50", "mean_matched_iou",
+    # with boxes (data.boxes) / a model that carries its calibration; else empty
+    "box_tp", "box_fp", "box_fn", "box_count", "count_low", "count_high", "in_interval",
 ]
 
 

@@ -13,7 +13,9 @@ A checkpoint (or a shipped weights bundle) is data, never code. Next to the weig
 - ``postprocess``: a registry name (``conf/postprocess/<name>.yaml``) and its dataclass fields,
   type-checked;
 - ``provenance``: bloodseg version, config hash, data folder, epochs, metrics (shown, never
-  interpreted).
+  interpreted);
+- ``trust`` (optional): the calibrated count interval and review rule
+  (:class:`bloodseg.trust.Trust`), bounded like every other number here.
 
 :meth:`ModelSpec.from_dict` validates all of it. Names map to classes only through the
 registries, whose files ship with bloodseg; nothing read from a file is ever passed to Hydra's
@@ -40,7 +42,7 @@ from typing import Any
 
 import torch
 
-from bloodseg import targets
+from bloodseg import targets, trust
 from bloodseg.config import group_config, group_names
 from bloodseg.io import CheckpointError
 from bloodseg.transforms import COLORS, CONTRAST, channels
@@ -388,6 +390,60 @@ class Postprocess:
                                      "postprocess")
 
 
+def _number(value: Any, source: str, key: str, lo: float = -math.inf, hi: float = math.inf,
+            integer: bool = False) -> float:
+    ok = isinstance(value, int) if integer else isinstance(value, int | float)
+    if isinstance(value, bool) or not ok:
+        raise _fail(source, key, f"expected {'an integer' if integer else 'a number'}, got "
+                    f"{_short(value)}")
+    if not math.isfinite(value) or not lo <= value <= hi:
+        raise _fail(source, key, f"{value} is not a finite number in [{lo}, {hi}]")
+    return value
+
+
+def trust_from_dict(d: Any, source: str, key: str = "trust") -> trust.Trust:
+    """The ``trust`` section, every key known and every number finite and in range."""
+    d = _mapping(d, source, key)
+    _only(d, {"interval", "typical", "review", "provenance"}, source, key)
+    iv = _mapping(d.get("interval"), source, f"{key}.interval")
+    _only(iv, {"method", "level", "low", "high", "coverage", "mean_width", "images"}, source,
+          f"{key}.interval")
+    if iv.get("method") not in trust.METHODS:
+        raise _fail(source, f"{key}.interval.method", f"{_short(iv.get('method'))} is not one "
+                    f"of {', '.join(trust.METHODS)}")
+    k = f"{key}.interval"
+    low = _number(iv.get("low"), source, f"{k}.low", -1e4, 1e4)
+    high = _number(iv.get("high"), source, f"{k}.high", low, 1e4)
+    optional = {"coverage": (0, 1, False), "mean_width": (0, 1e6, False), "images": (0, 1e9, True)}
+    scores = {name: None if iv.get(name) is None else
+              _number(iv[name], source, f"{k}.{name}", lo, hi, integer)
+              for name, (lo, hi, integer) in optional.items()}
+    interval = trust.CountInterval(iv["method"], _number(iv.get("level"), source,
+                                                         f"{k}.level", 0, 1), low, high, **scores)
+    ty = _mapping(d.get("typical"), source, f"{key}.typical")
+    _only(ty, {"centre", "spread", "max_distance"}, source, f"{key}.typical")
+    centre = _mapping(ty.get("centre"), source, f"{key}.typical.centre")
+    spread = _mapping(ty.get("spread"), source, f"{key}.typical.spread")
+    for part, values in (("centre", centre), ("spread", spread)):
+        if set(values) != set(trust.FEATURES):
+            raise _fail(source, f"{key}.typical.{part}", f"expected the features "
+                        f"{', '.join(trust.FEATURES)}")
+    typical = trust.Typical(
+        {f: _number(centre[f], source, f"{key}.typical.centre.{f}", -1e6, 1e6)
+         for f in trust.FEATURES},
+        {f: _number(spread[f], source, f"{key}.typical.spread.{f}", 1e-9, 1e6)
+         for f in trust.FEATURES},
+        _number(ty.get("max_distance"), source, f"{key}.typical.max_distance", 0, 1e6))
+    rv = _mapping(d.get("review"), source, f"{key}.review")
+    _only(rv, {"relative_width", "clumps"}, source, f"{key}.review")
+    review = trust.Review(_number(rv.get("relative_width"), source,
+                                  f"{key}.review.relative_width", 0, 1e6),
+                          _number(rv.get("clumps"), source, f"{key}.review.clumps", 0, 1))
+    provenance = check_plain(_mapping(d.get("provenance", {}), source, f"{key}.provenance"),
+                             source, f"{key}.provenance")
+    return trust.Trust(interval, typical, review, provenance)
+
+
 @dataclass(frozen=True)
 class ModelSpec:
     """Everything needed to turn an image into counted cells with a network's weights."""
@@ -398,6 +454,8 @@ class ModelSpec:
     postprocess: Postprocess
     provenance: dict[str, Any] = field(default_factory=dict)
     version: int = SPEC_VERSION
+    #: how far to trust a count (calibrated by ``benchmarks/count_intervals.py``), or None
+    trust: trust.Trust | None = None
 
     @classmethod
     def from_dict(cls, d: Any, source: str = "model spec") -> ModelSpec:
@@ -406,14 +464,15 @@ class ModelSpec:
         if version != SPEC_VERSION:
             raise SpecError(f"{source}: model spec version {version!r}; this bloodseg reads "
                             f"version {SPEC_VERSION}. Upgrade bloodseg or re-export the model")
-        _only(d, {"version", "network", "target", "preprocess", "postprocess", "provenance"},
-              source, SPEC_KEY)
+        _only(d, {"version", "network", "target", "preprocess", "postprocess", "provenance",
+                  "trust"}, source, SPEC_KEY)
         spec = cls(network=Network.from_dict(d.get("network"), source),
                    target=target_from_dict(d.get("target"), source),
                    preprocess=Preprocess.from_dict(d.get("preprocess"), source),
                    postprocess=Postprocess.from_dict(d.get("postprocess"), source),
                    provenance=check_plain(_mapping(d.get("provenance", {}), source,
-                                                   "provenance"), source, "provenance"))
+                                                   "provenance"), source, "provenance"),
+                   trust=None if d.get("trust") is None else trust_from_dict(d["trust"], source))
         spec.check(source)
         return spec
 
@@ -433,7 +492,8 @@ class ModelSpec:
                 "preprocess": self.preprocess.to_dict(),
                 "postprocess": {"name": self.postprocess.name,
                                 "fields": dict(self.postprocess.fields)},
-                "provenance": dict(self.provenance)}
+                "provenance": dict(self.provenance),
+                **({"trust": self.trust.to_dict()} if self.trust is not None else {})}
 
     def replace(self, **changes: Any) -> ModelSpec:
         spec = dataclasses.replace(self, **changes)

@@ -28,6 +28,7 @@ import bloodseg  # noqa: F401  (registers the config resolvers)
 from bloodseg import ddp, evaluation, rundir, tuning
 from bloodseg.config import instantiate_group
 from bloodseg.data.bbbc041seg import image_digests, list_split
+from bloodseg.data.boxes import boxes_for
 from bloodseg.inference import Predictor
 from bloodseg.io import CheckpointError, DataError, write_text_atomic
 from bloodseg.modelfile import check_model_file, load_model, write_tuned
@@ -239,7 +240,8 @@ def tune_and_test(cfg: DictConfig, out: Path, trainer: pl.Trainer, datamodule,
         return {}
     scored = evaluation.test_stage(predictor, list_split(root, "test"), out,
                                    weights or "(weights in memory)",
-                                   datamodule.describe(), int(cfg.get("n_samples", 4)))
+                                   datamodule.describe(), int(cfg.get("n_samples", 4)),
+                                   boxes_for(root, datamodule.boxes))
     log_test(trainer, scored, weights, out)
     return scored.metrics
 

@@ -15,9 +15,11 @@ from pathlib import Path
 
 import pytest
 
+from bloodseg.boxes import instance_boxes
 from bloodseg.cli.cv import main
 from bloodseg.cv import outputs, recipes, results, runner, steps, summary
 from bloodseg.cv.folds import assign_folds, build_fold_dirs, list_pairs
+from bloodseg.data.bbbc041seg import read_native_instances
 from bloodseg.data.synthetic import write_dataset
 
 TINY = ('tiny="data.image_size=64 model.base_channels=4 trainer=cpu trainer.max_epochs=1 '
@@ -359,31 +361,47 @@ def test_quick_cross_validation_end_to_end(tmp_path, capsys):
     before = snapshot(data)
     readme = tmp_path / "README.md"
     readme.write_text(README_STUB)
+    # a second reference: every instance's box, then one box dropped per image (another
+    # annotator who missed a cell), so the masks row sees them disagree by one cell
+    boxes = tmp_path / "boxes.csv"
+    with boxes.open("w") as f:
+        f.write("stem,x0,y0,x1,y1\n")
+        for sample in list_pairs(data):
+            for x0, y0, x1, y1 in instance_boxes(read_native_instances(sample))[1:]:
+                f.write(f"{sample.image.stem},{x0:g},{y0:g},{x1:g},{y1:g}\n")
     work, out = tmp_path / "work", tmp_path / "out"
     recipe = TINY[:-1] + ' tune.max_images=2 n_samples=1"'
     argv = ["--quick", "--root", str(data), "--work", str(work), "--out", str(out),
-            "--recipe", recipe, "--readme", str(readme)]
+            "--recipe", recipe, "--readme", str(readme), "--boxes", str(boxes)]
     assert main(argv) == 0, capsys.readouterr().err[-3000:]
 
     res = json.loads((out / "results.json").read_text())
     assert res["quick"] is True and res["data"]["n_pairs"] == 8 and res["data"]["folds"] == 2
-    assert set(res["methods"]) == BASELINES | {"tiny"}
+    assert set(res["methods"]) == BASELINES | {"tiny", runner.MASKS_VS_BOXES}
     for name, method in res["methods"].items():
         assert len(method["folds"]) == 2 and all(f["status"] == "ok" for f in method["folds"])
         for f in method["folds"]:
-            assert all(math.isfinite(f["metrics"][k]) for k in results.METRICS), \
-                (name, f["metrics"])
+            scored = [k for k in results.METRICS if name != runner.MASKS_VS_BOXES
+                      or k.startswith("box_")]  # the masks row has only the box columns
+            assert all(math.isfinite(f["metrics"][k]) for k in scored), (name, f["metrics"])
             assert f["cpu_s"] >= 0 and f["wall_s"] > 0
             assert len(f["per_image"]) == 4
         assert method["summary"]["folds_ok"] == 2
     assert all(f["resolution"]["dice"] == "native" for m in BASELINES
                for f in res["methods"][m]["folds"])
+    masks = res["methods"][runner.MASKS_VS_BOXES]["folds"]
+    assert all(math.isnan(f["metrics"]["f1"]) for f in masks)
+    assert all(f["metrics"]["box_count_bias"] == 1 and f["metrics"]["box_f1"] < 1 for f in masks)
+    assert all((work / "folds" / f"fold{k}" / "boxes.csv").resolve() == boxes.resolve()
+               for k in range(2))
     assert all("split_ratio" in f["tuned"] for f in res["methods"]["otsu+watershed-tuned"]["folds"])
 
     md = (out / "results.md").read_text()
     assert results.QUICK_NOTE in md and "bloodseg-cv --quick" in md
+    assert "| box F1 | box count MAE | box count bias |" in md
     for label in ("Otsu + connected components", "Otsu + bloodseg watershed",
-                  "Otsu + bloodseg watershed, tuned", "`tiny`"):
+                  "Otsu + bloodseg watershed, tuned", "`tiny`",
+                  "the masks themselves (human vs human)"):
         row = next(ln for ln in md.splitlines() if ln.startswith(f"| {label} |"))
         assert "±" in row and "failed" not in row
     assert (out / "counts.png").stat().st_size > 5_000

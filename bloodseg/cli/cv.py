@@ -78,6 +78,10 @@ def parser() -> argparse.ArgumentParser:
                          "no result")
     ap.add_argument("--resume", action="store_true",
                     help="reuse (recipe, fold) runs that already have test_metrics.json")
+    ap.add_argument("--boxes", type=Path, default=None, metavar="CSV",
+                    help="a second human reference (stem,x0,y0,x1,y1 boxes, e.g. "
+                    "../shared/data/bbbc041-boxes/boxes.csv): every method also gets box F1 and "
+                    "count error against the box count, and the masks themselves a row")
     ap.add_argument("--cut-cell-frac", type=float, default=None,
                     help="the baselines drop frame-cut cells under this x a typical cell, as "
                          "the data's masks do (default: data.cut_cell_frac of data=bbbc041seg "
@@ -113,7 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                 recipe=args.recipe, variants=args.variant, ensembles=args.ensemble,
                 only_variants=args.only_variants, baselines=not args.no_baselines,
                 quick=args.quick, resume=args.resume, rescore=args.rescore,
-                cut_cell_frac=args.cut_cell_frac, readme=args.readme, section=args.section,
+                cut_cell_frac=args.cut_cell_frac, boxes=args.boxes, readme=args.readme,
+                section=args.section,
                 argv=argv, prog=PROG))
     except CVError as err:
         print(f"{PROG}: error: {err}", file=sys.stderr)

@@ -37,6 +37,7 @@ def evaluate(cfg: DictConfig) -> dict:
     returns the test metrics."""
     from bloodseg import evaluation
     from bloodseg.data.bbbc041seg import image_digests, list_split
+    from bloodseg.data.boxes import boxes_for
     from bloodseg.inference import predictor_from_config
     from bloodseg.io import DataError
 
@@ -61,7 +62,8 @@ def evaluate(cfg: DictConfig) -> dict:
             "data_kind": "synthetic" if all(s.instances for s in samples) else "real",
             "color": predictor.spec.preprocess.color, "target": predictor.spec.target.name}
     scored = evaluation.test_stage(predictor, samples, out, weights, info,
-                                   int(cfg.get("n_samples", 4)))
+                                   int(cfg.get("n_samples", 4)),
+                                   boxes_for(root, (cfg.get("data") or {}).get("boxes")))
     shown = {k: round(v, 4) for k, v in scored.metrics.items()}
     log.info("test metrics: %s", shown)
     log.info("wrote %s", out / "test_metrics.json")

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from bloodseg.data.bbbc041seg import SPLITS, Sample, pair_split, resolve_root
+from bloodseg.data.boxes import BOXES_FILE
 
 __all__ = ["FOLDS_DIR", "assign_folds", "build_fold_dirs", "data_kind", "list_pairs"]
 
@@ -74,10 +75,11 @@ def _link(src: Path, dst: Path) -> None:
 
 
 def build_fold_dirs(samples: Sequence[Sample], fold_names: Sequence[Sequence[str]],
-                    work: str | Path) -> list[Path]:
+                    work: str | Path, boxes: str | Path | None = None) -> list[Path]:
     """``<work>/folds/fold<k>/{train,test}/{original,mask}/``: links to the data, nothing
-    else. A fold folder from an earlier call is kept when it links exactly these files (a
-    benchmark still training on it keeps reading it), replaced otherwise."""
+    else (with ``boxes``, also ``boxes.csv``: the test stage then scores box agreement). A
+    fold folder from an earlier call is kept when it links exactly these files (a benchmark
+    still training on it keeps reading it), replaced otherwise."""
     dirs = []
     for k, test_names in enumerate(fold_names):
         fold = Path(work) / FOLDS_DIR / f"fold{k}"
@@ -87,6 +89,8 @@ def build_fold_dirs(samples: Sequence[Sample], fold_names: Sequence[Sequence[str
             split = "test" if s.name in test else "train"
             want[Path(split, "original", s.image.name)] = s.image.resolve()
             want[Path(split, "mask", s.mask.name)] = s.mask.resolve()
+        if boxes is not None:
+            want[Path(BOXES_FILE)] = Path(boxes).resolve()
         if fold.exists() and _links(fold) != want:
             shutil.rmtree(fold)
         if not fold.exists():

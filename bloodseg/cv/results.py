@@ -41,11 +41,15 @@ RUN_LOG = "benchmark_run.log"
 RUN_RECORD = "benchmark_run.json"
 # a fold's metrics: the names InstanceStats.aggregate() emits and test_metrics.json logs
 # after "test/" (dice: the pixel Dice; for a baseline, the pooled Otsu Dice)
-METRICS = ("dice", "count_mae", "count_bias", "f1", "ap50", "ap75", "map")
+METRICS = ("dice", "count_mae", "count_bias", "f1", "ap50", "ap75", "map", "box_f1",
+           "box_count_mae", "box_count_bias")
 # (metric, table header, number format), in table order
 COLUMNS = [("dice", "Dice", "{:.3f}"), ("count_mae", "count MAE", "{:.2f}"),
            ("count_bias", "count bias", "{:+.2f}"), ("f1", "F1@0.5", "{:.3f}"),
-           ("ap50", "AP50", "{:.3f}"), ("ap75", "AP75", "{:.3f}"), ("map", "mAP", "{:.3f}")]
+           ("ap50", "AP50", "{:.3f}"), ("ap75", "AP75", "{:.3f}"), ("map", "mAP", "{:.3f}"),
+           # against the second human reference (boxes; bloodseg-cv --boxes): NaN without it
+           ("box_f1", "box F1", "{:.3f}"), ("box_count_mae", "box count MAE", "{:.2f}"),
+           ("box_count_bias", "box count bias", "{:+.2f}")]
 EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_][\w.]*\.)?(\w*(?:Error|Exception|Interrupt)\b.*)")
 # the checkout bloodseg runs from (git_info asks git there; outside one, git says nothing)
 CHECKOUT = Path(__file__).resolve().parents[2]
@@ -190,7 +194,8 @@ def baseline_fold(agg: dict, dice: float, rows: Sequence[dict], wall: float, cpu
                   note: str) -> dict:
     """A baseline's fold row: ``agg`` is its ``InstanceStats.aggregate()``, ``dice`` the
     pooled Dice, ``rows`` its per-image rows."""
-    metrics = {name: float(dice) if name == "dice" else float(agg[name]) for name in METRICS}
+    metrics = {name: float(dice) if name == "dice" else float(agg.get(name, math.nan))
+               for name in METRICS}
     per_image = [{"file": r["file"], "true_count": r["true_count"],
                   "pred_count": r["pred_count"], **{k: r[k] for k in ("tp", "fp", "fn")}}
                  for r in rows]

@@ -30,6 +30,7 @@ outputs again from ``results.json`` alone.
 from __future__ import annotations
 
 import json
+import math
 import shlex
 import shutil
 import sys
@@ -72,9 +73,11 @@ from bloodseg.cv.results import (
     tested_fold,
 )
 from bloodseg.cv.summary import finite
-from bloodseg.data.bbbc041seg import Sample, resolve_root
+from bloodseg.data.bbbc041seg import Sample, read_native_instances, resolve_root
+from bloodseg.data.boxes import read_boxes_csv
 from bloodseg.io import write_text_atomic
 from bloodseg.labels import CUT_CELL_FRAC
+from bloodseg.metrics import InstanceStats
 from bloodseg.postprocess import Watershed
 
 __all__ = ["BASELINE_LABELS", "CVError", "CVOptions", "CVOutcome", "DEFAULT_FOLDS",
@@ -90,9 +93,11 @@ RESCORE_DIR = "rescore"  # <run>/rescore/, and <run>/rescore-<variant>/ for a va
 # What a re-test's scores depend on besides its arguments and checkpoint (README or benchmark
 # edits do not change them)
 SCORING_CODE = ("bloodseg", "conf", "train.py")
+MASKS_VS_BOXES = "masks-vs-boxes"
 BASELINE_LABELS = {otsu.OTSU_CC: "Otsu + connected components",
                    otsu.OTSU_WATERSHED: "Otsu + bloodseg watershed",
-                   otsu.OTSU_TUNED: "Otsu + bloodseg watershed, tuned"}
+                   otsu.OTSU_TUNED: "Otsu + bloodseg watershed, tuned",
+                   MASKS_VS_BOXES: "the masks themselves (human vs human)"}
 
 
 class CVError(ValueError):
@@ -120,6 +125,7 @@ class CVOptions:
     resume: bool = False
     rescore: bool = False
     cut_cell_frac: float | None = None  # the baselines'; default: the data's rule
+    boxes: Path | None = None         # a second reference (stem,x0,y0,x1,y1 CSV): box columns
     readme: Path | None = None
     section: str = SECTION
     argv: Sequence[str] = ()          # the command line, as results.json records it
@@ -286,7 +292,8 @@ def run_fold(recipe: str, overrides: list[str], fold: int, fold_dir: Path, run_d
 
 
 def run_baselines(samples: dict[str, Sample], fold_names: Sequence[Sequence[str]],
-                  cut_cell_frac: float = 0.0) -> dict[str, list[dict]]:
+                  cut_cell_frac: float = 0.0, boxes: dict | None = None
+                  ) -> dict[str, list[dict]]:
     """The three Otsu baselines (:mod:`bloodseg.baselines`) on each fold's test images, at
     native resolution; the watershed drops frame-cut cells as the recipes' post-processing
     does (``cut_cell_frac``); the tuned one chooses its grid (split depth; the frame-cut
@@ -303,7 +310,7 @@ def run_baselines(samples: dict[str, Sample], fold_names: Sequence[Sequence[str]
     for k, names in enumerate(fold_names):
         test = [items[n] for n in names]
         cpu0, t0 = time.process_time(), time.perf_counter()
-        scores = otsu.score_otsu(test, watershed)
+        scores = otsu.score_otsu(test, watershed, boxes=boxes)
         wall, cpu = time.perf_counter() - t0 + otsu_wall, time.process_time() - cpu0 + otsu_cpu
         for method in plain:
             agg = scores.stats[method].aggregate()
@@ -312,7 +319,7 @@ def run_baselines(samples: dict[str, Sample], fold_names: Sequence[Sequence[str]
                 "both baselines together (Otsu once, then CC and watershed)"))
         cpu0, t0 = time.process_time(), time.perf_counter()
         stats, result = otsu.score_tuned(test, [it for n, it in items.items() if n not in names],
-                                         watershed)
+                                         watershed, boxes)
         out[otsu.OTSU_TUNED].append({
             "tuned": result.best, **baseline_fold(
                 stats.aggregate(), scores.pooled_dice, stats.rows,
@@ -321,6 +328,33 @@ def run_baselines(samples: dict[str, Sample], fold_names: Sequence[Sequence[str]
         print(f"[baselines fold {k}] " + "; ".join(
             f"{m}: {_brief(out[m][-1]['metrics'])}" for m in otsu.METHODS) +
               f" ({result.best}) in {wall:.1f} s", flush=True)
+    return out
+
+
+def masks_vs_boxes(samples: dict[str, Sample], fold_names: Sequence[Sequence[str]],
+                   boxes: dict) -> list[dict]:
+    """The yardstick row: the masks themselves (one human annotation) scored against the
+    boxes (the other) on each fold's test images, the way every method is: only the box
+    columns mean anything here (against themselves the masks score perfectly)."""
+    out = []
+    for names in fold_names:
+        t0, cpu0 = time.perf_counter(), time.process_time()
+        stats = InstanceStats(boxes=boxes)
+        for n in names:
+            truth = read_native_instances(samples[n])
+            stats.update(samples[n].image.name, truth, truth)
+        agg = stats.aggregate()
+        fold = baseline_fold(agg, math.nan, stats.rows, time.perf_counter() - t0,
+                             time.process_time() - cpu0, "reading the masks and boxes")
+        fold["metrics"] = {k: (v if k.startswith("box_") else math.nan)
+                           for k, v in fold["metrics"].items()}
+        fold["resolution"] = {k: ("native" if k.startswith("box_") else None)
+                              for k in fold["resolution"]}
+        # its points in the counts plot: the boxes' count against the masks' count
+        fold["per_image"] = [{"file": r["file"], "true_count": r["true_count"],
+                              "pred_count": r["box_count"]} for r in stats.rows
+                             if "box_count" in r]
+        out.append(fold)
     return out
 
 
@@ -441,7 +475,8 @@ def _run_cv(opts: CVOptions) -> CVOutcome:
         raise CVError(f"{folds_file}: the folds differ from this call's (other data, "
                       "--folds or --seed); run without --resume or use another --work")
     write_text_atomic(folds_file, json.dumps(plan, indent=2))
-    fold_dirs = build_fold_dirs(samples, fold_names, work)
+    boxes = read_boxes_csv(opts.boxes) if opts.boxes else None
+    fold_dirs = build_fold_dirs(samples, fold_names, work, opts.boxes)
     print(f"{len(samples)} pairs of {data_root} in {folds} folds "
           f"({', '.join(str(len(f)) for f in fold_names)} test images); work folder {work}",
           flush=True)
@@ -450,7 +485,9 @@ def _run_cv(opts: CVOptions) -> CVOutcome:
     kind = data_kind(data_root)
     cut = opts.cut_cell_frac if opts.cut_cell_frac is not None else (
         CUT_CELL_FRAC if kind == "real" else 0.0)
-    baselines = run_baselines(by_name, fold_names, cut) if opts.baselines else {}
+    baselines = run_baselines(by_name, fold_names, cut, boxes) if opts.baselines else {}
+    if boxes is not None:
+        baselines[MASKS_VS_BOXES] = masks_vs_boxes(by_name, fold_names, boxes)
     fold_sizes = sorted({len(f) for f in fold_names})
     data = {"root": str(data_root), "name": data_root.name, "kind": kind, "cut_cell_frac": cut,
             "n_pairs": len(samples), "folds": folds, "seed": opts.seed,

@@ -35,7 +35,8 @@ def summarize(folds: Sequence[dict]) -> dict:
     """A method's ``summary``: mean ± sd over its finished folds of each metric and time,
     where its numbers were scored, and how many folds finished."""
     ok = [f for f in folds if f.get("status") == "ok"]
-    summary = {name: mean_sd([f["metrics"][name] for f in ok]) for name in METRICS}
+    # folds written before a metric existed (the box columns) lack it: no number, not an error
+    summary = {name: mean_sd([f["metrics"].get(name) for f in ok]) for name in METRICS}
     for key in ("cpu_s", "wall_s"):
         summary[key] = mean_sd([f.get(key) for f in ok])
     by_metric = {}

@@ -79,6 +79,8 @@ class BloodCellDataModule(pl.LightningDataModule):
         cut_cell_frac: how the masks treat cells cut by the image frame: those covering less
             than this fraction of a typical cell are not drawn (BBBC041Seg: 0.4,
             ``labels.CUT_CELL_FRAC``; 0: all drawn). The post-processing configs read it.
+        boxes: a second reference for the test stage (:mod:`bloodseg.data.boxes`): a
+            ``stem,x0,y0,x1,y1`` CSV; None: ``<root>/boxes.csv`` if present.
     """
 
     def __init__(
@@ -104,6 +106,7 @@ class BloodCellDataModule(pl.LightningDataModule):
         pin_memory: bool = False,
         decode_threads: int = 4,
         cut_cell_frac: float = 0.0,
+        boxes: str | None = None,
     ) -> None:
         super().__init__()
         if in_channels is not None and in_channels != channels(color):
@@ -118,6 +121,7 @@ class BloodCellDataModule(pl.LightningDataModule):
         if kind not in ("real", "synthetic"):
             raise DataError(f"data.kind must be 'real' or 'synthetic', got {kind!r}")
         self.kind = kind
+        self.boxes = boxes
         self.synthetic = self._synthetic_params(synthetic) if kind == "synthetic" else None
         if kind == "synthetic":
             if root is not None:

@@ -31,6 +31,7 @@ COLUMNS = [
     ("count_bias", "count bias"),
     ("f1", "inst. F1@0.5"),
     ("ap50", "AP@0.5"),
+    ("interval_coverage", "true count in 90% interval"),
     ("epochs_run", "epochs run"),
     ("stopped_epoch", "stopped epoch"),
     ("train_time_s", "train time (s)"),
@@ -38,7 +39,9 @@ COLUMNS = [
 ]
 # the columns that are test metrics: results.csv names them as test_metrics.json does
 TEST_COLUMNS = ("dice", "iou", "pixel_precision", "pixel_recall", "count_mae", "count_bias",
-                "f1", "ap50")
+                "f1", "ap50", "interval_coverage")
+# shown only when some run has them (a model that carries its count interval: bloodseg.trust)
+OPTIONAL_COLUMNS = ("interval_coverage",)
 # results.csv only: what the README needs for the study's "Epoch : 100, Batch : 4, ..." line
 EXTRA_COLUMNS = ["optimizer", "lr", "scheduler", "batch_size", "max_epochs", "loss", "run_dir"]
 
@@ -105,11 +108,16 @@ def _fmt(col: str, value: Any) -> str:
 
 def results_markdown(table: pd.DataFrame) -> str:
     """The results table as GitHub markdown (no tabulate dependency)."""
-    lines = ["| " + " | ".join(h for _, h in COLUMNS) + " |",
+    def shown(col: str) -> bool:
+        return col not in OPTIONAL_COLUMNS or (
+            col in table and pd.to_numeric(table[col], errors="coerce").notna().any())
+
+    columns = [(c, h) for c, h in COLUMNS if shown(c)]
+    lines = ["| " + " | ".join(h for _, h in columns) + " |",
              "|" + "|".join("---" if c in ("experiment", "model", "color", "data_kind")
-                            else "---:" for c, _ in COLUMNS) + "|"]
+                            else "---:" for c, _ in columns) + "|"]
     for _, row in table.iterrows():
-        lines.append("| " + " | ".join(_fmt(c, row.get(c)) for c, _ in COLUMNS) + " |")
+        lines.append("| " + " | ".join(_fmt(c, row.get(c)) for c, _ in columns) + " |")
     return "\n".join(lines) + "\n"
 
 
