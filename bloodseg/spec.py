@@ -40,6 +40,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from bloodseg import targets, trust
@@ -421,19 +422,26 @@ def trust_from_dict(d: Any, source: str, key: str = "trust") -> trust.Trust:
     interval = trust.CountInterval(iv["method"], _number(iv.get("level"), source,
                                                          f"{k}.level", 0, 1), low, high, **scores)
     ty = _mapping(d.get("typical"), source, f"{key}.typical")
-    _only(ty, {"centre", "spread", "max_distance"}, source, f"{key}.typical")
+    _only(ty, {"centre", "covariance", "max_distance"}, source, f"{key}.typical")
     centre = _mapping(ty.get("centre"), source, f"{key}.typical.centre")
-    spread = _mapping(ty.get("spread"), source, f"{key}.typical.spread")
-    for part, values in (("centre", centre), ("spread", spread)):
-        if set(values) != set(trust.FEATURES):
-            raise _fail(source, f"{key}.typical.{part}", f"expected the features "
-                        f"{', '.join(trust.FEATURES)}")
+    if set(centre) != set(trust.FEATURES):
+        raise _fail(source, f"{key}.typical.centre", "expected the features "
+                    f"{', '.join(trust.FEATURES)}")
+    n = len(trust.FEATURES)
+    cov = ty.get("covariance")
+    if not (isinstance(cov, list) and len(cov) == n
+            and all(isinstance(r, list) and len(r) == n for r in cov)):
+        raise _fail(source, f"{key}.typical.covariance", f"expected a {n}x{n} list of lists")
+    cov = [[_number(v, source, f"{key}.typical.covariance[{i}][{j}]", -1e9, 1e9)
+            for j, v in enumerate(r)] for i, r in enumerate(cov)]
+    matrix = np.array(cov, float)
+    if not np.allclose(matrix, matrix.T) or np.linalg.eigvalsh(matrix).min() <= 0:
+        raise _fail(source, f"{key}.typical.covariance", "not a symmetric positive-definite "
+                    "matrix")
     typical = trust.Typical(
         {f: _number(centre[f], source, f"{key}.typical.centre.{f}", -1e6, 1e6)
          for f in trust.FEATURES},
-        {f: _number(spread[f], source, f"{key}.typical.spread.{f}", 1e-9, 1e6)
-         for f in trust.FEATURES},
-        _number(ty.get("max_distance"), source, f"{key}.typical.max_distance", 0, 1e6))
+        cov, _number(ty.get("max_distance"), source, f"{key}.typical.max_distance", 0, 1e6))
     rv = _mapping(d.get("review"), source, f"{key}.review")
     _only(rv, {"relative_width", "clumps"}, source, f"{key}.review")
     review = trust.Review(_number(rv.get("relative_width"), source,

@@ -13,8 +13,9 @@ for. Three things, all calibrated on held-out images of a cross-validation
   (``1 +`` how much the count moves when the post-processing's tuned parameter steps to its
   neighbouring values, so the interval widens where the split of touching cells is unsure).
 - **review**: ``unlike training images`` (stain colour, foreground share, cell size and the
-  network's own uncertainty, each a robust z-score against the calibration images; flagged
-  beyond the distance that 95 % of those images stay within when each is left out),
+  network's own uncertainty, together: their Mahalanobis distance from the calibration
+  images; flagged beyond the distance that 95 % of those images stay within when each is
+  left out),
   ``wide interval`` and ``many merged clumps`` (beyond the 95th percentile of the calibration
   images).
 - **per-cell confidence** (``cells.csv``): the cell's mean foreground probability, 0..1.
@@ -178,36 +179,41 @@ def fit_interval(method: str, counts: Sequence[int], spreads: Sequence[int],
 
 @dataclass(frozen=True)
 class Typical:
-    """Robust centre and spread of each feature on the calibration images, and the distance
-    (largest |z| over the features) beyond which an image is unlike them."""
+    """Mean and covariance of the features on the calibration images, and the Mahalanobis
+    distance beyond which an image is unlike them. A joint distance, not one feature at a
+    time: another stain moves several features at once (colour, foreground share, the
+    network's uncertainty), each by less than the calibration smears vary among themselves."""
 
     centre: dict[str, float]
-    spread: dict[str, float]
+    covariance: list[list[float]]
     max_distance: float
 
     def distance(self, feats: Mapping[str, float]) -> float:
-        return max(abs(feats[k] - self.centre[k]) / self.spread[k] for k in self.centre)
+        names = list(self.centre)
+        d = np.array([feats[k] - self.centre[k] for k in names])
+        return float(np.sqrt(d @ np.linalg.solve(np.array(self.covariance), d)))
 
 
-def _robust(values: np.ndarray) -> tuple[float, float]:
-    med = float(np.median(values))
-    mad = 1.4826 * float(np.median(np.abs(values - med)))
-    return med, max(mad, 1e-3 * max(abs(med), 1.0))
+def _mean_cov(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    # a small ridge keeps the covariance of a few dozen images invertible
+    cov = np.cov(x.T).reshape(x.shape[1], x.shape[1])
+    return x.mean(0), cov + 1e-6 * np.diag(np.maximum(np.diag(cov), 1e-12)) + 1e-12 * np.eye(
+        x.shape[1])
 
 
 def fit_typical(feats: Sequence[Mapping[str, float]], names: Sequence[str] = FEATURES,
                 quantile: float = REVIEW_QUANTILE) -> Typical:
-    """Centre/spread on all images; the threshold from each image left out in turn."""
+    """Mean/covariance on all images; the threshold from each image left out in turn (its
+    distance to the others), at ``quantile``."""
     x = np.array([[f[k] for k in names] for f in feats], float)
-    stats = [_robust(x[:, j]) for j in range(len(names))]
     loo = []
     for i in range(len(x)):
-        rest = np.delete(x, i, axis=0)
-        z = [abs(x[i, j] - m) / s for j, (m, s) in enumerate(_robust(rest[:, j])
-                                                                for j in range(len(names)))]
-        loo.append(max(z))
-    return Typical({k: round(m, 4) for k, (m, _) in zip(names, stats)},
-                   {k: round(s, 4) for k, (_, s) in zip(names, stats)},
+        m, c = _mean_cov(np.delete(x, i, axis=0))
+        d = x[i] - m
+        loo.append(float(np.sqrt(d @ np.linalg.solve(c, d))))
+    m, c = _mean_cov(x)
+    return Typical({k: round(float(v), 6) for k, v in zip(names, m)},
+                   [[float(v) for v in row] for row in c],
                    round(float(np.quantile(loo, quantile)), 3))
 
 

@@ -27,11 +27,13 @@ CENTRE = {"stain_a": 137.0, "stain_b": 106.0, "foreground": 0.29, "log_cell_area
 SPREAD = {"stain_a": 9.4, "stain_b": 8.2, "foreground": 0.15, "log_cell_area": 0.14,
           "uncertain": 0.03}
 
+COVARIANCE = np.diag([SPREAD[k] ** 2 for k in trust.FEATURES]).tolist()
+
 
 def calibration(**interval) -> trust.Trust:
     return trust.Trust(trust.CountInterval(**{"method": "constant", "level": 0.9, "low": -4.0,
                                               "high": 3.0, **interval}),
-                       trust.Typical(CENTRE, SPREAD, 3.5), trust.Review(0.3, 0.05))
+                       trust.Typical(CENTRE, COVARIANCE, 3.5), trust.Review(0.3, 0.05))
 
 
 def rows(rng, n=40, noise=3):
@@ -83,7 +85,8 @@ def test_review_flags_another_stain_and_not_the_calibration_images():
     assert rates["other_rate"] == 1.0 and rates["other"] == 20
     assert rates["held_out_rate"] <= 0.15 and rates["held_out"] == 40
     t = trust.calibrate(data, "constant")
-    obs = trust.Observation(80, 0, {**CENTRE, "stain_b": 126.0}, 0.0)
+    bccd_like = {**CENTRE, "stain_b": 126.0, "foreground": 0.48, "uncertain": 0.31}
+    obs = trust.Observation(80, 0, bccd_like, 0.0)
     assert t.reasons(obs, 76, 83) == ["unlike training images"]
     assert t.reasons(trust.Observation(80, 0, CENTRE, 0.5), 76, 83) == ["many merged clumps"]
     assert "wide interval" in t.reasons(trust.Observation(10, 0, CENTRE, 0.0), 0, 40)
@@ -96,7 +99,9 @@ def test_a_calibration_round_trips_and_bad_values_are_refused():
            ({"interval": {**t.to_dict()["interval"], "method": "magic"}}, "interval.method"),
            ({"interval": {**t.to_dict()["interval"], "high": -9.0}}, "interval.high"),
            ({"typical": {**t.to_dict()["typical"], "max_distance": -1}}, "max_distance"),
-           ({"typical": {**t.to_dict()["typical"], "spread": {"stain_a": 1.0}}}, "spread"),
+           ({"typical": {**t.to_dict()["typical"], "covariance": [[1.0]]}}, "covariance"),
+           ({"typical": {**t.to_dict()["typical"],
+                         "covariance": (-np.eye(5)).tolist()}}, "positive-definite"),
            ({"review": {"relative_width": 0.3, "clumps": 5.0}}, "review.clumps"),
            ({"review": {"relative_width": 0.3, "clumps": 0.1, "_target_": "os.system"}},
             "_target_")]
