@@ -107,9 +107,18 @@ def ignore_worker_deaths() -> None:
         signal.signal(sigchld, signal.SIG_DFL)
 
 
+#: how torch reports a DataLoader worker killed by SIGTERM (its SIGCHLD handler)
+WORKER_TERMINATED = re.compile(r"DataLoader worker \(pid \d+\) is killed by signal: Terminated")
+
+
 def was_interrupted(err: BaseException) -> bool:
     """Ctrl+C or SIGTERM, however it surfaced: Lightning turns a KeyboardInterrupt into
-    ``sys.exit(1)`` and a SIGTERM into ``SIGTERMException`` (a SystemExit)."""
+    ``sys.exit(1)`` and a SIGTERM into ``SIGTERMException`` (a SystemExit). A SIGTERM sent to
+    the whole process group (scancel, a CI limit) also kills the DataLoader workers, and
+    torch's SIGCHLD handler can raise "worker ... killed by signal: Terminated" inside
+    Lightning's SIGTERM handler, before ours notes the signal: that is the same SIGTERM."""
+    if isinstance(err, RuntimeError) and WORKER_TERMINATED.search(str(err)):
+        SIGTERM_SEEN.set()
     return (SIGTERM_SEEN.is_set() or isinstance(err, KeyboardInterrupt)
             or isinstance(err.__context__, KeyboardInterrupt))
 

@@ -384,7 +384,8 @@ def test_quick_cross_validation_end_to_end(tmp_path, capsys):
             scored = [k for k in results.METRICS if name != runner.MASKS_VS_BOXES
                       or k.startswith("box_")]  # the masks row has only the box columns
             assert all(math.isfinite(f["metrics"][k]) for k in scored), (name, f["metrics"])
-            assert f["cpu_s"] >= 0 and f["wall_s"] > 0
+            # reading 4 masks and their boxes can take under the 10 ms the times are rounded to
+            assert f["cpu_s"] >= 0 and (f["wall_s"] > 0 or name == runner.MASKS_VS_BOXES)
             assert len(f["per_image"]) == 4
         assert method["summary"]["folds_ok"] == 2
     assert all(f["resolution"]["dice"] == "native" for m in BASELINES

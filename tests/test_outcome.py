@@ -93,3 +93,22 @@ def test_sigterm_is_recorded_as_interrupted_with_a_resume_command(tmp_path):
                     in_process=True)
     assert check.returncode == 0, check.stderr[-2000:]
     assert f"ckpt_path: {run}/checkpoints/last.ckpt" in check.stdout
+
+
+def test_workers_killed_by_the_groups_sigterm_are_that_sigterm():
+    """A SIGTERM to the process group can surface first as torch's "DataLoader worker ...
+    killed by signal: Terminated" (raised inside Lightning's SIGTERM handler, before ours
+    runs): an interruption by SIGTERM (exit 143), not a failure. A worker killed otherwise
+    (SIGKILL: the OOM killer) stays a failure."""
+    from bloodseg import outcome
+
+    outcome.SIGTERM_SEEN.clear()
+    try:
+        assert not outcome.was_interrupted(
+            RuntimeError("DataLoader worker (pid 7) is killed by signal: Killed. "))
+        assert not outcome.SIGTERM_SEEN.is_set()
+        assert outcome.was_interrupted(
+            RuntimeError("DataLoader worker (pid 7) is killed by signal: Terminated. "))
+        assert outcome.interrupted_exit().code == 143
+    finally:
+        outcome.SIGTERM_SEEN.clear()
