@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     from bloodseg.modelfile import model_file
     from bloodseg.render import overlay
     from bloodseg.transforms import upsample
-    from bloodseg.trust import observe
+    from bloodseg.trust import calibration_of, observe
 
     torch.set_num_threads(a.threads)
     files = sorted(f for split in ("train", "test")
@@ -80,9 +80,10 @@ def main(argv: list[str] | None = None) -> int:
             t["resize"] = time.perf_counter()
             labels = predictor.labels(outputs)
             t["post-processing"] = time.perf_counter()
-            if predictor.spec.trust is not None:
+            calibration = calibration_of(predictor)
+            if calibration is not None:
                 obs = observe(predictor, image, outputs, labels)
-                predictor.spec.trust.interval.bounds(obs.count, obs.spread)
+                calibration.interval.bounds(obs.count, obs.spread)
             t["trust"] = time.perf_counter()
             prob = predictor.foreground(outputs)
             cell_rows(labels, f.name, f"{f.stem}.png", prob)

@@ -38,7 +38,7 @@ from bloodseg.metrics import InstanceStats
 from bloodseg.module import pixel_metrics
 from bloodseg.progress import Eta
 from bloodseg.render import overlay
-from bloodseg.trust import observe
+from bloodseg.trust import calibration_of, observe
 
 log = logging.getLogger(__name__)
 
@@ -61,8 +61,7 @@ def score(predictor: Predictor, samples: Sequence[Sample], n_pictures: int = 4,
     instances: instance metrics (:meth:`InstanceStats.aggregate`) and pixel metrics of the
     foreground, each named ``<prefix><name>``; with ``boxes``, box agreement too."""
     stats = InstanceStats(boxes=boxes)
-    # an ensemble's spread was never calibrated (as bloodseg-predict, no interval then)
-    calibration = predictor.spec.trust if len(predictor.nets) == 1 else None
+    calibration = calibration_of(predictor)
     pixels = pixel_metrics(prefix, sync_on_compute=False)  # rank 0 scores every image
     pictures = []
     eta = Eta(len(samples))

@@ -38,7 +38,7 @@ from bloodseg.measure import CELL_COLUMNS, FORMATS, cell_rows, write_geojson, wr
 from bloodseg.progress import Eta
 from bloodseg.render import overlay
 from bloodseg.screening import screen
-from bloodseg.trust import observe
+from bloodseg.trust import calibration_of, observe
 
 log = logging.getLogger(__name__)
 
@@ -397,9 +397,9 @@ def sigterm_as_interrupt() -> Iterator[None]:
 def judged(predictor: Any, image: np.ndarray, maps: np.ndarray, labels: np.ndarray
            ) -> tuple[tuple[int, int] | None, list[str]]:
     """The count's calibrated interval and the reasons to review it, when the model carries
-    its calibration (``spec.trust``); an ensemble's spread was never calibrated: none."""
-    calibration = predictor.spec.trust
-    if calibration is None or len(predictor.nets) > 1:
+    its calibration (:func:`bloodseg.trust.calibration_of`)."""
+    calibration = calibration_of(predictor)
+    if calibration is None:
         return None, []
     obs = observe(predictor, image, maps, labels)
     interval = calibration.interval.bounds(obs.count, obs.spread)
@@ -528,11 +528,11 @@ def predict(cfg: DictConfig) -> tuple[list[dict], list[str]]:
     if folder != out:
         swap_in(folder, out, old)
     counted = len(rows) - len(skipped)
-    calibrated = predictor.spec.trust is not None and len(predictor.nets) == 1
-    level = f"{predictor.spec.trust.interval.level:.0%} " if calibrated else ""
+    calibration = calibration_of(predictor)
     print(f"{counted} image(s), {n_cells} cells written to {out} (counts.csv, cells.csv)"
-          + (f"; each count with its {level}interval (count_low-count_high)" if calibrated
-             else "") + (f"; {len(done)} done earlier" if done else ""))
+          + (f"; each count with its {calibration.interval.level:.0%} interval "
+             "(count_low-count_high)" if calibration else "")
+          + (f"; {len(done)} done earlier" if done else ""))
     if flagged:
         print(f"{len(flagged)} smear(s) to review by hand (counts.csv says why in 'review')")
     if skipped:

@@ -20,9 +20,10 @@ for. Three things, all calibrated on held-out images of a cross-validation
   images).
 - **per-cell confidence** (``cells.csv``): the cell's mean foreground probability, 0..1.
 
+    >>> calibration = calibration_of(predictor)              # the model's, or None
     >>> obs = observe(predictor, image)                     # count, spread, features
-    >>> low, high = spec_trust.interval.bounds(obs.count, obs.spread)
-    >>> spec_trust.reasons(obs, low, high)                  # [] or ["unlike training images"]
+    >>> low, high = calibration.interval.bounds(obs.count, obs.spread)
+    >>> calibration.reasons(obs, low, high)                 # [] or ["unlike training images"]
 """
 
 from __future__ import annotations
@@ -64,9 +65,11 @@ class Observation:
     def to_dict(self) -> dict:
         return asdict(self)
 
-    @classmethod
-    def from_dict(cls, d: Mapping) -> Observation:
-        return cls(int(d["count"]), int(d["spread"]), dict(d["features"]), float(d["clumps"]))
+
+def calibration_of(predictor: Any) -> Trust | None:
+    """The calibration a predictor's counts get: its model's (``spec.trust``), or None for a
+    model without one and for an ensemble (its spread was never calibrated)."""
+    return predictor.spec.trust if len(predictor.nets) == 1 else None
 
 
 def neighbours(postprocess: Any) -> list[Any]:
