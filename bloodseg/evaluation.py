@@ -38,7 +38,7 @@ from bloodseg.metrics import InstanceStats
 from bloodseg.module import pixel_metrics
 from bloodseg.progress import Eta
 from bloodseg.render import overlay
-from bloodseg.trust import calibration_of, observe
+from bloodseg.trust import calibration_of
 
 log = logging.getLogger(__name__)
 
@@ -73,8 +73,7 @@ def score(predictor: Predictor, samples: Sequence[Sample], n_pictures: int = 4,
         prob = predictor.foreground(outputs)
         stats.update(sample.name, truth, labels)
         if calibration is not None:  # does the model's calibrated interval hold here?
-            obs = observe(predictor, image, outputs, labels)
-            low, high = calibration.interval.bounds(obs.count, obs.spread)
+            _, (low, high), _ = calibration.judge(predictor, image, outputs, labels)
             stats.rows[-1].update({"count_low": low, "count_high": high,
                                    "in_interval": int(low <= stats.rows[-1]["true_count"]
                                                       <= high)})

@@ -8,76 +8,47 @@ model spec), each checked against PyTorch before it is kept; ``bloodseg-export``
 
 from __future__ import annotations
 
-import contextlib
 import importlib
 import io
 import json
 import logging
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from omegaconf import DictConfig
-from torch import nn
 
 import bloodseg
 from bloodseg.inference import Predictor
 from bloodseg.io import CheckpointError, write_bytes_atomic, write_text_atomic
 from bloodseg.modelfile import file_sha256, model_file, save_bundle
-from bloodseg.models.common import SegmentationNet
+from bloodseg.runtimes import (
+    INPUT,
+    OUTPUT,
+    TOLERANCE,
+    ProbabilityNet,
+    RuntimeFailure,
+    example_input,
+    max_difference,
+    onnx_model,
+)
 from bloodseg.spec import ModelSpec
-from bloodseg.targets import Target
 from bloodseg.transforms import MEAN, STD
 
 log = logging.getLogger(__name__)
 
 FORMATS = ("onnx", "torchscript", "bundle")
 EXPORT_FORMAT = "bloodseg-export"  # the ``format`` of an ``<output>.json`` description
-INPUT, OUTPUT = "image", "probabilities"
-#: the packages format=onnx needs (the ``export`` extra)
+#: the packages format=onnx needs (dependencies of bloodseg; a trimmed install may lack them)
 ONNX_PACKAGES = ("onnx", "onnxscript", "onnxruntime")
-#: largest difference to PyTorch a fresh export may show on its check input
-TOLERANCE = 1e-4
 
 
 class ExportError(ValueError):
     """An export that cannot be done as asked; the message says what to pass or install."""
 
 
-# -- the exported module ---------------------------------------------------------------------
-
-
-@torch.jit.script_if_tracing  # scripted inside a trace, so the sizes stay dynamic
-def pad_reflect(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """``x`` reflect-padded to multiples of ``multiple``, the extra pixel right/bottom
-    (:func:`bloodseg.models.common.pad_to_multiple`, without branches on the size)."""
-    h, w = x.size(-2), x.size(-1)
-    ph, pw = (multiple - h % multiple) % multiple, (multiple - w % multiple) % multiple
-    return F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2], mode="reflect")
-
-
-@torch.jit.script_if_tracing
-def crop_like(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """The centre of ``y`` at ``x``'s height and width (undoes :func:`pad_reflect`)."""
-    h, w = x.size(-2), x.size(-1)
-    top, left = (y.size(-2) - h) // 2, (y.size(-1) - w) // 2
-    return y[:, :, top:top + h, left:left + w]
-
-
-class ProbabilityNet(nn.Module):
-    """A network and its target's decoding: normalised ``(B, C, H, W)`` float images of any
-    size -> ``(B, channels, H, W)`` probability maps, as the predictor computes them."""
-
-    def __init__(self, net: SegmentationNet, target: Target) -> None:
-        super().__init__()
-        self.net, self.target, self.size_divisor = net, target, int(net.size_divisor)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.net.forward_padded(pad_reflect(x, self.size_divisor))
-        return self.target.decode(crop_like(logits, x))
+# -- the description ------------------------------------------------------------------------
 
 
 def network_input(predictor: Predictor, image: np.ndarray) -> np.ndarray:
@@ -133,33 +104,11 @@ def require(packages: tuple[str, ...], fmt: str) -> None:
             missing.append(name)
     if missing:
         raise ExportError(f"format={fmt} needs {', '.join(missing)} (not installed): "
-                          "pip install 'bloodseg[export]'")
-
-
-@contextlib.contextmanager
-def quiet(*loggers: str) -> Iterator[None]:
-    """Only warnings and errors from ``loggers`` while in the block."""
-    levels = {name: logging.getLogger(name).level for name in loggers}
-    for name in loggers:
-        logging.getLogger(name).setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for name, level in levels.items():
-            logging.getLogger(name).setLevel(level)
-
-
-def example_input(channels: int, size_divisor: int, batch: int = 2, extra: int = 3
-                  ) -> torch.Tensor:
-    """A seeded normalised input whose sides are not multiples of ``size_divisor`` (so the
-    padding is part of every trace)."""
-    g = torch.Generator().manual_seed(0)
-    h, w = 2 * size_divisor + extra, 3 * size_divisor + 2 * extra
-    return torch.randn(batch, channels, h, w, generator=g)
+                          f"pip install {' '.join(missing)}")
 
 
 def check_same(name: str, got: np.ndarray, want: torch.Tensor) -> float:
-    diff = float(np.abs(np.asarray(got) - want.numpy()).max())
+    diff = max_difference(got, want)
     if not diff <= TOLERANCE:
         raise ExportError(f"{name}: the exported model differs from PyTorch by {diff:.3g} "
                           f"(> {TOLERANCE}) on a check input; not kept. Please report it with "
@@ -171,36 +120,14 @@ def onnx_bytes(module: ProbabilityNet, channels: int, record: dict, opset: int |
                out: Path) -> bytes:
     """The ONNX model of ``module`` with dynamic batch, height and width, its description in
     ``metadata_props``, checked with onnxruntime against PyTorch at another size."""
-    import onnx
-    import onnxruntime as ort
-    from torch.export import Dim
-
-    d = module.size_divisor
-    dims = {0: Dim("batch", min=1), 2: Dim("height", min=d), 3: Dim("width", min=d)}
-    with quiet("onnx_ir", "onnxscript"):  # a log line per graph pass otherwise
-        program = torch.onnx.export(module, (example_input(channels, d),), dynamo=True,
-                                    input_names=[INPUT], output_names=[OUTPUT],
-                                    dynamic_shapes=(dims,), opset_version=opset,
-                                    verbose=False)
-    proto = program.model_proto
-    for dim, name in zip(proto.graph.output[0].type.tensor_type.shape.dim,
-                         ("batch", None, "height", "width")):
-        if name:  # the exporter names the output sizes by their formulas
-            dim.dim_param = name
-    onnx.helper.set_model_props(proto, {"bloodseg": json.dumps(record)})
-    proto.doc_string = (f"bloodseg {record['spec']['network']['name']}: {INPUT} (normalised "
-                        f"float32 NCHW) -> {OUTPUT}; metadata 'bloodseg' says how to prepare "
-                        "images and post-process the maps")
-    onnx.checker.check_model(proto)
-    data = proto.SerializeToString()
-    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    x = example_input(channels, d, batch=1, extra=5)
-    with torch.inference_mode():
-        want = module(x)
-    diff = check_same(str(out), session.run(None, {INPUT: x.numpy()})[0], want)
-    log.info("%s: onnxruntime vs PyTorch on a %s input: max abs difference %.2g", out,
-             tuple(x.shape), diff)
-    return data
+    doc = (f"bloodseg {record['spec']['network']['name']}: {INPUT} (normalised float32 NCHW) "
+           f"-> {OUTPUT}; metadata 'bloodseg' says how to prepare images and post-process the "
+           "maps")
+    try:
+        return onnx_model(module, channels, {"bloodseg": json.dumps(record)}, doc, opset)
+    except RuntimeFailure as err:
+        raise ExportError(f"{out}: {err}; not kept. Please report it with the model's network "
+                          "name") from None
 
 
 def torchscript_bytes(module: ProbabilityNet, channels: int, record: dict, out: Path) -> bytes:

@@ -36,8 +36,9 @@ import numpy as np
 import torch
 
 from bloodseg.io import CheckpointError, read_image
-from bloodseg.modelfile import check_ensemble, load_model, model_files, read_tuned
+from bloodseg.modelfile import check_ensemble, file_sha256, load_model, model_files, read_tuned
 from bloodseg.options import OptionError, check_predict, tta_mode
+from bloodseg.runtimes import resolve, runner
 from bloodseg.spec import MAX_INPUT_PIXELS, ModelSpec, Postprocess
 from bloodseg.transforms import normalize, prepare_image, scaled_hw, upsample
 
@@ -66,7 +67,8 @@ def predictor_from_config(cfg: Mapping) -> tuple[Predictor, Path | list[Path]]:
         postprocess=Postprocess.from_config(pp) if pp else None,
         postprocess_file=cfg.get("postprocess_file"), mode=p.get("mode", "auto"),
         scale=p.get("scale"), overlap=p.get("overlap", 0.25), batch_size=p.get("batch_size", 8),
-        tta=p.get("tta", False), device=p.get("device", "auto"))
+        tta=p.get("tta", False), device=p.get("device", "auto"),
+        backend=p.get("backend", "auto"))
     return predictor, (paths if len(paths) > 1 else paths[0])
 
 
@@ -124,6 +126,10 @@ def tta_outputs(net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, de
     return logits, outputs
 
 
+def _identity(t: torch.Tensor) -> torch.Tensor:
+    return t  # an exported graph decodes its logits itself
+
+
 def _is_list(v: Any) -> bool:
     return isinstance(v, Sequence) and not isinstance(v, str | bytes | Path)
 
@@ -147,15 +153,20 @@ class Predictor:
         tta: ``none`` | ``flips`` (``True``) | ``d4``: average the outputs over flips, or over
             the eight rotations and flips.
         device: ``auto`` (CUDA if present), ``cpu``, ``cuda``, ``cuda:1``...
+        backend: where the network runs (:mod:`bloodseg.runtimes`): ``torch``, or
+            ``onnxruntime`` / ``openvino`` / ``auto`` given ``keys``.
+        keys: the model files' sha256, one per network: what an exported graph is cached by
+            (without them, ``auto`` runs PyTorch).
     """
 
     def __init__(self, spec: ModelSpec, net: torch.nn.Module,
                  postprocess: Postprocess | None = None, mode: str = "auto",
                  scale: float | Sequence[float] | None = None, overlap: float = 0.25,
                  batch_size: int = 8, tta: bool | str = False, device: str = "auto",
-                 warn_tiles: int = WARN_TILES) -> None:
+                 warn_tiles: int = WARN_TILES, backend: str = "torch",
+                 keys: Sequence[str] | None = None) -> None:
         check_predict({"mode": mode, "tta": tta, "device": device, "overlap": overlap,
-                       "batch_size": batch_size})
+                       "batch_size": batch_size, "backend": backend})
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         elif device.startswith("cuda") and not torch.cuda.is_available():
@@ -166,6 +177,16 @@ class Predictor:
         nets = list(net) if isinstance(net, Sequence) else [net]
         self.nets = [n.to(self.device).eval() for n in nets]
         self.net = self.nets[0]  # what exports and single-model callers use
+        if backend == "auto" and not keys:
+            backend = "torch"  # weights in memory: nothing to cache an exported graph by
+        elif backend not in ("auto", "torch") and not keys:
+            raise OptionError(f"predict.backend={backend} needs the model's file (its graph "
+                              "is cached by the file's sha256)")
+        self.backend = resolve(backend, self.device)
+        decode = self.spec.target.decode
+        self.runs = [(n, decode) for n in self.nets] if self.backend == "torch" else [
+            (runner(self.backend, n, self.spec.target, self.spec.preprocess.channels, k),
+             _identity) for n, k in zip(self.nets, keys)]
         self.postprocess = self.spec.postprocess.build()
         pre = self.spec.preprocess
         self.tile_hw = pre.image_size
@@ -189,10 +210,12 @@ class Predictor:
     def load(cls, path: str | Path | Sequence[str | Path],
              postprocess: Postprocess | None = None,
              postprocess_file: str | Path | None = None, device: str = "auto",
-             **options: Any) -> Predictor:
+             backend: str = "torch", **options: Any) -> Predictor:
         """A predictor for a checkpoint or weights bundle, or an ensemble of several (a list);
         the post-processing is ``postprocess``, else the one tuned for exactly these weights
-        (``postprocess.json``; for an ensemble, its first member's), else the spec's."""
+        (``postprocess.json``; for an ensemble, its first member's), else the spec's.
+        ``backend``: where the network runs (:mod:`bloodseg.runtimes`; the library's callers
+        score runs with ``torch``, the commands take ``predict.backend``)."""
         paths = [Path(p) for p in path] if _is_list(path) else [Path(path)]
         if not paths:
             raise CheckpointError("an empty list of model files")
@@ -206,8 +229,9 @@ class Predictor:
                 log.info("post-processing tuned for %s: %s", paths[0].name, postprocess.fields)
         if len(paths) > 1:
             log.info("ensemble of %d networks: %s", len(paths), ", ".join(str(p) for p in paths))
+        keys = [file_sha256(p) for p in paths] if backend != "torch" else None
         return cls(spec, [net for _, net in loaded], postprocess=postprocess, device=device,
-                   **options)
+                   backend=backend, keys=keys, **options)
 
     def with_postprocess(self, postprocess: Postprocess) -> Predictor:
         """The same network and options with another post-processing (nothing reloaded)."""
@@ -230,8 +254,8 @@ class Predictor:
     def _run(self, chunks: list[np.ndarray]) -> np.ndarray:
         x = torch.from_numpy(np.stack(chunks)).to(self.device)
         with torch.inference_mode():
-            out = torch.stack([tta_outputs(net, x, self.spec.target.decode, self.tta_mode)[1]
-                               for net in self.nets]).mean(0)
+            out = torch.stack([tta_outputs(net, x, decode, self.tta_mode)[1]
+                               for net, decode in self.runs]).mean(0)
         return out.float().cpu().numpy()
 
     def tile_plan(self, h: int, w: int) -> tuple[tuple[int, int], tuple[int, int],

@@ -24,6 +24,8 @@ MODES = ("auto", "whole", "tile", "resize")
 #: predict.tta: none, the four flips, the eight rotations and flips (D4)
 TTA_MODES = ("none", "flips", "d4")
 TTA_VALUES = ("false", "true", *TTA_MODES)
+#: where the network runs (bloodseg.runtimes): auto = the fastest installed that keeps the counts
+BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
 
 
@@ -55,10 +57,15 @@ def check_predict(p: Mapping[str, Any] | None) -> None:
     if mode not in MODES:
         raise OptionError(f"predict.mode={mode}: not one of {', '.join(MODES)}")
     tta_mode(p.get("tta", False))
+    backend = p.get("backend", "auto")
+    if backend not in BACKENDS:
+        raise OptionError(f"predict.backend={backend}: not one of {', '.join(BACKENDS)}")
     device = str(p.get("device", "auto"))
     if not re.fullmatch(DEVICE_PATTERN, device):
         raise OptionError(f"predict.device={device}: not one of auto, cpu, cuda, cuda:<N>, mps")
     _check(p, "scale", lambda v: v is None or (_real(v) and v > 0), "a number > 0 (or null)")
     _check(p, "overlap", lambda v: _real(v) and 0 <= v < 1, "a number in [0, 1)")
+    _check(p, "prefetch", lambda v: _real(v) and v >= 0 and float(v).is_integer(),
+           "an integer >= 0")
     _check(p, "batch_size", lambda v: _real(v) and v >= 1 and float(v).is_integer(),
            "an integer > 0")

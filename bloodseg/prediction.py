@@ -13,7 +13,9 @@ complete (:func:`swap_in`).
 from __future__ import annotations
 
 import csv
+import functools
 import io
+import itertools
 import json
 import logging
 import os
@@ -21,8 +23,9 @@ import shutil
 import signal
 import sys
 import threading
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -38,7 +41,7 @@ from bloodseg.measure import CELL_COLUMNS, FORMATS, cell_rows, write_geojson, wr
 from bloodseg.progress import Eta
 from bloodseg.render import overlay
 from bloodseg.screening import screen
-from bloodseg.trust import calibration_of, observe
+from bloodseg.trust import calibration_of
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +56,8 @@ HYDRA_SUFFIXES = (".log",)
 #: longest output stem (bytes): file systems allow 255 per name, and ".geojson" must fit
 MAX_STEM_BYTES = 200
 STAGING = ".bloodseg-predict-partial"
+#: predict.* options that change how fast a batch runs, not what it writes
+NOT_RESULTS = ("prefetch",)
 #: counts.csv; ``count_low``/``count_high``: the model's calibrated 90 % interval and
 #: ``review``: reasons to look by hand (:mod:`bloodseg.trust`; empty for a model without its
 #: calibration); ``problem``: why an image was not counted (:mod:`bloodseg.screening`)
@@ -329,7 +334,8 @@ def manifest(cfg: DictConfig, files: Sequence[Path], names: dict[Path, str],
               "models": [file_sha256(m) for m in models],
               "postprocess": to_plain(cfg.get("postprocess")),
               "postprocess_file": cfg.get("postprocess_file"),
-              "predict": to_plain(cfg.get("predict"))}
+              "predict": {k: v for k, v in (to_plain(cfg.get("predict")) or {}).items()
+                          if k not in NOT_RESULTS}}
     return json.dumps(record, indent=1, sort_keys=True, default=str) + "\n"
 
 
@@ -401,9 +407,65 @@ def judged(predictor: Any, image: np.ndarray, maps: np.ndarray, labels: np.ndarr
     calibration = calibration_of(predictor)
     if calibration is None:
         return None, []
-    obs = observe(predictor, image, maps, labels)
-    interval = calibration.interval.bounds(obs.count, obs.spread)
-    return interval, calibration.reasons(obs, *interval)
+    _, interval, reasons = calibration.judge(predictor, image, maps, labels)
+    return interval, reasons
+
+
+class Behind:
+    """Runs submitted calls in order on one worker thread, at most ``depth`` behind the caller
+    (0: at once, in the caller's thread): an image's files are written while the network runs
+    on the next. Leaving the block waits for every call, even on Ctrl+C (they are finished
+    images), and raises the first call's error."""
+
+    def __init__(self, depth: int) -> None:
+        self.depth = depth
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="bloodseg-write") if depth else None
+        self.pending: deque[Future] = deque()
+
+    def submit(self, fn: Any, *args: Any) -> None:
+        if self.pool is None:
+            fn(*args)
+            return
+        self.pending.append(self.pool.submit(fn, *args))
+        while len(self.pending) > self.depth:
+            self.pending.popleft().result()
+
+    def __enter__(self) -> Behind:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        try:
+            while self.pending:
+                self.pending.popleft().result()
+        finally:
+            if self.pool is not None:
+                self.pool.shutdown(wait=True, cancel_futures=True)
+
+
+def read_ahead(files: Sequence[Path], load: Any, depth: int
+               ) -> Iterator[tuple[Path, Any]]:
+    """``(path, get)`` per file in order, ``get()`` returning ``load(path)`` (or raising its
+    error); up to ``depth`` files are loaded ahead on a worker thread (OpenCV decodes without
+    the GIL), so only ``depth`` images wait in memory."""
+    if depth <= 0:
+        for path in files:
+            yield path, functools.partial(load, path)
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="bloodseg-read") as pool:
+        queue: deque[tuple[Path, Future]] = deque()
+        rest = iter(files)
+        try:
+            for path in itertools.islice(rest, depth):
+                queue.append((path, pool.submit(load, path)))
+            while queue:
+                path, future = queue.popleft()
+                following = next(rest, None)
+                if following is not None:
+                    queue.append((following, pool.submit(load, following)))
+                yield path, future.result
+        finally:
+            for _, future in queue:
+                future.cancel()
 
 
 class Interrupted(Exception):
@@ -454,35 +516,62 @@ def predict(cfg: DictConfig) -> tuple[list[dict], list[str]]:
         write_text_atomic(folder / BATCH, batch)
         done = set()
     rows: list[dict] = []
-    n_cells, skipped, flagged = 0, [], []
+    skipped, flagged = [], []
+    cells_written = [0]
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TimeRemainingColumn())
     bar = Progress(*columns)
+    todo = [p for p in files if names[p] not in done]
+    ahead = int(cfg.predict.get("prefetch", 2))
+    scale = min(predictor.scale)
+
+    def load(path: Path) -> tuple[np.ndarray, str | None]:
+        image = predictor.read(path)
+        return image, screen(image, scale)
+
+    def commit(path: Path, stem: str, image: np.ndarray, maps: np.ndarray,
+               labels: np.ndarray, interval: tuple[int, int] | None, review: list[str]
+               ) -> None:
+        png = f"{stem}.png"
+        write_png_atomic(folder / "masks" / png, (predictor.mask(maps) * 255).astype(np.uint8))
+        write_png_atomic(folder / "instances" / png, labels.astype(np.uint16))
+        write_png_atomic(folder / "overlays" / png,
+                         overlay(image, labels, count=int(labels.max()), interval=interval))
+        if "geojson" in formats:
+            write_geojson(folder / "geojson" / f"{stem}.geojson", labels)
+        if "tiff" in formats:
+            write_label_tiff(folder / "tiff" / f"{stem}.tif", labels)
+        cells = cell_rows(labels, path.name, png, predictor.foreground(maps))
+        row = count_row(path, labels, png, interval, review)
+        append_rows(folder / "cells.csv", cells, CELL_COLUMNS)
+        append_rows(folder / "counts.csv", [row], CSV_HEADER)  # the image's commit
+        rows.append(row)
+        cells_written[0] += len(cells)
+
+    def commit_problem(row: dict) -> None:
+        append_rows(folder / "counts.csv", [row], CSV_HEADER)
+        rows.append(row)
+
+    writer = Behind(ahead)
     try:
-        with sigterm_as_interrupt(), logs_above(bar):
+        with sigterm_as_interrupt(), logs_above(bar), writer:
             images = bar.add_task(f"predicting {len(files)} image(s)", total=len(files),
-                                  visible=len(files) > 1)
+                                  visible=len(files) > 1, completed=len(files) - len(todo))
             tiles = TileProgress(bar, bar.add_task("tiles", visible=False),
                                  predictor.warn_tiles)
-            eta = Eta(len(files))
+            eta = Eta(len(todo))
             quiet_bar = not bar.console.is_terminal  # rich draws nothing in a log file
-            for k, path in enumerate(files, 1):
-                stem = names[path]
-                if stem in done:
-                    bar.advance(images)
-                    continue
+            for k, (path, loaded) in enumerate(read_ahead(todo, load, ahead), 1):
                 try:
-                    image = predictor.read(path)
+                    image, problem = loaded()
                 except DataError as err:
                     failed.append(str(err))
                     bar.advance(images)
                     continue
-                problem = screen(image, min(predictor.scale))
                 if problem:  # a row that says why, never a nonsense count
                     log.warning("%s: not counted: %s", path.name, problem)
-                    row = problem_row(path, image, stem, problem)
-                    append_rows(folder / "counts.csv", [row], CSV_HEADER)
-                    rows.append(row)
+                    row = problem_row(path, image, names[path], problem)
+                    writer.submit(commit_problem, row)
                     skipped.append(f"{path}: not counted: {problem}")
                     bar.advance(images)
                     continue
@@ -493,23 +582,7 @@ def predict(cfg: DictConfig) -> tuple[list[dict], list[str]]:
                 if review:
                     flagged.append(path.name)
                     log.warning("%s: review by hand: %s", path.name, "; ".join(review))
-                png = f"{stem}.png"
-                write_png_atomic(folder / "masks" / png,
-                                 (predictor.mask(maps) * 255).astype(np.uint8))
-                write_png_atomic(folder / "instances" / png, labels.astype(np.uint16))
-                write_png_atomic(folder / "overlays" / png,
-                                 overlay(image, labels, count=int(labels.max()),
-                                         interval=interval))
-                if "geojson" in formats:
-                    write_geojson(folder / "geojson" / f"{stem}.geojson", labels)
-                if "tiff" in formats:
-                    write_label_tiff(folder / "tiff" / f"{stem}.tif", labels)
-                cells = cell_rows(labels, path.name, png, predictor.foreground(maps))
-                row = count_row(path, labels, png, interval, review)
-                append_rows(folder / "cells.csv", cells, CELL_COLUMNS)
-                append_rows(folder / "counts.csv", [row], CSV_HEADER)  # the image's commit
-                rows.append(row)
-                n_cells += len(cells)
+                writer.submit(commit, path, names[path], image, maps, labels, interval, review)
                 bar.advance(images)
                 if quiet_bar:
                     log.info("predict %s %s: %d cells", eta.line(k), path.name,
@@ -525,6 +598,7 @@ def predict(cfg: DictConfig) -> tuple[list[dict], list[str]]:
         if folder != out:  # replacing earlier results: a failed batch leaves them as they were
             shutil.rmtree(folder, ignore_errors=True)
         raise
+    n_cells = cells_written[0]
     if folder != out:
         swap_in(folder, out, old)
     counted = len(rows) - len(skipped)

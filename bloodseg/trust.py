@@ -119,15 +119,16 @@ def clump_share(labels: np.ndarray) -> float:
 
 
 def observe(predictor: Any, image: np.ndarray, outputs: np.ndarray | None = None,
-            labels: np.ndarray | None = None) -> Observation:
+            labels: np.ndarray | None = None, spread: bool = True) -> Observation:
     """Count, spread and features of ``image`` under ``predictor`` (``outputs``/``labels``:
-    the ones already computed, else computed here)."""
+    the ones already computed, else computed here). ``spread=False``: 0, without the two
+    extra post-processing runs it costs (an interval that does not scale with it)."""
     if outputs is None:
         outputs = predictor.outputs(image)
     if labels is None:
         labels = predictor.labels(outputs)
     count = int(labels.max())
-    counts = [int(pp(outputs).max()) for pp in neighbours(predictor.postprocess)]
+    counts = [int(pp(outputs).max()) for pp in neighbours(predictor.postprocess)] if spread else []
     spread = max(counts + [count]) - min(counts + [count])
     prob = predictor.foreground(outputs)
     return Observation(count, spread, features(image, prob, labels,
@@ -237,6 +238,15 @@ class Trust:
     review: Review
     provenance: dict[str, Any] = field(default_factory=dict)
 
+    def judge(self, predictor: Any, image: np.ndarray, outputs: np.ndarray,
+              labels: np.ndarray) -> tuple[Observation, tuple[int, int], list[str]]:
+        """``image``'s observation, count interval and reasons to review it (the spread is
+        measured only for an interval that scales with it)."""
+        obs = observe(predictor, image, outputs, labels,
+                      spread=self.interval.method == "spread")
+        low, high = self.interval.bounds(obs.count, obs.spread)
+        return obs, (low, high), self.reasons(obs, low, high)
+
     def reasons(self, obs: Observation, low: int, high: int) -> list[str]:
         out = []
         if self.typical.distance(obs.features) > self.typical.max_distance:
@@ -275,9 +285,17 @@ def calibrate(rows: Sequence[Mapping], method: str, level: float = LEVEL) -> Tru
 # -- measuring the methods (nested cross-validation) ---------------------------------------
 
 
+def _calibration_rows(rows: Sequence[Mapping], fold: Any) -> list[Mapping]:
+    """What fold ``fold``'s images are judged by: the other folds' rows, leaving out every
+    row of those images (a repeated cross-validation holds each image out once per repeat)."""
+    held = {r["name"] for r in rows if r["fold"] == fold}
+    return [r for r in rows if r["fold"] != fold and r["name"] not in held]
+
+
 def evaluate_methods(rows: Sequence[Mapping], level: float = LEVEL,
                      methods: Sequence[str] = METHODS) -> dict:
-    """Each method calibrated on the other folds' rows and scored on each fold's: coverage and
+    """Each method calibrated on the other folds' rows (none of the fold's own images, from
+    any repeat) and scored on each fold's: coverage and
     mean width per fold and pooled; ``chosen``: the narrowest with pooled coverage in
     :data:`COVERAGE_GOAL` (else the one closest to ``level``)."""
     folds = sorted({r["fold"] for r in rows})
@@ -285,7 +303,7 @@ def evaluate_methods(rows: Sequence[Mapping], level: float = LEVEL,
     for method in methods:
         per_fold, inside, widths = [], [], []
         for k in folds:
-            cal = [r for r in rows if r["fold"] != k]
+            cal = _calibration_rows(rows, k)
             interval = fit_interval(method, [r["count"] for r in cal],
                                     [r["spread"] for r in cal], [r["truth"] for r in cal], level)
             ins, wid = [], []
@@ -313,7 +331,7 @@ def evaluate_review(rows: Sequence[Mapping], other: Mapping[int, Sequence[Mappin
     folds = sorted({r["fold"] for r in rows})
     held, foreign = [], []
     for k in folds:
-        typical = fit_typical([r["features"] for r in rows if r["fold"] != k])
+        typical = fit_typical([r["features"] for r in _calibration_rows(rows, k)])
         held += [typical.distance(r["features"]) > typical.max_distance
                  for r in rows if r["fold"] == k]
         foreign += [typical.distance(o["features"]) > typical.max_distance
@@ -335,7 +353,9 @@ def calibration_markdown(report: Mapping, review: Mapping, command: str) -> str:
         mark = " (chosen)" if name == report["chosen"] else ""
         lines.append(f"| `{name}`{mark} | " + " | ".join(cells)
                      + f" | {m['coverage']:.3f} | {m['mean_width']:.1f} |")
-    lines += ["", "Per fold: coverage / mean width (cells). "
+    repeats = "" if all(isinstance(k, int) for k in report["folds"]) else (
+        "Fold r/k: fold k of repeat r (the repeats split the images on other seeds). ")
+    lines += ["", f"Per fold: coverage / mean width (cells). {repeats}"
               f"Review flag *unlike training images*: {review['held_out_rate']:.2f} of "
               f"{review['held_out']} held-out BBBC041Seg smears, "
               + (f"{review['other_rate']:.2f} of {review['other']} BCCD smears (another stain)."

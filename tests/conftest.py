@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -32,6 +33,11 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
     import torch
 
     torch.set_num_threads(1)
+
+# predict.backend=auto caches each model's exported graph: in one folder all workers share,
+# never the user's ~/.cache (a test of the cache itself points it elsewhere).
+os.environ.setdefault("BLOODSEG_CACHE", str(Path(tempfile.gettempdir()) /
+                                            f"bloodseg-test-cache-{os.getuid()}"))
 
 # Tests never talk to W&B servers; the code itself must not prompt either (see test_train).
 os.environ.setdefault("WANDB_SILENT", "true")

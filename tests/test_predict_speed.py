@@ -1,24 +1,32 @@
-"""benchmarks/predict_speed.py: every stage of a prediction timed, on real smears."""
+"""benchmarks/predict_speed.py: every stage of a prediction timed, runtimes compared with the
+parity rule, bloodseg-predict end to end; on real smears."""
 
 from __future__ import annotations
 
 import pytest
 
 from benchmarks.predict_speed import STAGES, main
-from tests.conftest import SHARED_DATA
 
 
 @pytest.mark.real
-def test_every_stage_is_timed_and_they_add_up(capsys):
-    if not (SHARED_DATA / "bbbc041seg-mini").is_dir():
-        pytest.skip("real data not found")
-    assert main(["--images", "2", "--threads", "1", "--warmup", "0"]) == 0
+def test_stages_add_up_and_runtimes_are_compared_with_the_parity_rule(shared_data, capsys):
+    assert main(["--images", "2", "--threads", "1", "--warmup", "0", "--stages", "torch,auto",
+                 "--variants", "torch,onnxruntime", "--parity-images", "2",
+                 "--end-to-end", "2", "--no-candidates"]) == 0
     out = capsys.readouterr().out
-    rows = {line.split(" | ")[0].strip("| *"): line for line in out.splitlines()
+    rows = {line.split(" | ")[0].strip("| *"): line.split(" | ") for line in out.splitlines()
             if line.startswith("| ")}
     assert set(STAGES) | {"end to end"} <= set(rows)
-    ms = {s: float(rows[s].split(" | ")[1].split(" ± ")[0]) for s in STAGES}
-    total = float(rows["end to end"].split(" | ")[1].strip("*").split(" ± ")[0])
-    assert all(v >= 0 for v in ms.values()) and ms["network"] > 0
-    assert abs(sum(ms.values()) - total) <= len(STAGES)  # rounding only
-    assert "2 smears" in out and "count_real.pt" in out
+    for col in (1, 3):  # torch's and auto's ms columns
+        ms = {s: float(rows[s][col].split(" ± ")[0]) for s in STAGES}
+        total = float(rows["end to end"][col].strip("*").split(" ± ")[0])
+        assert all(v >= 0 for v in ms.values()) and ms["network"] > 0
+        assert abs(sum(ms.values()) - total) <= len(STAGES)  # rounding only
+    assert "auto (onnxruntime)" in out and "count_real.pt" in out
+    eager, ort = rows["torch"], rows["onnxruntime"]
+    assert eager[2] == "1.00" and eager[3] == "2" and eager[-1].startswith("yes")
+    assert ort[3] == "2" and ort[4] == "0" and ort[-1].startswith("yes")  # same counts
+    assert float(ort[6]) == 0.0  # ΔF1
+    today, default = rows["today"], rows["default"]
+    assert "predict.backend=torch predict.prefetch=0" in today[1]
+    assert float(today[2]) > 0 and float(default[2]) > 0

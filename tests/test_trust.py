@@ -76,6 +76,31 @@ def test_nested_cv_reports_coverage_and_chooses_the_narrowest_within_the_goal():
     assert fold0["coverage"] < 0.2
 
 
+def test_a_repeat_never_calibrates_a_fold_on_its_own_images():
+    """Repeated k-fold: every image is held out once per repeat; fold r/k's interval is fitted
+    without any row of its images, so an image far off in both repeats stays uncovered."""
+    rng = np.random.default_rng(2)
+    one = rows(rng, n=80)
+    data = [{**r, "fold": f"{rep}/{(i + rep) % 4}"}
+            for rep in (0, 1) for i, r in enumerate(one)]
+    odd = {"im3", "im7"}  # miscounted by 60 in both repeats
+    data = [{**r, "truth": r["truth"] + 60} if r["name"] in odd else r for r in data]
+    report = trust.evaluate_methods(data)
+    assert report["folds"] == [f"{r}/{k}" for r in (0, 1) for k in range(4)]
+    assert report["methods"]["constant"]["images"] == 160
+    for k in report["folds"]:
+        cal = trust._calibration_rows(data, k)
+        held = {r["name"] for r in data if r["fold"] == k}
+        assert cal and not held & {r["name"] for r in cal}
+        iv = trust.fit_interval("constant", [r["count"] for r in cal],
+                                [r["spread"] for r in cal], [r["truth"] for r in cal], 0.9)
+        for r in (r for r in data if r["fold"] == k and r["name"] in odd):
+            low, high = iv.bounds(r["count"])
+            assert not low <= r["truth"] <= high  # its twin in the other repeat did not help
+    md = trust.calibration_markdown(report, trust.evaluate_review(data, {}), "cmd")
+    assert "| fold 0/0 |" in md and "Fold r/k: fold k of repeat r" in md
+
+
 def test_review_flags_another_stain_and_not_the_calibration_images():
     rng = np.random.default_rng(1)
     data = rows(rng)

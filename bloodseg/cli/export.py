@@ -11,9 +11,9 @@ Formats:
   float32 ``(batch, C, height, width)`` image; output ``probabilities``: ``(batch, channels,
   height, width)``, what :meth:`bloodseg.inference.Predictor.network_outputs` returns. Batch,
   height and width are dynamic: the graph pads any size to the network's ``size_divisor``
-  (reflect, as :class:`~bloodseg.models.common.SegmentationNet` does) and crops back. Needs
-  the ``export`` extra (``pip install 'bloodseg[export]'``: onnx, onnxscript, onnxruntime);
-  the file is checked with onnxruntime against PyTorch before it is kept.
+  (reflect, as :class:`~bloodseg.models.common.SegmentationNet` does) and crops back (the
+  graph ``predict.backend=onnxruntime`` runs, :mod:`bloodseg.runtimes`); the file is checked
+  with onnxruntime against PyTorch before it is kept.
 - ``torchscript``: the same module, traced (dynamic sizes too); ``torch.jit.load`` runs it
   without bloodseg. PyTorch deprecates TorchScript: prefer ONNX where the runtime allows.
 - ``bundle``: a weights-only bloodseg model file (:func:`bloodseg.modelfile.save_bundle`:
