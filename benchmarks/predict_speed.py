@@ -9,7 +9,8 @@ and what a folder costs end to end: ``bloodseg-predict`` measured on real smears
    (watershed -> labels), trust (interval + review), measurements (cells.csv rows), writing
    (mask, labels and overlay PNGs encoded and written).
 2. **Runtimes** side by side on the network stage: eager fp32, channels_last, torch.compile,
-   ONNX Runtime (graph optimisations on), OpenVINO (fp32; if installed), ONNX Runtime int8
+   ONNX Runtime (graph optimisations on), OpenVINO (fp32, and bf16 where the CPU has it; if
+   installed), ONNX Runtime int8
    (static QDQ quantization calibrated on ``--calibration`` of the model's training images),
    each with the parity rule on ``--parity-images`` smears: per-image counts equal to eager
    fp32's on all but 2 of 40 (5 %), none off by more than 1, F1@0.5 against the masks within
@@ -43,7 +44,7 @@ if str(REPO) not in sys.path:
 STAGES = ("read", "preprocess", "network", "resize", "post-processing", "trust", "measurements",
           "writing")
 VARIANTS = ("torch", "torch-channels_last", "torch-compile", "onnxruntime", "openvino",
-            "onnxruntime-int8")
+            "openvino-bf16", "onnxruntime-int8")
 #: parity with eager fp32 (the issue's rule, for 40 smears): share of equal counts, largest
 #: count difference, largest F1@0.5 change
 PARITY = (38 / 40, 1, 0.002)
@@ -150,6 +151,11 @@ def variant_runs(name: str, predictor: Any, path: Path, calibration: list[Path])
             raise ImportError(f"{name} is not installed")
         return [(runtimes.runner(name, net, predictor.spec.target, channels, key),
                  lambda t: t)]
+    if name == "openvino-bf16":  # where the CPU has bf16 (AVX512-BF16, AMX); f32 elsewhere
+        if not runtimes.installed("openvino"):
+            raise ImportError("openvino is not installed")
+        return [(runtimes.OpenVinoNet(runtimes.cached_onnx(
+            net, predictor.spec.target, channels, key), precision="bf16"), lambda t: t)]
     if name == "onnxruntime-int8":
         return [(int8_runner(runtimes.cached_onnx(net, predictor.spec.target, channels, key),
                              predictor, calibration), lambda t: t)]
@@ -248,32 +254,41 @@ def compare(predictor: Any, path: Path, data: Path, variants: list[str], n: int,
 
 
 def end_to_end(weights: str, files: list[Path], runs: dict[str, list[str]]) -> list[str]:
-    """``bloodseg-predict`` as a user runs it, per option set: wall seconds for the folder
-    (start-up included) and per smear."""
-    lines = ["| path | options | wall s for the folder | s per smear | × today |",
-             "|---|---|---:|---:|---:|"]
+    """``bloodseg-predict`` as a user runs it, per option set, on one smear and on all of
+    ``files``: wall seconds (start-up included) and the seconds each further smear adds."""
+    lines = ["| path | options | one smear, wall s (start-up included) | "
+             f"{len(files)} smears, wall s | each further smear, s | × today |",
+             "|---|---|---:|---:|---:|---:|"]
+    model = f"ckpt_path={weights}" if Path(weights).is_file() else f"weights={weights}"
     with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "in"
-        folder.mkdir()
-        for f in files:
-            (folder / f.name).symlink_to(f.resolve())
-        walls = {}
+        folders = {}
+        for n in (1, len(files)):
+            folders[n] = Path(tmp) / f"in{n}"
+            folders[n].mkdir()
+            for f in files[:n]:
+                (folders[n] / f.name).symlink_to(f.resolve())
+        walls: dict[str, dict[int, float]] = {}
         for name, options in runs.items():
-            model = (f"ckpt_path={weights}" if Path(weights).is_file() else
-                     f"weights={weights}")
-            cmd = [sys.executable, "-m", "bloodseg.cli.predict", model,
-                   f"input={folder}", f"output={Path(tmp) / name}", *options]
-            t0 = time.perf_counter()
-            proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp,
-                                  stdin=subprocess.DEVNULL)
-            walls[name] = time.perf_counter() - t0
-            if proc.returncode != 0:
-                sys.exit(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
+            walls[name] = {}
+            for n, folder in folders.items():
+                cmd = [sys.executable, "-m", "bloodseg.cli.predict", model, f"input={folder}",
+                       f"output={Path(tmp) / f'{name}{n}'}", *options]
+                t0 = time.perf_counter()
+                proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp,
+                                      stdin=subprocess.DEVNULL)
+                walls[name][n] = time.perf_counter() - t0
+                if proc.returncode != 0:
+                    sys.exit(f"{' '.join(cmd)} failed:\n{proc.stderr[-2000:]}")
+        n = len(files)
+
+        def each(w: dict[int, float]) -> float:
+            return (w[n] - w[1]) / max(n - 1, 1)
+
         first = next(iter(walls.values()))
         for name, options in runs.items():
-            lines.append(f"| {name} | `{' '.join(options) or '(defaults)'}` | "
-                         f"{walls[name]:.1f} | {walls[name] / len(files):.3f} | "
-                         f"{first / walls[name]:.2f} |")
+            w = walls[name]
+            lines.append(f"| {name} | `{' '.join(options) or '(defaults)'}` | {w[1]:.1f} | "
+                         f"{w[n]:.1f} | {each(w):.3f} | {each(first) / each(w):.2f} |")
     return lines
 
 
@@ -349,6 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--candidates", action=argparse.BooleanOptionalAction, default=True,
                    help="time the wider networks against --budget")
     p.add_argument("--budget", type=float, default=1.0, help="seconds per smear")
+    p.add_argument("--readme", type=Path, default=None,
+                   help="also rewrite this Markdown file's 'speed' section with the tables")
     a = p.parse_args(argv)
 
     import torch
@@ -361,38 +378,50 @@ def main(argv: list[str] | None = None) -> int:
     files = smears(a.data, a.images)
     path = Path(a.weights) if Path(a.weights).is_file() else model_file(weights=a.weights)
     sizes = sorted({Predictor.read(f).shape[:2] for f in files[:3]})
-    print(f"{path.name} on smears of {a.data.name} ({sizes[0][1]}x{sizes[0][0]} ...), "
-          f"{a.threads} thread(s), CPU ({os.cpu_count()} cores); command: python -m "
-          "benchmarks.predict_speed " + " ".join(argv if argv is not None else sys.argv[1:]))
+    report = [f"`{path.name}` on smears of `{a.data.name}` ({sizes[0][1]}x{sizes[0][0]} ...), "
+              f"{a.threads} thread(s), CPU ({os.cpu_count()} cores). Command: `python -m "
+              "benchmarks.predict_speed " + " ".join(argv if argv is not None else sys.argv[1:])
+              + "`"]
+
+    def say(*lines: str) -> None:
+        report.extend(lines)
+        print("\n".join(lines), flush=True)
+
+    print(report[0])
     columns = {}
     for backend in [b for b in a.stages.split(",") if b]:
         predictor = Predictor.load(path, device="cpu", backend=backend)
         columns[f"{backend} ({predictor.backend})" if backend == "auto" else backend] = (
             stage_times(predictor, files, a.warmup))
     if columns:
-        print(f"\n**Stages**, {len(files)} smears:\n")
-        print("\n".join(stage_table(columns)))
+        say("", f"**Stages**, ms per smear over {len(files)} smears, one after another:", "",
+            *stage_table(columns))
     if a.candidates:
         fastest = columns.get(next((k for k in columns if k.startswith("auto")), ""), {})
         other = float(sum(np.mean(v) for k, v in fastest.items() if k != "network")) * 1000
         predictor = Predictor.load(path, device="cpu")
-        print(f"\n**Candidate networks** (other stages: {other:.0f} ms, the default's):\n",
-              flush=True)
-        print("\n".join(candidates(predictor, predictor.read(files[0]), other, a.budget)))
+        table = candidates(predictor, predictor.read(files[0]), other, a.budget)
+        say("", f"**Candidate networks** on one smear (other stages: {other:.0f} ms, the "
+            "default's):", "", *table)
     variants = [v for v in a.variants.split(",") if v]
     if variants:
         unknown = sorted(set(variants) - set(VARIANTS))
         if unknown:
             sys.exit(f"--variants: unknown {unknown}; valid: {', '.join(VARIANTS)}")
         predictor = Predictor.load(path, device="cpu")
-        print(f"\n**Runtimes**, network stage, {a.parity_images} smears:\n", flush=True)
-        print("\n".join(compare(predictor, path, a.data, variants, a.parity_images,
-                                a.calibration)))
+        table = compare(predictor, path, a.data, variants, a.parity_images, a.calibration)
+        say("", f"**Runtimes**, the network stage on {a.parity_images} smears, with the parity "
+            "rule against eager fp32:", "", *table)
     if a.end_to_end:
         Predictor.load(path, device="cpu", backend="auto")  # its graph cached, as after a 1st use
-        print(f"\n**End to end**, bloodseg-predict on {a.end_to_end} smears:\n", flush=True)
-        print("\n".join(end_to_end(a.weights, smears(a.data, a.end_to_end), {
-            "today": ["predict.backend=torch", "predict.prefetch=0"], "default": []})))
+        table = end_to_end(a.weights, smears(a.data, a.end_to_end), {
+            "today": ["predict.backend=torch", "predict.prefetch=0"], "default": []})
+        say("", f"**End to end**: `bloodseg-predict` on one smear and on {a.end_to_end} "
+            "(× today: the seconds each further smear adds):", "", *table)
+    if a.readme:
+        from bloodseg.report.readme import replace_section
+
+        print(f"wrote {replace_section(a.readme, 'speed', chr(10).join(report))}")
     return 0
 
 

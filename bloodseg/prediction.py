@@ -413,9 +413,9 @@ def judged(predictor: Any, image: np.ndarray, maps: np.ndarray, labels: np.ndarr
 
 class Behind:
     """Runs submitted calls in order on one worker thread, at most ``depth`` behind the caller
-    (0: at once, in the caller's thread): an image's files are written while the network runs
-    on the next. Leaving the block waits for every call, even on Ctrl+C (they are finished
-    images), and raises the first call's error."""
+    (0: at once, in the caller's thread): an image is post-processed and written while the
+    network runs on the next. Leaving the block waits for every call, even on Ctrl+C (they
+    are finished images), and raises the first call's error."""
 
     def __init__(self, depth: int) -> None:
         self.depth = depth
@@ -529,9 +529,15 @@ def predict(cfg: DictConfig) -> tuple[list[dict], list[str]]:
         image = predictor.read(path)
         return image, screen(image, scale)
 
-    def commit(path: Path, stem: str, image: np.ndarray, maps: np.ndarray,
-               labels: np.ndarray, interval: tuple[int, int] | None, review: list[str]
-               ) -> None:
+    def commit(k: int, path: Path, stem: str, image: np.ndarray, maps: np.ndarray) -> None:
+        """Everything after the network, on the worker thread while the network runs on the
+        next smear: instances, interval and review, the files, then the CSV rows (the image's
+        commit)."""
+        labels = predictor.labels(maps)
+        interval, review = judged(predictor, image, maps, labels)
+        if review:
+            flagged.append(path.name)
+            log.warning("%s: review by hand: %s", path.name, "; ".join(review))
         png = f"{stem}.png"
         write_png_atomic(folder / "masks" / png, (predictor.mask(maps) * 255).astype(np.uint8))
         write_png_atomic(folder / "instances" / png, labels.astype(np.uint16))
@@ -547,20 +553,22 @@ def predict(cfg: DictConfig) -> tuple[list[dict], list[str]]:
         append_rows(folder / "counts.csv", [row], CSV_HEADER)  # the image's commit
         rows.append(row)
         cells_written[0] += len(cells)
+        if quiet_bar:
+            log.info("predict %s %s: %d cells", eta.line(k), path.name, int(labels.max()))
 
     def commit_problem(row: dict) -> None:
         append_rows(folder / "counts.csv", [row], CSV_HEADER)
         rows.append(row)
 
     writer = Behind(ahead)
+    eta = Eta(len(todo))
+    quiet_bar = not bar.console.is_terminal  # rich draws nothing in a log file
     try:
         with sigterm_as_interrupt(), logs_above(bar), writer:
             images = bar.add_task(f"predicting {len(files)} image(s)", total=len(files),
                                   visible=len(files) > 1, completed=len(files) - len(todo))
             tiles = TileProgress(bar, bar.add_task("tiles", visible=False),
                                  predictor.warn_tiles)
-            eta = Eta(len(todo))
-            quiet_bar = not bar.console.is_terminal  # rich draws nothing in a log file
             for k, (path, loaded) in enumerate(read_ahead(todo, load, ahead), 1):
                 try:
                     image, problem = loaded()
@@ -577,16 +585,8 @@ def predict(cfg: DictConfig) -> tuple[list[dict], list[str]]:
                     continue
                 tiles.start(path.name)
                 maps = predictor.outputs(image, name=path.name, progress=tiles)
-                labels = predictor.labels(maps)
-                interval, review = judged(predictor, image, maps, labels)
-                if review:
-                    flagged.append(path.name)
-                    log.warning("%s: review by hand: %s", path.name, "; ".join(review))
-                writer.submit(commit, path, names[path], image, maps, labels, interval, review)
+                writer.submit(commit, k, path, names[path], image, maps)
                 bar.advance(images)
-                if quiet_bar:
-                    log.info("predict %s %s: %d cells", eta.line(k), path.name,
-                             int(labels.max()))
             bar.update(tiles.task, visible=False)
     except KeyboardInterrupt:
         where = f"{folder} (earlier results in {out} untouched)" if folder != out else str(out)

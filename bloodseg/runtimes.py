@@ -156,8 +156,11 @@ def installed(backend: str) -> bool:
     """Whether ``backend``'s runtime can be imported (torch always can)."""
     if backend == "torch":
         return True
-    return importlib.util.find_spec(PACKAGES[backend][0]) is not None and (
-        importlib.util.find_spec("onnxscript") is not None)  # the exporter
+    try:
+        return all(importlib.util.find_spec(name) is not None  # onnxscript: the exporter
+                   for name in (PACKAGES[backend][0], "onnxscript"))
+    except (ImportError, ValueError):  # a module blocked or half-installed
+        return False
 
 
 def resolve(backend: str, device: torch.device) -> str:
@@ -194,11 +197,12 @@ def cache_dir() -> Path:
 
 
 def export_key() -> str:
-    """What an exported graph depends on besides the weights: the exporter's versions."""
-    import onnx
+    """What an exported graph depends on besides the weights: the exporter's versions (read
+    from the installed metadata: importing onnx alone costs half a second)."""
+    from importlib.metadata import version
 
     import bloodseg
-    text = f"{bloodseg.__version__} torch {torch.__version__} onnx {onnx.__version__}"
+    text = f"{bloodseg.__version__} torch {torch.__version__} onnx {version('onnx')}"
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
@@ -241,14 +245,18 @@ class OnnxRuntimeNet:
 
 
 class OpenVinoNet:
-    """The same ONNX graph compiled by OpenVINO for the CPU (latency hint, torch's threads)."""
+    """The same ONNX graph compiled by OpenVINO for the CPU (latency hint, torch's threads,
+    ``precision``: ``f32``; the benchmark also measures ``bf16``)."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, precision: str = "f32") -> None:
         import openvino as ov
 
         core = ov.Core()
+        # f32: OpenVINO's CPU default is bf16 where the CPU has it, whose counts would then
+        # depend on the machine
         self.model = core.compile_model(str(path), "CPU", {
-            "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": _threads()})
+            "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": _threads(),
+            "INFERENCE_PRECISION_HINT": precision})
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         x = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)

@@ -54,10 +54,9 @@ def screen(image: np.ndarray, scale: float = 1.0) -> str | None:
     need = int(np.ceil(MIN_NETWORK_SIDE / max(scale, 1e-6)))
     if min(h, w) < need:
         return f"too small ({w}x{h} px; this model needs at least {need} px on a side)"
-    gray = _gray(image)
     # a sample of rows keeps this cheap on 1600x1200 smears; the statistics do not move
     step = max(1, h // 256)
-    sample = gray[::step]
+    sample = _gray(image[::step])
     lo, hi = np.percentile(sample, [1, 99])
     saturated = float((sample >= 250).mean())
     if saturated > MAX_SATURATED:

@@ -221,7 +221,10 @@ def tune_and_test(cfg: DictConfig, out: Path, trainer: pl.Trainer, datamodule,
                "overlap": float(p.get("overlap", 0.25)), "tta": p.get("tta", False),
                "batch_size": int(p.get("batch_size", 8))}
     if weights:
-        predictor = Predictor.load(weights, **options)
+        # a run's numbers never depend on the runtime: auto scores with PyTorch here
+        backend = str(p.get("backend", "auto"))
+        predictor = Predictor.load(weights, backend="torch" if backend == "auto" else backend,
+                                   **options)
     else:
         log.info("no checkpoint was written: testing the weights in memory")
         predictor = Predictor(module.model_spec(), copy.deepcopy(module.net), **options)

@@ -95,8 +95,9 @@ def features(image: np.ndarray, prob: np.ndarray, labels: np.ndarray,
     share, log median cell area (px at native size) and share of unsure foreground pixels."""
     fg = prob > threshold
     rgb = image if image.ndim == 3 else np.repeat(image[..., None], 3, axis=2)
-    lab = cv2.cvtColor(np.ascontiguousarray(rgb[..., :3]), cv2.COLOR_RGB2LAB)
-    region = lab[fg] if fg.any() else lab.reshape(-1, 3)
+    pixels = rgb[..., :3][fg] if fg.any() else rgb[..., :3].reshape(-1, 3)
+    # per pixel, so converting only the foreground's gives the same values at half the cost
+    region = cv2.cvtColor(np.ascontiguousarray(pixels[None]), cv2.COLOR_RGB2LAB)[0]
     areas = np.bincount(labels.ravel())[1:]
     areas = areas[areas > 0]
     near = prob > UNSURE[0]

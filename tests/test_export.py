@@ -174,7 +174,7 @@ def test_refusals_name_the_file_and_the_fix(ckpt, tmp_path, monkeypatch):
         export_model(tmp_path / "absent.ckpt", "bundle", tmp_path / "m.pt")
     monkeypatch.setitem(sys.modules, "onnxscript", None)  # as if not installed
     with pytest.raises(ExportError, match=r"needs onnxscript \(not installed\): "
-                                          r"pip install 'bloodseg\[export\]'"):
+                                          r"pip install onnxscript"):
         export_model(ckpt, "onnx", tmp_path / "new.onnx")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["new.ts.json", "old.onnx"]
 

@@ -29,4 +29,4 @@ def test_stages_add_up_and_runtimes_are_compared_with_the_parity_rule(shared_dat
     assert float(ort[6]) == 0.0  # ΔF1
     today, default = rows["today"], rows["default"]
     assert "predict.backend=torch predict.prefetch=0" in today[1]
-    assert float(today[2]) > 0 and float(default[2]) > 0
+    assert 0 < float(today[2]) < float(today[3]) and 0 < float(default[2]) < float(default[3])
