@@ -50,6 +50,17 @@ def test_onnxruntime_keeps_the_counts_of_the_shipped_model_on_a_real_smear(share
     assert (a == b).mean() > 0.9999
 
 
+@pytest.mark.real
+def test_openvino_in_f32_keeps_the_counts_where_it_is_installed(shared_data, count_real):
+    pytest.importorskip("openvino")
+    ref = Predictor.load(count_real, device="cpu")
+    ov = Predictor.load(count_real, device="cpu", backend="openvino")
+    image = ref.read(shared_data / "bbbc041seg-sample" / "original.png")
+    want, got = ref.outputs(image), ov.outputs(image)
+    assert np.abs(got - want).max() <= runtimes.TOLERANCE  # f32, not the CPU's bf16
+    assert ref.labels(want).max() == ov.labels(got).max()
+
+
 def test_the_graph_is_cached_by_the_weights_sha256_in_the_users_cache(trained_run, cache,
                                                                       tmp_path):
     weights = tmp_path / "model" / "best.ckpt"
