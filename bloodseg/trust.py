@@ -120,16 +120,17 @@ def clump_share(labels: np.ndarray) -> float:
 
 
 def observe(predictor: Any, image: np.ndarray, outputs: np.ndarray | None = None,
-            labels: np.ndarray | None = None, spread: bool = True) -> Observation:
+            labels: np.ndarray | None = None, measure_spread: bool = True) -> Observation:
     """Count, spread and features of ``image`` under ``predictor`` (``outputs``/``labels``:
-    the ones already computed, else computed here). ``spread=False``: 0, without the two
+    the ones already computed, else computed here). ``measure_spread=False``: 0, without the two
     extra post-processing runs it costs (an interval that does not scale with it)."""
     if outputs is None:
         outputs = predictor.outputs(image)
     if labels is None:
         labels = predictor.labels(outputs)
     count = int(labels.max())
-    counts = [int(pp(outputs).max()) for pp in neighbours(predictor.postprocess)] if spread else []
+    others = neighbours(predictor.postprocess) if measure_spread else []
+    counts = [int(pp(outputs).max()) for pp in others]
     spread = max(counts + [count]) - min(counts + [count])
     prob = predictor.foreground(outputs)
     return Observation(count, spread, features(image, prob, labels,
@@ -244,7 +245,7 @@ class Trust:
         """``image``'s observation, count interval and reasons to review it (the spread is
         measured only for an interval that scales with it)."""
         obs = observe(predictor, image, outputs, labels,
-                      spread=self.interval.method == "spread")
+                      measure_spread=self.interval.method == "spread")
         low, high = self.interval.bounds(obs.count, obs.spread)
         return obs, (low, high), self.reasons(obs, low, high)
 
