@@ -3,9 +3,10 @@ and what a folder costs end to end: ``bloodseg-predict`` measured on real smears
 
 1. **Stages** of the one inference path (:class:`bloodseg.inference.Predictor`) on the first
    ``--images`` smears of a Kaggle-layout folder (default: the 40 shared BBBC041Seg pairs'
-   images, native 1600x1200), on ``--threads`` threads, for today's path (``torch``) and the
-   default (``auto``): read (decode the file), preprocess (gray, contrast, scale, normalise),
-   network (the forward pass and its decoding), resize (maps to native size), post-processing
+   images, native 1600x1200), on ``--threads`` threads, for today's path (``torch``, instances
+   found at native size) and the default (``auto``, instances on the network's maps): read
+   (decode the file), preprocess (gray, contrast, scale, normalise), network (the forward
+   pass and its decoding), resize (maps to native size), post-processing
    (watershed -> labels), trust (interval + review), measurements (cells.csv rows), writing
    (mask, labels and overlay PNGs encoded and written).
 2. **Runtimes** side by side on the network stage: eager fp32, channels_last, torch.compile,
@@ -14,9 +15,12 @@ and what a folder costs end to end: ``bloodseg-predict`` measured on real smears
    (static QDQ quantization calibrated on ``--calibration`` of the model's training images),
    each with the parity rule on ``--parity-images`` smears: per-image counts equal to eager
    fp32's on all but 2 of 40 (5 %), none off by more than 1, F1@0.5 against the masks within
-   0.002. Only a runtime that passes may be ``predict.backend=auto``'s choice.
+   0.002. Only a runtime that passes may be ``predict.backend=auto``'s choice. The last row,
+   ``onnxruntime+network``, is the default path whole: ONNX Runtime with the instances found
+   on the network's maps (``predict.postprocess_at=network``), under the same rule.
 3. **End to end**: ``bloodseg-predict`` on ``--end-to-end`` smears as a user runs it (start-up
-   included), today's path (``predict.backend=torch predict.prefetch=0``) against the default.
+   included), today's path (``predict.backend=torch predict.prefetch=0
+   predict.postprocess_at=native``) against the default.
 
     python -m benchmarks.predict_speed                      # count_real, all of the above
     python -m benchmarks.predict_speed --variants torch,onnxruntime --parity-images 10
@@ -44,7 +48,9 @@ if str(REPO) not in sys.path:
 STAGES = ("read", "preprocess", "network", "resize", "post-processing", "trust", "measurements",
           "writing")
 VARIANTS = ("torch", "torch-channels_last", "torch-compile", "onnxruntime", "openvino",
-            "openvino-bf16", "onnxruntime-int8")
+            "openvino-bf16", "onnxruntime-int8", "onnxruntime+network")
+#: variants whose instances are found on the network's maps (predict.postprocess_at=network)
+AT_NETWORK = "+network"
 #: parity with eager fp32 (the issue's rule, for 40 smears): share of equal counts, largest
 #: count difference, largest F1@0.5 change
 PARITY = (38 / 40, 1, 0.002)
@@ -82,7 +88,7 @@ def stage_times(predictor: Any, files: list[Path], warmup: int) -> dict[str, lis
             t["network"] = time.perf_counter()
             outputs = upsample(maps, image.shape[:2])
             t["resize"] = time.perf_counter()
-            labels = predictor.labels(outputs)
+            labels = predictor.labels(outputs, maps)  # where predictor.postprocess_at says
             t["post-processing"] = time.perf_counter()
             calibration = calibration_of(predictor)
             if calibration is not None:
@@ -136,6 +142,7 @@ def variant_runs(name: str, predictor: Any, path: Path, calibration: list[Path])
     from bloodseg.modelfile import file_sha256
 
     decode, net = predictor.spec.target.decode, predictor.net
+    name = name.removesuffix(AT_NETWORK)  # the same network; the instances found elsewhere
     if name == "torch":
         return [(net, decode)]
     if name == "torch-channels_last":
@@ -212,6 +219,7 @@ def compare(predictor: Any, path: Path, data: Path, variants: list[str], n: int,
             print(f"{name}: cannot run here ({results[name]['error']})", flush=True)
             continue
         predictor.runs = runs
+        predictor.postprocess_at = "network" if name.endswith(AT_NETWORK) else "native"
         stats, counts, ms = InstanceStats(), [], []
         try:
             predictor._run([predictor.network_input(inputs[0][1])])  # warm-up / compile
@@ -220,7 +228,7 @@ def compare(predictor: Any, path: Path, data: Path, variants: list[str], n: int,
                 t0 = time.perf_counter()
                 maps = predictor._run([x])[0]
                 ms.append((time.perf_counter() - t0) * 1000)
-                labels = predictor.labels(upsample(maps, image.shape[:2]))
+                labels = predictor.labels(upsample(maps, image.shape[:2]), maps)
                 counts.append(int(labels.max()))
                 stats.update(s.name, read_native_instances(s), labels)
         except Exception as err:
@@ -250,6 +258,7 @@ def compare(predictor: Any, path: Path, data: Path, variants: list[str], n: int,
                      f"{int(diff.max()) if diff is not None else '—'} | {r['f1']:.4f} | "
                      f"{d_f1:+.4f} | {'yes' if keeps else 'no'} |")
     predictor.runs = [(predictor.net, predictor.spec.target.decode)]
+    predictor.postprocess_at = "native"
     return lines
 
 
@@ -390,9 +399,11 @@ def main(argv: list[str] | None = None) -> int:
     print(report[0])
     columns = {}
     for backend in [b for b in a.stages.split(",") if b]:
-        predictor = Predictor.load(path, device="cpu", backend=backend)
-        columns[f"{backend} ({predictor.backend})" if backend == "auto" else backend] = (
-            stage_times(predictor, files, a.warmup))
+        # today's path finds the instances at native size; the default on the network's maps
+        at = "network" if backend == "auto" else "native"
+        predictor = Predictor.load(path, device="cpu", backend=backend, postprocess_at=at)
+        name = f"{backend} ({predictor.backend})" if backend == "auto" else backend
+        columns[f"{name}, instances at {at} size"] = stage_times(predictor, files, a.warmup)
     if columns:
         say("", f"**Stages**, ms per smear over {len(files)} smears, one after another:", "",
             *stage_table(columns))
@@ -415,7 +426,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.end_to_end:
         Predictor.load(path, device="cpu", backend="auto")  # its graph cached, as after a 1st use
         table = end_to_end(a.weights, smears(a.data, a.end_to_end), {
-            "today": ["predict.backend=torch", "predict.prefetch=0"], "default": []})
+            "today": ["predict.backend=torch", "predict.prefetch=0",
+                      "predict.postprocess_at=native"], "default": []})
         say("", f"**End to end**: `bloodseg-predict` on one smear and on {a.end_to_end} "
             "(× today: the seconds each further smear adds):", "", *table)
     if a.readme:

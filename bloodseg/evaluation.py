@@ -68,8 +68,7 @@ def score(predictor: Predictor, samples: Sequence[Sample], n_pictures: int = 4,
     for i, sample in enumerate(samples, 1):
         image = predictor.read(sample.image)
         truth = read_native_instances(sample)
-        outputs = predictor.outputs(image, name=sample.name)
-        labels = predictor.labels(outputs)
+        outputs, labels = predictor.predict(image, name=sample.name)
         prob = predictor.foreground(outputs)
         stats.update(sample.name, truth, labels)
         if calibration is not None:  # does the model's calibrated interval hold here?

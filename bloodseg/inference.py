@@ -6,8 +6,7 @@ exports all go through :class:`Predictor`, so one model file gives one answer ev
 
     >>> predictor = Predictor.load("run/checkpoints/best.ckpt")      # or a weights bundle
     >>> image = predictor.read("smear.png")                         # RGB uint8, any size
-    >>> outputs = predictor.outputs(image)                          # (C, H, W) at native size
-    >>> labels = predictor.labels(outputs)                          # int32 0..N instances
+    >>> outputs, labels = predictor.predict(image)   # (C, H, W) at native size, int32 0..N
 
 Model files are read with ``torch.load(weights_only=True)`` (:mod:`bloodseg.modelfile`) and
 their spec is validated (:mod:`bloodseg.spec`) before anything is built. The post-processing
@@ -18,6 +17,13 @@ the spec's own.
 Modes: ``auto`` runs what the network was trained for: the whole image at the training scale
 (tiles beyond :data:`MAX_WHOLE_PIXELS`), or, for networks trained on squashed images (no
 scale), the image squashed to the training size. ``whole``, ``tile`` and ``resize`` force one.
+
+Where instances are found (``postprocess_at``): ``native`` runs the post-processing on the
+outputs resized to the image's own size (how runs are scored); ``network`` runs it on the
+network's maps, a quarter of the pixels at ``count_real``'s scale 0.5, then resizes the labels
+(nearest) and keeps them inside the native foreground, so masks and outlines stay at full
+resolution. ``bloodseg-predict`` does the latter: on the 40 shared smears it gives the same
+counts and F1 as ``native`` (docs/inference.md, ``benchmarks/predict_speed.py``).
 
 Test-time augmentation (``tta``): ``flips`` (or ``true``) averages the outputs over the four
 flips, ``d4`` over all eight rotations and flips. Ensembles: :meth:`Predictor.load` takes a
@@ -36,11 +42,12 @@ import numpy as np
 import torch
 
 from bloodseg.io import CheckpointError, read_image
+from bloodseg.labels import relabel_sequential
 from bloodseg.modelfile import check_ensemble, file_sha256, load_model, model_files, read_tuned
 from bloodseg.options import OptionError, check_predict, tta_mode
 from bloodseg.runtimes import resolve, runner
 from bloodseg.spec import MAX_INPUT_PIXELS, ModelSpec, Postprocess
-from bloodseg.transforms import normalize, prepare_image, scaled_hw, upsample
+from bloodseg.transforms import normalize, prepare_image, resize_labels, scaled_hw, upsample
 
 log = logging.getLogger(__name__)
 
@@ -68,8 +75,18 @@ def predictor_from_config(cfg: Mapping) -> tuple[Predictor, Path | list[Path]]:
         postprocess_file=cfg.get("postprocess_file"), mode=p.get("mode", "auto"),
         scale=p.get("scale"), overlap=p.get("overlap", 0.25), batch_size=p.get("batch_size", 8),
         tta=p.get("tta", False), device=p.get("device", "auto"),
-        backend=p.get("backend", "auto"))
+        backend=p.get("backend", "auto"),
+        postprocess_at=resolve_postprocess_at(p.get("postprocess_at", "auto"), scoring=False))
     return predictor, (paths if len(paths) > 1 else paths[0])
+
+
+def resolve_postprocess_at(value: str, scoring: bool) -> str:
+    """``predict.postprocess_at`` for a caller: ``auto`` is ``native`` where runs are scored
+    (train.py's test and tune stages: their numbers never move) and ``network`` where cells
+    are counted (it keeps the counts: module docstring)."""
+    if value == "auto":
+        return "native" if scoring else "network"
+    return value
 
 
 # -- tiles -----------------------------------------------------------------------------------
@@ -157,6 +174,8 @@ class Predictor:
             ``onnxruntime`` / ``openvino`` / ``auto`` given ``keys``.
         keys: the model files' sha256, one per network: what an exported graph is cached by
             (without them, ``auto`` runs PyTorch).
+        postprocess_at: ``native`` | ``network``: where :meth:`predict` finds the instances
+            (module docstring).
     """
 
     def __init__(self, spec: ModelSpec, net: torch.nn.Module,
@@ -164,9 +183,11 @@ class Predictor:
                  scale: float | Sequence[float] | None = None, overlap: float = 0.25,
                  batch_size: int = 8, tta: bool | str = False, device: str = "auto",
                  warn_tiles: int = WARN_TILES, backend: str = "torch",
-                 keys: Sequence[str] | None = None) -> None:
+                 keys: Sequence[str] | None = None, postprocess_at: str = "native") -> None:
         check_predict({"mode": mode, "tta": tta, "device": device, "overlap": overlap,
-                       "batch_size": batch_size, "backend": backend})
+                       "batch_size": batch_size, "backend": backend,
+                       "postprocess_at": postprocess_at})
+        self.postprocess_at = resolve_postprocess_at(postprocess_at, scoring=True)
         if device == "auto":
             device = "cuda" if torch.cuda.is_available() else "cpu"
         elif device.startswith("cuda") and not torch.cuda.is_available():
@@ -319,9 +340,26 @@ class Predictor:
         maps = self.network_outputs(image, name, progress)
         return upsample(maps, image.shape[:2])
 
-    def labels(self, outputs: np.ndarray) -> np.ndarray:
-        """Counted instances (int32 0..N) of native-size outputs."""
-        return self.postprocess(outputs)
+    def labels(self, outputs: np.ndarray, network: np.ndarray | None = None) -> np.ndarray:
+        """Counted instances (int32 0..N) of native-size ``outputs``; given ``network``, the
+        network-resolution maps they were resized from, found on those where
+        ``postprocess_at="network"`` (module docstring)."""
+        if network is None or self.postprocess_at == "native" or \
+                network.shape[1:] == outputs.shape[1:]:
+            return self.postprocess(outputs)
+        (h, w), (hh, ww) = network.shape[1:], outputs.shape[1:]
+        small = self.postprocess.at_scale(float(np.sqrt(h * w / (hh * ww))))(network)
+        labels = resize_labels(small, (hh, ww))
+        labels[~self.mask(outputs)] = 0  # the outline of the full-resolution foreground
+        return relabel_sequential(labels)  # a speck can vanish under the native mask
+
+    def predict(self, image: np.ndarray, name: str = "image",
+                progress: Callable[[int, int], None] | None = None
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """(outputs at the image's own size (:meth:`outputs`), counted instances)."""
+        maps = self.network_outputs(image, name, progress)
+        outputs = upsample(maps, image.shape[:2])
+        return outputs, self.labels(outputs, maps)
 
     def foreground(self, outputs: np.ndarray) -> np.ndarray:
         """HxW foreground probability of outputs (what the masks threshold)."""
@@ -333,4 +371,4 @@ class Predictor:
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """Instances of an RGB or gray uint8 image."""
-        return self.labels(self.outputs(image))
+        return self.predict(image)[1]

@@ -41,6 +41,7 @@ from bloodseg.measure import CELL_COLUMNS, FORMATS, cell_rows, write_geojson, wr
 from bloodseg.progress import Eta
 from bloodseg.render import overlay
 from bloodseg.screening import screen
+from bloodseg.transforms import upsample
 from bloodseg.trust import calibration_of
 
 log = logging.getLogger(__name__)
@@ -529,11 +530,12 @@ def predict(cfg: DictConfig) -> tuple[list[dict], list[str]]:
         image = predictor.read(path)
         return image, screen(image, scale)
 
-    def commit(k: int, path: Path, stem: str, image: np.ndarray, maps: np.ndarray) -> None:
+    def commit(k: int, path: Path, stem: str, image: np.ndarray, network: np.ndarray) -> None:
         """Everything after the network, on the worker thread while the network runs on the
-        next smear: instances, interval and review, the files, then the CSV rows (the image's
-        commit)."""
-        labels = predictor.labels(maps)
+        next smear: the maps at the image's size, instances, interval and review, the files,
+        then the CSV rows (the image's commit)."""
+        maps = upsample(network, image.shape[:2])
+        labels = predictor.labels(maps, network)
         interval, review = judged(predictor, image, maps, labels)
         if review:
             flagged.append(path.name)
@@ -584,8 +586,8 @@ def predict(cfg: DictConfig) -> tuple[list[dict], list[str]]:
                     bar.advance(images)
                     continue
                 tiles.start(path.name)
-                maps = predictor.outputs(image, name=path.name, progress=tiles)
-                writer.submit(commit, k, path, names[path], image, maps)
+                network = predictor.network_outputs(image, name=path.name, progress=tiles)
+                writer.submit(commit, k, path, names[path], image, network)
                 bar.advance(images)
             bar.update(tiles.task, visible=False)
     except KeyboardInterrupt:

@@ -66,6 +66,15 @@ def upsample(maps: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return (hwc[:, :, None] if hwc.ndim == 2 else hwc).transpose(2, 0, 1)
 
 
+def resize_labels(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """An int32 label map resized to ``shape`` (H, W), nearest with pixel centres aligned as
+    :func:`upsample` aligns them (``INTER_NEAREST`` would shift by half a pixel)."""
+    if labels.shape == tuple(shape):
+        return labels
+    return cv2.resize(labels.astype(np.int32, copy=False), (shape[1], shape[0]),
+                      interpolation=cv2.INTER_NEAREST_EXACT)
+
+
 def stretch_contrast(image: np.ndarray, low: float = 1.0, high: float = 99.8) -> np.ndarray:
     """Per-image, per-channel percentile stretch of a uint8 image to the full 0..255 range.
 

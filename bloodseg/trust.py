@@ -125,8 +125,8 @@ def observe(predictor: Any, image: np.ndarray, outputs: np.ndarray | None = None
     the ones already computed, else computed here). ``measure_spread=False``: 0, without the two
     extra post-processing runs it costs (an interval that does not scale with it)."""
     if outputs is None:
-        outputs = predictor.outputs(image)
-    if labels is None:
+        outputs, labels = predictor.predict(image)
+    elif labels is None:
         labels = predictor.labels(outputs)
     count = int(labels.max())
     others = neighbours(predictor.postprocess) if measure_spread else []

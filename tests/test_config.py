@@ -410,7 +410,8 @@ def test_predict_block_is_one_block_everywhere(root, hydra_conf):
     """conf/predict/default.yaml in every command that runs the network; predict.tta takes
     a bool or a mode name."""
     cfg = compose(config_name=root)
-    keys = {"mode", "scale", "overlap", "batch_size", "tta", "backend", "prefetch", "device"}
+    keys = {"mode", "scale", "overlap", "batch_size", "tta", "backend", "prefetch", "device",
+            "postprocess_at"}
     assert set(cfg.predict) == keys | ({"formats"} if root == "predict" else set())
     assert cfg.predict.tta is False and cfg.predict.mode == "auto"
     for tta, want in (("true", True), ("flips", "flips"), ("d4", "d4"), ("false", False)):

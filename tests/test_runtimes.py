@@ -51,6 +51,44 @@ def test_onnxruntime_keeps_the_counts_of_the_shipped_model_on_a_real_smear(share
 
 
 @pytest.mark.real
+def test_instances_found_at_the_network_scale_keep_the_counts(shared_data, count_real):
+    """predict.postprocess_at=network (bloodseg-predict's default): the watershed on the
+    network's maps, the labels resized into the native foreground: the sample's cells found
+    again one for one (benchmarks/predict_speed.py checks the 40 shared smears), at full
+    resolution, numbered 1..N."""
+    from bloodseg.data.bbbc041seg import Sample, read_native_instances
+    from bloodseg.metrics import match_instances
+
+    native = Predictor.load(count_real, device="cpu")
+    fast = Predictor.load(count_real, device="cpu", postprocess_at="network")
+    assert native.postprocess_at == "native"  # the library scores as runs are scored
+    image = native.read(shared_data / "bbbc041seg-sample" / "original.png")
+    net = native.network_outputs(image)
+    assert net.shape[1:] == (600, 800)  # count_real runs at scale 0.5
+    outputs, want = native.predict(image)
+    got = fast.labels(outputs, net)
+    assert got.shape == image.shape[:2] and got.dtype == np.int32
+    assert np.array_equal(np.unique(got), np.arange(got.max() + 1))
+    assert not (got[~native.mask(outputs)]).any()  # inside the full-resolution foreground
+    assert abs(int(got.max()) - int(want.max())) <= 1 and got.max() >= 40
+    root = shared_data / "bbbc041seg-sample"
+    truth = read_native_instances(Sample("sample", root / "original.png", root / "mask.png"))
+    f1 = [match_instances(truth, lab).f1 for lab in (want, got)]
+    assert abs(f1[0] - f1[1]) <= 0.01, f1
+    assert np.array_equal(fast.predict(image)[1], got)
+    assert np.array_equal(native.labels(outputs, net), want)  # native ignores the small maps
+
+
+def test_pixel_sizes_follow_the_maps_scale():
+    from bloodseg.postprocess import DistanceWatershed, Watershed
+
+    assert DistanceWatershed(min_area=16).at_scale(0.5).min_area == 4
+    half = Watershed(min_area=16, min_distance=10).at_scale(0.5)
+    assert (half.min_area, half.min_distance, half.split_ratio) == (4, 5, 0.85)
+    assert Watershed().at_scale(0.5).min_distance is None  # a fraction of the cell radius
+
+
+@pytest.mark.real
 def test_openvino_in_f32_keeps_the_counts_where_it_is_installed(shared_data, count_real):
     pytest.importorskip("openvino")
     ref = Predictor.load(count_real, device="cpu")

@@ -19,7 +19,7 @@ so one config works at 256 px and at 1600x1200.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import cv2
@@ -81,11 +81,18 @@ class _MarkerWatershed:
             comp_of[mk_ids] = cc[sel]
             mk_area = np.bincount(mk_ids, minlength=n_mk + 1)
         comp_of[~self._keep_markers(mk_area)] = 0
-        return drop_cut_cells(self._flood(out, cc, cc_area, mk, comp_of), self.cut_cell_frac)
+        labels, areas = self._flood(out, cc, cc_area, mk, comp_of)
+        return drop_cut_cells(labels, self.cut_cell_frac, areas=areas)
 
     def batch(self, outputs: np.ndarray) -> list[np.ndarray]:
         """Apply to a (B, C, H, W) stack; returns one int32 label map per item."""
         return [self(o) for o in np.asarray(outputs)]
+
+    def at_scale(self, factor: float) -> _MarkerWatershed:
+        """The same post-processing for maps ``factor`` x this size per side: the one size
+        given in pixels (``min_area``) scaled; the others are fractions of sizes measured on
+        each image."""
+        return replace(self, min_area=max(1, round(self.min_area * factor**2)))
 
     # -- steps -------------------------------------------------------------------------
 
@@ -129,12 +136,12 @@ class _MarkerWatershed:
         cc_area: np.ndarray,
         mk: np.ndarray,
         comp_of: np.ndarray,
-    ) -> np.ndarray:
-        """int32 labels 1..N: a component with at most one kept marker (``comp_of``: marker
-        id -> component id, 0 = not kept) is one cell (a cell nobody seeded is still a cell);
-        one with several is flooded from them. Then drop instances of at most
-        ``max(min_area, min_area_frac x typical area)`` px (typical: median area of the
-        instances larger than ``min_area``)."""
+    ) -> tuple[np.ndarray, np.ndarray]:
+        """(int32 labels 1..N, pixels per id 0..N): a component with at most one kept marker
+        (``comp_of``: marker id -> component id, 0 = not kept) is one cell (a cell nobody
+        seeded is still a cell); one with several is flooded from them. Then drop instances
+        of at most ``max(min_area, min_area_frac x typical area)`` px (typical: median area
+        of the instances larger than ``min_area``)."""
         n_cc, n_mk = cc_area.size - 1, comp_of.size - 1
         keep_mk = comp_of > 0
         per_comp = np.bincount(comp_of, minlength=n_cc + 1)
@@ -190,7 +197,7 @@ class _MarkerWatershed:
         mk_lut[keep_piece] = np.arange(first, first + keep_piece.size, dtype=np.int32)
         for box, comp, ids in floods:
             labels[box][comp] = mk_lut[ids]
-        return labels
+        return labels, np.concatenate([[0], cc_area[keep_single], piece_area[keep_piece]])
 
 
 @dataclass

@@ -14,7 +14,7 @@ history in ``benchmarks/README.md``).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import cv2
@@ -22,7 +22,7 @@ import numpy as np
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from bloodseg.labels import components, cut_cell_grid, drop_cut_cells
+from bloodseg.labels import cut_cell_grid, drop_cut_cells
 
 __all__ = ["Watershed"]
 
@@ -105,27 +105,35 @@ class Watershed:
             fg = cv2.morphologyEx(
                 fg, cv2.MORPH_OPEN, np.ones((3, 3), np.uint8), iterations=self.open_iterations
             )
-        n_cc, cc, stats, n_all = components(fg, self.min_area)
+        # Components keep OpenCV's ids (``ids[i]``: the i-th kept one's): renumbering the
+        # frame to drop specks would cost two more full-frame passes. Grana's algorithm: the
+        # same labels as the default in about half the time.
+        n_all, cc, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(
+            fg, 8, cv2.CV_32S, cv2.CCL_GRANA)
+        kept = stats[:, cv2.CC_STAT_AREA] > self.min_area
+        kept[0] = False
+        ids = np.flatnonzero(kept).astype(np.int32)
+        n_cc, stats = ids.size, stats[ids]
         if n_cc == 0:
             return np.zeros(fg.shape, np.int32)
-        if n_cc < n_all:  # small components were dropped from cc
-            fg = (cc > 0).astype(np.uint8)
+        if n_cc < n_all - 1:  # specks: background for the distances
+            fg = np.take(kept.view(np.uint8), cc)
         elif n_cc == 1 and stats[0, cv2.CC_STAT_AREA] == fg.size:
             return cc  # no background at all: distances are undefined, nothing to split
         # The 5x5 chamfer mask is within ~2% of the exact EDT at a third of the cost.
         dist = cv2.distanceTransform(fg, cv2.DIST_L2, 5)
         boxes = [_box(stats[i]) for i in range(n_cc)]
         comp_max = np.array(
-            [dist[b][cc[b] == i + 1].max() for i, b in enumerate(boxes)], np.float32
+            [dist[b][cc[b] == ids[i]].max() for i, b in enumerate(boxes)], np.float32
         )
         radius = _typical_radius(comp_max)
         peak_map = dist
         if self.core_threshold is not None and np.issubdtype(prob.dtype, np.floating):
             core = (prob > self.core_threshold).view(np.uint8) & fg
             peak_map = cv2.distanceTransform(core, cv2.DIST_L2, 5)
-        groups = self._peak_groups(peak_map, dist, cc, boxes, radius)
+        groups = self._peak_groups(peak_map, dist, cc, ids, n_all, boxes, radius)
         min_area = max(self.min_area, int(self.min_area_frac * np.pi * radius**2))
-        return self._label(prob, cc, stats, boxes, groups, min_area)
+        return self._label(prob, cc, ids, n_all, stats, boxes, groups, min_area)
 
     def tune_grid(self) -> dict[str, list]:
         """The values ``bloodseg.tuning`` tries by default: how deep a neck splits two cells,
@@ -137,6 +145,14 @@ class Watershed:
         """Apply to a (B, H, W) stack; returns one int32 label map per item."""
         return [self(p) for p in np.asarray(probs)]
 
+    def at_scale(self, factor: float) -> Watershed:
+        """The same post-processing for maps ``factor`` x this size per side: the sizes given
+        in pixels (``min_area``, ``min_distance``) scaled; the others are fractions of the
+        typical cell radius measured on each image."""
+        return replace(self, min_area=max(1, round(self.min_area * factor**2)),
+                       min_distance=None if self.min_distance is None else
+                       max(1, round(self.min_distance * factor)))
+
     # -- steps -------------------------------------------------------------------------
 
     def _peak_groups(
@@ -144,10 +160,13 @@ class Watershed:
         peak_map: np.ndarray,
         dist: np.ndarray,
         cc: np.ndarray,
+        ids: np.ndarray,
+        cc_ids: int,
         boxes: list[tuple[slice, slice]],
         radius: float,
     ) -> list[list[np.ndarray]]:
-        """Per component, its cells: each an (m, 3) array of peaks (y, x, height) in px."""
+        """Per component (``cc`` id ``ids[i]``; ``cc_ids``: ids in ``cc``), its cells: each an
+        (m, 3) array of peaks (y, x, height) in px."""
         h, w = peak_map.shape
         scale = max(1, int(radius // self._PEAK_SCALE_RADIUS))
         if scale > 1:
@@ -171,7 +190,9 @@ class Watershed:
         )
         ys = np.clip(((sy + 0.5) * fy).astype(np.intp), 0, h - 1)
         xs = np.clip(((sx + 0.5) * fx).astype(np.intp), 0, w - 1)
-        comp = cc[ys, xs] - 1
+        index = np.zeros(cc_ids, np.intp)  # cc id -> its kept index + 1 (0: none)
+        index[ids] = np.arange(1, ids.size + 1)
+        comp = index[cc[ys, xs]] - 1
         inside = comp >= 0  # smoothing can lift a background pixel next to a cell
         sy, sx, comp = sy[inside], sx[inside], comp[inside]
         order = np.argsort(comp, kind="stable")
@@ -189,7 +210,7 @@ class Watershed:
                 else:
                     # Every component is a cell even if its peak was suppressed (too low,
                     # or shadowed by a bigger neighbour in the window): seed its maximum.
-                    sub = np.where(cc[box] == c + 1, dist[box], -1.0)
+                    sub = np.where(cc[box] == ids[c], dist[box], -1.0)
                     y, x = np.unravel_index(int(np.argmax(sub)), sub.shape)
                     pts = np.array([[y + box[0].start, x + box[1].start, sub[y, x]]], np.float32)
                 groups.append([pts])
@@ -228,34 +249,40 @@ class Watershed:
         self,
         prob: np.ndarray,
         cc: np.ndarray,
+        ids: np.ndarray,
+        cc_ids: int,
         stats: np.ndarray,
         boxes: list[tuple[slice, slice]],
         groups: list[list[np.ndarray]],
         min_area: int,
     ) -> np.ndarray:
-        """Final int32 labels 1..N: one-cell components as they are, others flooded."""
-        n_cc = len(groups)
-        lut = np.zeros(n_cc + 1, np.int32)
-        pieces: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-        next_id = 1
-        for c in range(n_cc):
-            if len(groups[c]) == 1:
-                if stats[c, cv2.CC_STAT_AREA] > min_area:
-                    lut[c + 1] = next_id
-                    next_id += 1
-                continue
-            inside, got = self._split(prob, cc, boxes[c], c + 1, groups[c])
+        """Final int32 labels 1..N: one-cell components as they are, others flooded; ids in
+        component order, a flooded component's pieces in a row."""
+        area = stats[:, cv2.CC_STAT_AREA].astype(np.int64)
+        single = np.array([len(g) == 1 for g in groups])
+        count = (single & (area > min_area)).astype(np.int64)  # final ids per component
+        floods = {}
+        for c in np.flatnonzero(~single):
+            inside, got = self._split(prob, cc, boxes[c], int(ids[c]), groups[c])
             areas = np.bincount(got, minlength=len(groups[c]) + 1)
-            new = np.zeros(areas.size, np.int32)
             big = np.flatnonzero(areas[1:] > min_area) + 1
-            new[big] = np.arange(next_id, next_id + big.size, dtype=np.int32)
-            next_id += big.size
-            pieces[c] = (inside, new[got])
+            count[c] = big.size
+            floods[c] = (inside, got, big, areas[big])
+        first = np.cumsum(count) - count + 1  # each component's first final id
+        sizes = np.zeros(int(count.sum()) + 1, np.int64)  # pixels per final id
+        whole = np.flatnonzero(single & (count > 0))
+        lut = np.zeros(cc_ids, np.int32)
+        lut[ids[whole]] = first[whole]
+        sizes[first[whole]] = area[whole]
         labels = np.take(lut, cc)  # 3x faster than lut[cc] on a full frame
-        for c, (inside, ids) in pieces.items():
-            labels[boxes[c]][inside] = ids
+        for c, (inside, got, big, big_area) in floods.items():
+            new = np.zeros(len(groups[c]) + 1, np.int32)
+            new[big] = np.arange(first[c], first[c] + big.size, dtype=np.int32)
+            sizes[new[big]] = big_area
+            labels[boxes[c]][inside] = new[got]
         # remove_border: every frame-touching cell is "cut", whatever its size
-        return drop_cut_cells(labels, math.inf if self.remove_border else self.cut_cell_frac)
+        return drop_cut_cells(labels, math.inf if self.remove_border else self.cut_cell_frac,
+                              areas=sizes)
 
     def _split(
         self,
@@ -294,6 +321,10 @@ class Watershed:
         got = markers[1:-1, 1:-1][inside]
         got[(got < 0) | (got > len(cells))] = 0  # -1 = split line: a thin gap, as in GT
         return inside, got
+
+
+#: nodes up to which :func:`_groups` unions in Python rather than through scipy.sparse
+_SMALL_GRAPH = 64
 
 
 def _typical_radius(comp_max: np.ndarray) -> float:
@@ -345,5 +376,21 @@ def _one_per_plateau(ys: np.ndarray, xs: np.ndarray, width: int) -> tuple[np.nda
 def _groups(n: int, a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Group id 0..G-1 of each of ``n`` nodes joined by edges (a, b); groups are numbered in
     order of their lowest node."""
-    graph = coo_matrix((np.ones(a.size, np.int8), (a, b)), shape=(n, n))
-    return connected_components(graph, directed=False)[1]
+    if n > _SMALL_GRAPH:
+        graph = coo_matrix((np.ones(a.size, np.int8), (a, b)), shape=(n, n))
+        return connected_components(graph, directed=False)[1]
+    # the few peaks of one component: building a sparse graph costs 50x this loop
+    root = list(range(n))
+
+    def find(i: int) -> int:
+        while root[i] != i:
+            root[i] = root[root[i]]
+            i = root[i]
+        return i
+
+    for i, j in zip(a.tolist(), b.tolist()):
+        ri, rj = find(i), find(j)
+        if ri != rj:
+            root[max(ri, rj)] = min(ri, rj)
+    ids: dict[int, int] = {}
+    return np.array([ids.setdefault(find(i), len(ids)) for i in range(n)], np.int32)
