@@ -138,7 +138,7 @@ def variant_runs(name: str, predictor: Any, path: Path, calibration: list[Path])
     ImportError / RuntimeError when it cannot run here."""
     import torch
 
-    from bloodseg import runtimes
+    from bloodseg import graph, runtimes
     from bloodseg.modelfile import file_sha256
 
     decode, net = predictor.spec.target.decode, predictor.net
@@ -156,15 +156,15 @@ def variant_runs(name: str, predictor: Any, path: Path, calibration: list[Path])
     if name in ("onnxruntime", "openvino"):
         if not runtimes.installed(name):
             raise ImportError(f"{name} is not installed")
-        return [(runtimes.runner(name, net, predictor.spec.target, channels, key),
+        return [(graph.runner(name, net, predictor.spec.target, channels, key),
                  lambda t: t)]
     if name == "openvino-bf16":  # where the CPU has bf16 (AVX512-BF16, AMX); f32 elsewhere
         if not runtimes.installed("openvino"):
             raise ImportError("openvino is not installed")
-        return [(runtimes.OpenVinoNet(runtimes.cached_onnx(
+        return [(runtimes.OpenVinoNet(graph.cached_onnx(
             net, predictor.spec.target, channels, key), precision="bf16"), lambda t: t)]
     if name == "onnxruntime-int8":
-        return [(int8_runner(runtimes.cached_onnx(net, predictor.spec.target, channels, key),
+        return [(int8_runner(graph.cached_onnx(net, predictor.spec.target, channels, key),
                              predictor, calibration), lambda t: t)]
     raise ValueError(name)
 
@@ -219,6 +219,8 @@ def compare(predictor: Any, path: Path, data: Path, variants: list[str], n: int,
             print(f"{name}: cannot run here ({results[name]['error']})", flush=True)
             continue
         predictor.runs = runs
+        # the torch variants run modules on tensors, the others sessions on arrays
+        predictor.backend = "torch" if name.startswith("torch") else "onnxruntime"
         predictor.postprocess_at = "network" if name.endswith(AT_NETWORK) else "native"
         stats, counts, ms = InstanceStats(), [], []
         try:
@@ -258,7 +260,7 @@ def compare(predictor: Any, path: Path, data: Path, variants: list[str], n: int,
                      f"{int(diff.max()) if diff is not None else '—'} | {r['f1']:.4f} | "
                      f"{d_f1:+.4f} | {'yes' if keeps else 'no'} |")
     predictor.runs = [(predictor.net, predictor.spec.target.decode)]
-    predictor.postprocess_at = "native"
+    predictor.backend, predictor.postprocess_at = "torch", "native"
     return lines
 
 
@@ -317,8 +319,9 @@ def candidates(predictor: Any, image: np.ndarray, other_ms: float, budget_s: flo
     (``other_ms``) against ``budget_s``."""
     import torch
 
+    from bloodseg.graph import ProbabilityNet, onnx_model
     from bloodseg.models.registry import build_model
-    from bloodseg.runtimes import OnnxRuntimeNet, ProbabilityNet, onnx_model
+    from bloodseg.runtimes import OnnxRuntimeNet
 
     spec = predictor.spec
     x = predictor.network_input(image)[None]
@@ -336,13 +339,13 @@ def candidates(predictor: Any, image: np.ndarray, other_ms: float, budget_s: flo
             ort_net = OnnxRuntimeNet(path)
             xt = torch.from_numpy(x)
             ms = {}
-            for key, fn in (("eager", module), ("ort", ort_net)):
+            for key, fn, inp in (("eager", module, xt), ("ort", ort_net, x)):
                 with torch.inference_mode():
-                    fn(xt)
+                    fn(inp)
                     best = []
                     for _ in range(repeat):
                         t0 = time.perf_counter()
-                        fn(xt)
+                        fn(inp)
                         best.append(time.perf_counter() - t0)
                 ms[key] = min(best) * 1000
         est = (ms["ort"] + other_ms) / 1000

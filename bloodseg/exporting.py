@@ -20,19 +20,11 @@ import torch
 from omegaconf import DictConfig
 
 import bloodseg
+from bloodseg.graph import ProbabilityNet, example_input, max_difference, onnx_model
 from bloodseg.inference import Predictor
 from bloodseg.io import CheckpointError, write_bytes_atomic, write_text_atomic
 from bloodseg.modelfile import file_sha256, model_file, save_bundle
-from bloodseg.runtimes import (
-    INPUT,
-    OUTPUT,
-    TOLERANCE,
-    ProbabilityNet,
-    RuntimeFailure,
-    example_input,
-    max_difference,
-    onnx_model,
-)
+from bloodseg.runtimes import INPUT, OUTPUT, TOLERANCE, RuntimeFailure
 from bloodseg.spec import ModelSpec
 from bloodseg.transforms import MEAN, STD
 

@@ -36,18 +36,20 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
+from bloodseg import runtimes
 from bloodseg.io import CheckpointError, read_image
 from bloodseg.labels import relabel_sequential
 from bloodseg.modelfile import check_ensemble, file_sha256, load_model, model_files, read_tuned
 from bloodseg.options import OptionError, check_predict, tta_mode
-from bloodseg.runtimes import resolve, runner
 from bloodseg.spec import MAX_INPUT_PIXELS, ModelSpec, Postprocess
 from bloodseg.transforms import normalize, prepare_image, resize_labels, scaled_hw, upsample
+
+if TYPE_CHECKING:  # torch loads only where a network runs in it (start-up)
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -108,42 +110,67 @@ def blend_window(h: int, w: int) -> np.ndarray:
     return np.outer(wy / wy.max(), wx / wx.max()) + 1e-3
 
 
-def _d4(k: int, flip: bool) -> tuple[Callable[[torch.Tensor], torch.Tensor],
-                                       Callable[[torch.Tensor], torch.Tensor]]:
-    """One of the eight rotations/flips of a (B, C, H, W) tensor and its inverse."""
-    def forward(t: torch.Tensor) -> torch.Tensor:
-        t = t.flip(-1) if flip else t
-        return torch.rot90(t, k, (-2, -1))
+# A (B, C, H, W) torch tensor or numpy array alike: torch modules run on tensors, exported
+# graphs on arrays (without torch).
+Maps = Any
 
-    def inverse(t: torch.Tensor) -> torch.Tensor:
-        t = torch.rot90(t, -k, (-2, -1))
-        return t.flip(-1) if flip else t
+
+def _flip(t: Maps, dims: tuple[int, ...]) -> Maps:
+    return np.flip(t, dims) if isinstance(t, np.ndarray) else t.flip(dims)
+
+
+def _rot90(t: Maps, k: int) -> Maps:
+    if isinstance(t, np.ndarray):
+        return np.rot90(t, k, (-2, -1))
+    import torch
+
+    return torch.rot90(t, k, (-2, -1))
+
+
+def _mean(views: list[Maps]) -> Maps:
+    if isinstance(views[0], np.ndarray):
+        return np.mean(views, axis=0, dtype=np.float32)
+    import torch
+
+    return torch.stack(views).mean(0)
+
+
+def _d4(k: int, flip: bool) -> tuple[Callable[[Maps], Maps], Callable[[Maps], Maps]]:
+    """One of the eight rotations/flips of a (B, C, H, W) tensor or array and its inverse."""
+    def forward(t: Maps) -> Maps:
+        t = _flip(t, (-1,)) if flip else t
+        return _rot90(t, k)
+
+    def inverse(t: Maps) -> Maps:
+        t = _rot90(t, -k)
+        return _flip(t, (-1,)) if flip else t
 
     return forward, inverse
 
 
-def tta_outputs(net: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, decode,
-                tta: bool | str) -> tuple[torch.Tensor, torch.Tensor]:
+def tta_outputs(net: Callable[[Maps], Maps], x: Maps, decode,
+                tta: bool | str) -> tuple[Maps, Maps]:
     """Logits of ``x`` and the decoded probability maps; averaged over the four flips
     (``tta`` true or ``flips``) or the eight rotations and flips (``d4``); the identity's
     logits are returned. Every target here (foreground, contour classes, distance to the
-    own boundary) is equivariant to these, so the inverse transform aligns the outputs."""
+    own boundary) is equivariant to these, so the inverse transform aligns the outputs.
+    ``x``: a tensor for a torch module, an array for an exported graph."""
     mode = tta_mode(tta)
     logits = net(x)
-    outputs = decode(logits.detach())
+    outputs = decode(logits if isinstance(logits, np.ndarray) else logits.detach())
     if mode == "flips":
-        flipped = [decode(net(x.flip(d))).flip(d) for d in ((-1,), (-2,), (-2, -1))]
-        outputs = torch.stack([outputs, *flipped]).mean(0)
+        flipped = [_flip(decode(net(_flip(x, d))), d) for d in ((-1,), (-2,), (-2, -1))]
+        outputs = _mean([outputs, *flipped])
     elif mode == "d4":
         views = [outputs]
         for k, flip in [(k, f) for f in (False, True) for k in range(4)][1:]:
             forward, inverse = _d4(k, flip)
             views.append(inverse(decode(net(forward(x)))))
-        outputs = torch.stack(views).mean(0)
+        outputs = _mean(views)
     return logits, outputs
 
 
-def _identity(t: torch.Tensor) -> torch.Tensor:
+def _identity(t: np.ndarray) -> np.ndarray:
     return t  # an exported graph decodes its logits itself
 
 
@@ -151,6 +178,33 @@ def _is_list(v: Any) -> bool:
     return isinstance(v, Sequence) and not isinstance(v, str | bytes | Path)
 
 
+
+
+def _cached_specs(paths: list[Path], keys: list[str] | None, backend: str, device: str
+                  ) -> list[tuple[ModelSpec, Callable]] | None:
+    """(spec, session) per model file when all of them run as exported graphs cached earlier
+    (the spec kept beside each, validated again here), else None: then the files are read
+    with torch. Only on the CPU, where ``device`` can be told without torch."""
+    if keys is None or device not in ("auto", "cpu") or \
+            (device == "auto" and runtimes.gpu_possible()):
+        return None
+    backend = runtimes.resolve(backend, "cpu")
+    if backend == "torch":
+        return None
+    out = []
+    for path, key in zip(paths, keys):
+        d = runtimes.cached_spec(key)
+        if d is None:
+            return None
+        try:  # the network is never built here: its class is not imported to check it
+            spec = ModelSpec.from_dict(d, str(path), check_network=False)
+            out.append((spec, runtimes.session(backend, runtimes.graph_path(key))))
+        except Exception as err:  # stale or broken (any runtime's error): read the file,
+            # whose path exports the graph again
+            log.warning("%s: cached graph not usable (%s); reading the model file", path,
+                        str(err).splitlines()[0] if str(err) else type(err).__name__)
+            return None
+    return out
 
 
 # -- the predictor ---------------------------------------------------------------------------
@@ -161,7 +215,7 @@ class Predictor:
 
     Args:
         spec: the model's :class:`~bloodseg.spec.ModelSpec`.
-        net: the network with its weights.
+        net: the network with its weights (a list: an ensemble); None with ``graphs``.
         postprocess: overrides the spec's post-processing (a :class:`Postprocess`).
         mode: ``auto`` | ``whole`` | ``tile`` | ``resize`` (module docstring).
         scale: input px -> network px; None = as in training.
@@ -176,38 +230,28 @@ class Predictor:
             (without them, ``auto`` runs PyTorch).
         postprocess_at: ``native`` | ``network``: where :meth:`predict` finds the instances
             (module docstring).
+        graphs: instead of ``net``, the sessions of exported graphs already cached (one per
+            network; ``backend`` names their runtime): no torch is loaded (:meth:`load`).
     """
 
-    def __init__(self, spec: ModelSpec, net: torch.nn.Module,
+    def __init__(self, spec: ModelSpec, net: torch.nn.Module | Sequence[torch.nn.Module] | None,
                  postprocess: Postprocess | None = None, mode: str = "auto",
                  scale: float | Sequence[float] | None = None, overlap: float = 0.25,
                  batch_size: int = 8, tta: bool | str = False, device: str = "auto",
                  warn_tiles: int = WARN_TILES, backend: str = "torch",
-                 keys: Sequence[str] | None = None, postprocess_at: str = "native") -> None:
+                 keys: Sequence[str] | None = None, postprocess_at: str = "native",
+                 graphs: Sequence[Callable[[np.ndarray], np.ndarray]] | None = None) -> None:
         check_predict({"mode": mode, "tta": tta, "device": device, "overlap": overlap,
                        "batch_size": batch_size, "backend": backend,
                        "postprocess_at": postprocess_at})
         self.postprocess_at = resolve_postprocess_at(postprocess_at, scoring=True)
-        if device == "auto":
-            device = "cuda" if torch.cuda.is_available() else "cpu"
-        elif device.startswith("cuda") and not torch.cuda.is_available():
-            raise OptionError(f"predict.device={device}: this machine has no CUDA GPU (torch "
-                              f"{torch.__version__}); use predict.device=cpu or auto")
-        self.device = torch.device(device)
         self.spec = spec.replace(postprocess=postprocess) if postprocess else spec
-        nets = list(net) if isinstance(net, Sequence) else [net]
-        self.nets = [n.to(self.device).eval() for n in nets]
-        self.net = self.nets[0]  # what exports and single-model callers use
-        if backend == "auto" and not keys:
-            backend = "torch"  # weights in memory: nothing to cache an exported graph by
-        elif backend not in ("auto", "torch") and not keys:
-            raise OptionError(f"predict.backend={backend} needs the model's file (its graph "
-                              "is cached by the file's sha256)")
-        self.backend = resolve(backend, self.device)
-        decode = self.spec.target.decode
-        self.runs = [(n, decode) for n in self.nets] if self.backend == "torch" else [
-            (runner(self.backend, n, self.spec.target, self.spec.preprocess.channels, k),
-             _identity) for n, k in zip(self.nets, keys)]
+        if graphs is not None:  # exported graphs on the CPU: torch is never imported
+            self.device, self.nets, self.net = "cpu", [], None
+            self.backend = runtimes.resolve(backend, "cpu")
+            self.runs = [(g, _identity) for g in graphs]
+        else:
+            self._load_networks(net, device, backend, keys)
         self.postprocess = self.spec.postprocess.build()
         pre = self.spec.preprocess
         self.tile_hw = pre.image_size
@@ -227,6 +271,35 @@ class Predictor:
         self.tta = self.tta_mode != "none"  # what run records store (True/False)
         self.warn_tiles = warn_tiles
 
+    def _load_networks(self, net: Any, device: str, backend: str,
+                       keys: Sequence[str] | None) -> None:
+        """The torch side of :meth:`__init__`: the device, the networks on it, and what runs
+        them (the modules, or their exported graphs)."""
+        import torch
+
+        if device == "auto":
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        elif device.startswith("cuda") and not torch.cuda.is_available():
+            raise OptionError(f"predict.device={device}: this machine has no CUDA GPU (torch "
+                              f"{torch.__version__}); use predict.device=cpu or auto")
+        self.device = torch.device(device)
+        nets = list(net) if isinstance(net, Sequence) else [net]
+        self.nets = [n.to(self.device).eval() for n in nets]
+        self.net = self.nets[0]  # what exports and single-model callers use
+        if backend == "auto" and not keys:
+            backend = "torch"  # weights in memory: nothing to cache an exported graph by
+        elif backend not in ("auto", "torch") and not keys:
+            raise OptionError(f"predict.backend={backend} needs the model's file (its graph "
+                              "is cached by the file's sha256)")
+        self.backend = runtimes.resolve(backend, self.device)
+        if self.backend == "torch":
+            self.runs = [(n, self.spec.target.decode) for n in self.nets]
+            return
+        from bloodseg.graph import runner
+
+        self.runs = [(runner(self.backend, n, self.spec.target, self.spec.preprocess.channels,
+                             k), _identity) for n, k in zip(self.nets, keys)]
+
     @classmethod
     def load(cls, path: str | Path | Sequence[str | Path],
              postprocess: Postprocess | None = None,
@@ -240,7 +313,9 @@ class Predictor:
         paths = [Path(p) for p in path] if _is_list(path) else [Path(path)]
         if not paths:
             raise CheckpointError("an empty list of model files")
-        loaded = [load_model(p) for p in paths]
+        keys = [file_sha256(p) for p in paths] if backend != "torch" else None
+        cached = _cached_specs(paths, keys, backend, device)
+        loaded = cached or [load_model(p) for p in paths]
         spec = loaded[0][0]
         for p, (other, _) in zip(paths[1:], loaded[1:]):
             check_ensemble(spec, other, paths[0], p)
@@ -250,9 +325,15 @@ class Predictor:
                 log.info("post-processing tuned for %s: %s", paths[0].name, postprocess.fields)
         if len(paths) > 1:
             log.info("ensemble of %d networks: %s", len(paths), ", ".join(str(p) for p in paths))
-        keys = [file_sha256(p) for p in paths] if backend != "torch" else None
-        return cls(spec, [net for _, net in loaded], postprocess=postprocess, device=device,
-                   backend=backend, keys=keys, **options)
+        if cached:
+            return cls(spec, None, postprocess=postprocess, device="cpu", backend=backend,
+                       graphs=[graph for _, graph in cached], **options)
+        predictor = cls(spec, [net for _, net in loaded], postprocess=postprocess,
+                        device=device, backend=backend, keys=keys, **options)
+        if predictor.backend != "torch":  # the next load needs neither torch nor the file
+            for k, (member, _) in zip(keys, loaded):
+                runtimes.remember_spec(k, member.to_dict())
+        return predictor
 
     def with_postprocess(self, postprocess: Postprocess) -> Predictor:
         """The same network and options with another post-processing (nothing reloaded)."""
@@ -273,6 +354,12 @@ class Predictor:
         return normalize(image, self.spec.preprocess.color)
 
     def _run(self, chunks: list[np.ndarray]) -> np.ndarray:
+        if self.backend != "torch":  # exported graphs: arrays in, arrays out
+            x = np.stack(chunks)
+            return _mean([tta_outputs(run, x, decode, self.tta_mode)[1]
+                          for run, decode in self.runs])
+        import torch
+
         x = torch.from_numpy(np.stack(chunks)).to(self.device)
         with torch.inference_mode():
             out = torch.stack([tta_outputs(net, x, decode, self.tta_mode)[1]

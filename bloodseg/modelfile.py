@@ -23,13 +23,14 @@ import logging
 import pickle
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from bloodseg import rundir
 from bloodseg.io import CheckpointError, write_bytes_atomic, write_text_atomic
 from bloodseg.spec import SPEC_KEY, ModelSpec, Postprocess, SpecError, spec_of_checkpoint
+
+if TYPE_CHECKING:  # torch loads only to read or write a model file's weights (start-up)
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,8 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found; {HINT}")
+    import torch
+
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as err:
@@ -118,6 +121,8 @@ def save_bundle(path: str | Path, spec: ModelSpec, state: Mapping[str, torch.Ten
     weights (float16 by default: half the size, the same counts)."""
     import io
 
+    import torch
+
     weights = {k: (v.half() if half and v.is_floating_point() else v).contiguous().cpu()
                for k, v in state.items()}
     buf = io.BytesIO()
@@ -133,6 +138,8 @@ def write_calibrated(path: str | Path, calibration: Any, out: str | Path | None 
     ckpt = load_checkpoint(path)
     spec = spec_of_checkpoint(ckpt, str(path)).replace(trust=calibration)
     import io
+
+    import torch
 
     buf = io.BytesIO()
     torch.save({**ckpt, SPEC_KEY: spec.to_dict()}, buf)

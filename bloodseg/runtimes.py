@@ -6,35 +6,34 @@ graph compiled by OpenVINO, the ``openvino`` extra), or ``auto``: the fastest in
 that keeps the counts on the CPU (ONNX Runtime; ``benchmarks/predict_speed.py`` measures each
 and the parity rule, ``docs/inference.md`` has the numbers), PyTorch on a GPU.
 
-An exported graph is built from the weights the first time, checked against PyTorch on an input
-whose sides are not multiples of the network's ``size_divisor`` (:data:`TOLERANCE`), and cached
-under the user's cache folder (``$XDG_CACHE_HOME/bloodseg/onnx``, ``~/.cache/...``), keyed by
-the model file's sha256 and the exporter's versions, never beside the user's own files. The
-same :class:`ProbabilityNet` is what ``bloodseg-export format=onnx`` writes.
+An exported graph (:mod:`bloodseg.graph`) is built from the weights the first time, checked
+against PyTorch, and cached under the user's cache folder (``$XDG_CACHE_HOME/bloodseg/onnx``,
+``~/.cache/...``), keyed by the model file's sha256 and the exporter's versions, never beside
+the user's own files; beside it, the model's spec as read from the file (:func:`cached_spec`).
 
-    >>> run = runner("onnxruntime", net, target, channels=1, key=file_sha256("count.pt"))
-    >>> probs = run(torch.from_numpy(x))        # (B, C, H, W) probabilities, as decode() gives
+This module never imports torch: with both cached, ``bloodseg-predict`` counts a smear without
+loading it (start-up; :meth:`bloodseg.inference.Predictor.load`).
+
+    >>> run = session("onnxruntime", graph_path(file_sha256("count.pt")))
+    >>> probs = run(x)                      # (B, C, H, W) float32 probabilities, as decode()
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import importlib.util
+import json
 import logging
 import os
-from collections.abc import Callable, Iterator
+import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
-import torch
-import torch.nn.functional as F
-from torch import nn
 
-from bloodseg.io import write_bytes_atomic
-from bloodseg.models.common import SegmentationNet
+from bloodseg.io import write_text_atomic
 from bloodseg.options import BACKENDS, OptionError
-from bloodseg.targets import Target
 
 log = logging.getLogger(__name__)
 
@@ -46,107 +45,13 @@ AUTO_ORDER = ("onnxruntime",)
 INPUT, OUTPUT = "image", "probabilities"
 #: largest difference to PyTorch an exported graph may show on its check input
 TOLERANCE = 1e-4
+#: device files of the GPU drivers torch can use (NVIDIA, ROCm, WSL): none, no GPU
+GPU_DEVICE_FILES = ("/dev/nvidiactl", "/dev/nvidia0", "/proc/driver/nvidia", "/dev/kfd",
+                    "/dev/dxg")
 
 
 class RuntimeFailure(RuntimeError):
     """An exported graph that does not give PyTorch's answer; it is never used or kept."""
-
-
-# -- the exported module ---------------------------------------------------------------------
-
-
-@torch.jit.script_if_tracing  # scripted inside a trace, so the sizes stay dynamic
-def pad_reflect(x: torch.Tensor, multiple: int) -> torch.Tensor:
-    """``x`` reflect-padded to multiples of ``multiple``, the extra pixel right/bottom
-    (:func:`bloodseg.models.common.pad_to_multiple`, without branches on the size)."""
-    h, w = x.size(-2), x.size(-1)
-    ph, pw = (multiple - h % multiple) % multiple, (multiple - w % multiple) % multiple
-    return F.pad(x, [pw // 2, pw - pw // 2, ph // 2, ph - ph // 2], mode="reflect")
-
-
-@torch.jit.script_if_tracing
-def crop_like(y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """The centre of ``y`` at ``x``'s height and width (undoes :func:`pad_reflect`)."""
-    h, w = x.size(-2), x.size(-1)
-    top, left = (y.size(-2) - h) // 2, (y.size(-1) - w) // 2
-    return y[:, :, top:top + h, left:left + w]
-
-
-class ProbabilityNet(nn.Module):
-    """A network and its target's decoding: normalised ``(B, C, H, W)`` float images of any
-    size -> ``(B, channels, H, W)`` probability maps, as the predictor computes them."""
-
-    def __init__(self, net: SegmentationNet, target: Target) -> None:
-        super().__init__()
-        self.net, self.target, self.size_divisor = net, target, int(net.size_divisor)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        logits = self.net.forward_padded(pad_reflect(x, self.size_divisor))
-        return self.target.decode(crop_like(logits, x))
-
-
-def example_input(channels: int, size_divisor: int, batch: int = 2, extra: int = 3
-                  ) -> torch.Tensor:
-    """A seeded normalised input whose sides are not multiples of ``size_divisor`` (so the
-    padding is part of every trace)."""
-    g = torch.Generator().manual_seed(0)
-    h, w = 2 * size_divisor + extra, 3 * size_divisor + 2 * extra
-    return torch.randn(batch, channels, h, w, generator=g)
-
-
-def max_difference(got: np.ndarray, want: torch.Tensor) -> float:
-    return float(np.abs(np.asarray(got) - want.numpy()).max())
-
-
-@contextlib.contextmanager
-def quiet(*loggers: str) -> Iterator[None]:
-    """Only warnings and errors from ``loggers`` while in the block."""
-    levels = {name: logging.getLogger(name).level for name in loggers}
-    for name in loggers:
-        logging.getLogger(name).setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for name, level in levels.items():
-            logging.getLogger(name).setLevel(level)
-
-
-def onnx_model(module: ProbabilityNet, channels: int, props: dict[str, str],
-               doc: str = "", opset: int | None = None) -> bytes:
-    """``module`` as a checked ONNX model with dynamic batch, height and width and ``props``
-    in its ``metadata_props``; refused (:class:`RuntimeFailure`) unless ONNX Runtime gives
-    PyTorch's maps within :data:`TOLERANCE` at a size other than the traced one."""
-    import onnx
-    import onnxruntime as ort
-    from torch.export import Dim
-
-    d = module.size_divisor
-    dims = {0: Dim("batch", min=1), 2: Dim("height", min=d), 3: Dim("width", min=d)}
-    with quiet("onnx_ir", "onnxscript"), torch.no_grad():  # a log line per graph pass
-        program = torch.onnx.export(module, (example_input(channels, d),), dynamo=True,
-                                    input_names=[INPUT], output_names=[OUTPUT],
-                                    dynamic_shapes=(dims,), opset_version=opset,
-                                    verbose=False)
-    proto = program.model_proto
-    for dim, name in zip(proto.graph.output[0].type.tensor_type.shape.dim,
-                         ("batch", None, "height", "width")):
-        if name:  # the exporter names the output sizes by their formulas
-            dim.dim_param = name
-    onnx.helper.set_model_props(proto, props)
-    proto.doc_string = doc
-    onnx.checker.check_model(proto)
-    data = proto.SerializeToString()
-    session = ort.InferenceSession(data, providers=["CPUExecutionProvider"])
-    x = example_input(channels, d, batch=1, extra=5)
-    with torch.inference_mode():
-        want = module(x)
-    diff = max_difference(session.run(None, {INPUT: x.numpy()})[0], want)
-    if not diff <= TOLERANCE:
-        raise RuntimeFailure(f"the exported graph differs from PyTorch by {diff:.3g} (> "
-                             f"{TOLERANCE}) on a check input")
-    log.info("ONNX graph checked: onnxruntime vs PyTorch on a %s input: max abs difference "
-             "%.2g", tuple(x.shape), diff)
-    return data
 
 
 # -- choosing a backend ----------------------------------------------------------------------
@@ -163,18 +68,27 @@ def installed(backend: str) -> bool:
         return False
 
 
-def resolve(backend: str, device: torch.device) -> str:
-    """The backend that runs: ``auto`` = the first of :data:`AUTO_ORDER` that is installed on
-    a CPU, else ``torch``; an exported-graph backend asked for by name must be installed and
-    on the CPU."""
+def gpu_possible() -> bool:
+    """False when this machine surely has no GPU torch could use (no driver's device file),
+    so that ``predict.device=auto`` need not import torch to ask; True where it cannot tell."""
+    if sys.platform == "win32":
+        return True
+    return any(os.path.exists(p) for p in GPU_DEVICE_FILES)
+
+
+def resolve(backend: str, device: Any) -> str:
+    """The backend that runs on ``device`` (a ``torch.device`` or its type, ``"cpu"``):
+    ``auto`` = the first of :data:`AUTO_ORDER` that is installed on a CPU, else ``torch``; an
+    exported-graph backend asked for by name must be installed and on the CPU."""
+    kind = getattr(device, "type", str(device).split(":")[0])
     if backend not in BACKENDS:
         raise OptionError(f"predict.backend={backend}: not one of {', '.join(BACKENDS)}")
     if backend == "auto":
-        if device.type != "cpu":
+        if kind != "cpu":
             return "torch"
         return next((b for b in AUTO_ORDER if installed(b)), "torch")
     if backend != "torch":
-        if device.type != "cpu":
+        if kind != "cpu":
             raise OptionError(f"predict.backend={backend} runs on the CPU; with "
                               f"predict.device={device} use predict.backend=torch or auto")
         if not installed(backend):
@@ -184,7 +98,7 @@ def resolve(backend: str, device: torch.device) -> str:
     return backend
 
 
-# -- the exported graph, cached --------------------------------------------------------------
+# -- the cache -------------------------------------------------------------------------------
 
 
 def cache_dir() -> Path:
@@ -197,51 +111,77 @@ def cache_dir() -> Path:
 
 
 def export_key() -> str:
-    """What an exported graph depends on besides the weights: the exporter's versions (read
-    from the installed metadata: importing onnx alone costs half a second)."""
+    """What an exported graph depends on besides the weights: bloodseg's and the exporter's
+    versions (read from the installed metadata: importing torch or onnx costs seconds)."""
     from importlib.metadata import version
 
     import bloodseg
-    text = f"{bloodseg.__version__} torch {torch.__version__} onnx {version('onnx')}"
+    text = f"{bloodseg.__version__} torch {version('torch')} onnx {version('onnx')}"
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def cached_onnx(net: SegmentationNet, target: Target, channels: int, key: str) -> Path:
-    """The ONNX file of ``net`` + ``target``'s decoding for the model file whose sha256 is
-    ``key``: read from the cache, or exported, checked and written there atomically."""
+def _stem(key: str) -> Path:
     if not (len(key) == 64 and all(c in "0123456789abcdef" for c in key)):
         raise ValueError(f"cache key {key!r}: expected a model file's sha256")
-    path = cache_dir() / "onnx" / f"{key}-{export_key()}.onnx"
-    if path.is_file():
-        return path
-    log.info("exporting the network to ONNX once (cached as %s)", path)
-    module = ProbabilityNet(net, target).eval()
-    data = onnx_model(module, channels, {"bloodseg_weights_sha256": key},
-                      doc="bloodseg predict.backend cache")
-    write_bytes_atomic(path, data)
-    return path
+    return cache_dir() / "onnx" / f"{key}-{export_key()}"
 
 
-def _threads() -> int:
-    return max(1, torch.get_num_threads())
+def graph_path(key: str) -> Path:
+    """Where the exported graph of the model file whose sha256 is ``key`` is cached."""
+    return _stem(key).with_suffix(".onnx")
+
+
+def remember_spec(key: str, spec: dict) -> None:
+    """Keep the spec read (and validated) from the model file ``key`` beside its graph."""
+    write_text_atomic(_stem(key).with_suffix(".json"), json.dumps(spec, sort_keys=True))
+
+
+def cached_spec(key: str) -> dict | None:
+    """The spec :func:`remember_spec` kept for ``key`` when its graph is cached too, else
+    None (then the model file is read, with torch). The caller validates it as a spec."""
+    path = _stem(key).with_suffix(".json")
+    if not (path.is_file() and graph_path(key).is_file()):
+        return None
+    try:
+        spec = json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+        log.warning("%s: unreadable (%s); reading the model file instead", path, err)
+        return None
+    return spec if isinstance(spec, dict) else None
+
+
+# -- sessions --------------------------------------------------------------------------------
+
+
+def threads() -> int:
+    """Threads for a session: torch's where torch is loaded (a caller may have set them),
+    else ``OMP_NUM_THREADS`` or the CPUs this process may use, as torch would choose."""
+    if "torch" in sys.modules:
+        return max(1, sys.modules["torch"].get_num_threads())
+    env = os.environ.get("OMP_NUM_THREADS", "")
+    if env.isdigit() and int(env) > 0:
+        return int(env)
+    return max(1, len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+               else os.cpu_count() or 1)
 
 
 class OnnxRuntimeNet:
-    """Normalised (B, C, H, W) tensors -> probability maps, by ONNX Runtime on the CPU."""
+    """Normalised (B, C, H, W) float32 arrays -> probability maps, by ONNX Runtime on the
+    CPU."""
 
     def __init__(self, path: Path) -> None:
         import onnxruntime as ort
 
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.intra_op_num_threads = _threads()  # as many as torch would use
+        options.intra_op_num_threads = threads()  # as many as torch would use
         options.inter_op_num_threads = 1
         self.session = ort.InferenceSession(str(path), options,
                                             providers=["CPUExecutionProvider"])
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        x = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
-        return torch.from_numpy(self.session.run([OUTPUT], {INPUT: x})[0])
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        return self.session.run([OUTPUT], {INPUT: x})[0]
 
 
 class OpenVinoNet:
@@ -255,23 +195,14 @@ class OpenVinoNet:
         # f32: OpenVINO's CPU default is bf16 where the CPU has it, whose counts would then
         # depend on the machine
         self.model = core.compile_model(str(path), "CPU", {
-            "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": _threads(),
+            "PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads(),
             "INFERENCE_PRECISION_HINT": precision})
 
-    def __call__(self, x: torch.Tensor) -> torch.Tensor:
-        x = np.ascontiguousarray(x.detach().cpu().numpy(), dtype=np.float32)
-        return torch.from_numpy(np.asarray(self.model(x)[0]))
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        return np.asarray(self.model(x)[0])
 
 
-def runner(backend: str, net: SegmentationNet, target: Target, channels: int,
-           key: str) -> Callable[[torch.Tensor], torch.Tensor]:
-    """A callable giving ``net``'s decoded probability maps on ``backend`` (not ``torch``:
-    the caller runs the module itself)."""
-    path = cached_onnx(net, target, channels, key)
-    try:
-        return OnnxRuntimeNet(path) if backend == "onnxruntime" else OpenVinoNet(path)
-    except Exception as err:  # a cache file another version or a crash left unreadable
-        log.warning("%s: unreadable (%s); exporting again", path, err)
-        path.unlink(missing_ok=True)
-        path = cached_onnx(net, target, channels, key)
-        return OnnxRuntimeNet(path) if backend == "onnxruntime" else OpenVinoNet(path)
+def session(backend: str, path: Path) -> Callable[[np.ndarray], np.ndarray]:
+    """``backend``'s session on the graph at ``path`` (raises when it cannot be read)."""
+    return OnnxRuntimeNet(path) if backend == "onnxruntime" else OpenVinoNet(path)

@@ -38,15 +38,17 @@ import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from bloodseg import targets, trust
 from bloodseg.config import group_config, group_names
 from bloodseg.io import CheckpointError
 from bloodseg.transforms import COLORS, CONTRAST, channels
+
+if TYPE_CHECKING:  # torch loads only where a network runs (start-up)
+    import torch
 
 SPEC_VERSION = 1
 SPEC_KEY = "bloodseg_spec"  # where a Lightning checkpoint keeps the spec
@@ -262,11 +264,16 @@ class Network:
     kwargs: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def from_dict(cls, d: Any, source: str, key: str = "network") -> Network:
+    def from_dict(cls, d: Any, source: str, key: str = "network",
+                  signature: bool = True) -> Network:
+        """Checked: a registered name, plain kwargs in bounds, and (``signature``) kwargs the
+        class takes; ``signature=False`` leaves the class unimported (torch), for a network
+        that is never built (its exported graph runs)."""
         name, kwargs = _entry(d, "model", "kwargs", source, key)
         kwargs = check_plain(kwargs, source, f"{key}.kwargs")
-        params = inspect.signature(_registered_class("model", name)).parameters
-        takes_any = any(p.kind is p.VAR_KEYWORD for p in params.values())
+        params = inspect.signature(_registered_class("model", name)).parameters if signature \
+            else {}
+        takes_any = not signature or any(p.kind is p.VAR_KEYWORD for p in params.values())
         for k in kwargs:
             if k not in params and not takes_any:
                 raise _fail(source, f"{key}.kwargs.{k}", f"{name} takes no such argument; it "
@@ -466,7 +473,10 @@ class ModelSpec:
     trust: trust.Trust | None = None
 
     @classmethod
-    def from_dict(cls, d: Any, source: str = "model spec") -> ModelSpec:
+    def from_dict(cls, d: Any, source: str = "model spec",
+                  check_network: bool = True) -> ModelSpec:
+        """A validated spec; ``check_network=False``: the network's kwargs are not checked
+        against its class (:meth:`Network.from_dict`)."""
         d = _mapping(d, source, SPEC_KEY)
         version = d.get("version")
         if version != SPEC_VERSION:
@@ -474,7 +484,8 @@ class ModelSpec:
                             f"version {SPEC_VERSION}. Upgrade bloodseg or re-export the model")
         _only(d, {"version", "network", "target", "preprocess", "postprocess", "provenance",
                   "trust"}, source, SPEC_KEY)
-        spec = cls(network=Network.from_dict(d.get("network"), source),
+        spec = cls(network=Network.from_dict(d.get("network"), source,
+                                             signature=check_network),
                    target=target_from_dict(d.get("target"), source),
                    preprocess=Preprocess.from_dict(d.get("preprocess"), source),
                    postprocess=Postprocess.from_dict(d.get("postprocess"), source),

@@ -13,9 +13,13 @@ DataModule, ``bloodseg-predict`` or a notebook.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import cv2
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch loads only where a network runs (start-up)
+    import torch
 
 MEAN = {"rgb": (0.485, 0.456, 0.406), "gray": (0.449,)}
 STD = {"rgb": (0.229, 0.224, 0.225), "gray": (0.226,)}
@@ -50,6 +54,8 @@ def normalize(image: np.ndarray, color: str) -> np.ndarray:
 def denormalize(image: torch.Tensor) -> np.ndarray:
     """A normalized CxHxW tensor back to the HxWx3 uint8 (RGB) image it came from."""
     color = "gray" if image.shape[0] == 1 else "rgb"
+    import torch
+
     mean = torch.tensor(MEAN[color]).view(-1, 1, 1)
     std = torch.tensor(STD[color]).view(-1, 1, 1)
     x = (image.detach().float().cpu() * std + mean).clamp(0, 1) * 255

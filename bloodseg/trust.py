@@ -69,7 +69,7 @@ class Observation:
 def calibration_of(predictor: Any) -> Trust | None:
     """The calibration a predictor's counts get: its model's (``spec.trust``), or None for a
     model without one and for an ensemble (its spread was never calibrated)."""
-    return predictor.spec.trust if len(predictor.nets) == 1 else None
+    return predictor.spec.trust if len(predictor.runs) == 1 else None
 
 
 def neighbours(postprocess: Any) -> list[Any]:

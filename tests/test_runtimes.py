@@ -6,6 +6,7 @@ one writes."""
 from __future__ import annotations
 
 import filecmp
+import json
 import shutil
 from pathlib import Path
 
@@ -124,6 +125,73 @@ def test_the_graph_is_cached_by_the_weights_sha256_in_the_users_cache(trained_ru
     tta = Predictor.load(weights, device="cpu", backend="onnxruntime", tta="d4")
     ref_tta = Predictor.load(weights, device="cpu", tta="d4")
     assert np.abs(tta.outputs(image) - ref_tta.outputs(image)).max() <= runtimes.TOLERANCE
+
+
+# bloodseg-predict in a fresh interpreter, reporting whether it loaded torch
+NO_TORCH_PROBE = """
+import sys
+sys.argv = ["bloodseg-predict", *sys.argv[1:]]
+from bloodseg.cli.predict import main
+try:
+    main()
+except SystemExit as e:
+    assert not e.code, e.code
+print("TORCH", "torch" in sys.modules)
+"""
+
+
+@pytest.mark.real
+def test_counting_with_a_cached_graph_never_imports_torch(shared_data, count_real, tmp_path):
+    """Start-up: once a model's graph and spec are cached, bloodseg-predict reads neither the
+    model file's weights nor torch (1.5 s of a one-smear count), and writes the same files."""
+    import subprocess
+    import sys
+
+    if runtimes.gpu_possible():
+        pytest.skip("a GPU driver is present: auto asks torch whether CUDA runs")
+    Predictor.load(count_real, device="cpu", backend="auto")  # the first use caches both
+    key = file_sha256(count_real)
+    assert runtimes.cached_spec(key) is not None and runtimes.graph_path(key).is_file()
+    folder = tmp_path / "in"
+    folder.mkdir()
+    shutil.copy(shared_data / "bbbc041seg-sample" / "original.png", folder / "a.png")
+    outs = {}
+    for backend in ("auto", "torch"):
+        outs[backend] = tmp_path / backend
+        proc = subprocess.run([sys.executable, "-c", NO_TORCH_PROBE, "weights=count_real",
+                               f"input={folder}", f"output={outs[backend]}",
+                               f"predict.backend={backend}"], capture_output=True, text=True,
+                              cwd=tmp_path, stdin=subprocess.DEVNULL, timeout=300)
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        assert f"TORCH {backend == 'torch'}" in proc.stdout
+    for name in ("counts.csv", "cells.csv", "instances/a.png", "masks/a.png",
+                 "overlays/a.png"):
+        assert filecmp.cmp(outs["auto"] / name, outs["torch"] / name, shallow=False), name
+
+
+def test_a_cached_spec_is_validated_and_a_bad_one_read_again_from_the_file(
+        trained_run, cache, tmp_path, caplog):
+    weights = tmp_path / "best.ckpt"
+    shutil.copy(trained_run / "checkpoints" / "best.ckpt", weights)
+    key = file_sha256(weights)
+    first = Predictor.load(weights, device="cpu", backend="onnxruntime")
+    kept = runtimes.cached_spec(key)
+    assert kept == first.spec.to_dict()  # the file's own spec (no tuned file here)
+    spec_file = runtimes.graph_path(key).with_suffix(".json")
+    bad = {**kept, "network": {"name": "nonexistent_net", "kwargs": {}}}
+    spec_file.write_text(json.dumps(bad))
+    again = Predictor.load(weights, device="cpu", backend="onnxruntime")
+    assert "cached graph not usable" in caplog.text and again.net is not None  # read the file
+    assert runtimes.cached_spec(key) == kept  # and kept its spec again
+    spec_file.write_text("{not json")
+    assert runtimes.cached_spec(key) is None
+    fast = Predictor.load(weights, device="cpu", backend="onnxruntime")
+    assert fast.net is not None and runtimes.cached_spec(key) == kept
+    if not runtimes.gpu_possible():
+        fast = Predictor.load(weights, device="auto", backend="onnxruntime")
+        assert fast.net is None and fast.nets == [] and len(fast.runs) == 1
+        image = np.random.default_rng(0).integers(0, 255, (70, 90, 3), np.uint8)
+        assert np.array_equal(fast(image), first(image))
 
 
 def test_weights_in_memory_and_a_gpu_run_in_torch(trained_run):

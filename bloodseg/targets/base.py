@@ -24,11 +24,13 @@ The label helpers the encoders share are here too.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
-import torch
 from scipy import ndimage
+
+if TYPE_CHECKING:  # torch loads only where a network runs (start-up)
+    import torch
 
 __all__ = ["Target"]
 

@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import cv2
 import numpy as np
-import torch
 
 from bloodseg.targets.base import Target, as_labels, boxes
+
+if TYPE_CHECKING:  # torch loads only where a network runs (start-up)
+    import torch
 
 __all__ = ["Binary", "unet_weight_map"]
 
@@ -59,6 +61,8 @@ class Binary(Target):
 
     def decode(self, logits: torch.Tensor) -> torch.Tensor:
         """Sigmoid of the foreground logit."""
+        import torch
+
         return torch.sigmoid(logits.float())
 
     def foreground(self, outputs: torch.Tensor) -> torch.Tensor:

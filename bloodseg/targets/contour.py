@@ -14,13 +14,15 @@ continues beyond it.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Literal
 
 import cv2
 import numpy as np
-import torch
 
 from bloodseg.targets.base import Target, as_labels
+
+if TYPE_CHECKING:  # torch loads only where a network runs (start-up)
+    import torch
 
 __all__ = ["CONTOUR_MODES", "Contour", "contour_target"]
 
@@ -48,6 +50,8 @@ class Contour(Target):
 
     def decode(self, logits: torch.Tensor) -> torch.Tensor:
         """Softmax over the three classes."""
+        import torch
+
         return torch.softmax(logits.float(), dim=1)
 
     def foreground(self, outputs: torch.Tensor) -> torch.Tensor:

@@ -13,13 +13,15 @@ The image edge is never a cell boundary (edge padding, as StarDist's ``edt_prob`
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import cv2
 import numpy as np
-import torch
 
 from bloodseg.targets.base import Target, as_labels, boxes
+
+if TYPE_CHECKING:  # torch loads only where a network runs (start-up)
+    import torch
 
 __all__ = ["Distance", "distance_target"]
 
@@ -40,6 +42,8 @@ class Distance(Target):
 
     def decode(self, logits: torch.Tensor) -> torch.Tensor:
         """Sigmoid of each channel."""
+        import torch
+
         return torch.sigmoid(logits.float())
 
     def foreground(self, outputs: torch.Tensor) -> torch.Tensor:
