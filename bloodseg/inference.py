@@ -313,7 +313,9 @@ class Predictor:
         paths = [Path(p) for p in path] if _is_list(path) else [Path(path)]
         if not paths:
             raise CheckpointError("an empty list of model files")
-        keys = [file_sha256(p) for p in paths] if backend != "torch" else None
+        # a missing file or a folder: load_model says so in one line, as for torch
+        keys = [file_sha256(p) for p in paths] \
+            if backend != "torch" and all(p.is_file() for p in paths) else None
         cached = _cached_specs(paths, keys, backend, device)
         loaded = cached or [load_model(p) for p in paths]
         spec = loaded[0][0]

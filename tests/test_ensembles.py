@@ -105,7 +105,7 @@ def test_ensemble_from_a_cli_config_list(members, crop):
                             "postprocess": None, "postprocess_file": None,
                             "predict": {"tta": "d4", "device": "cpu"}})
     predictor, paths = predictor_from_config(cfg)
-    assert paths == [a, b] and len(predictor.nets) == 2 and predictor.tta_mode == "d4"
+    assert paths == [a, b] and len(predictor.runs) == 2 and predictor.tta_mode == "d4"
     assert predictor.tta is True  # what run records store
     assert model_files(None, ["count_real"]) == [weights_path("count_real")]
     with pytest.raises(Exception, match="exactly one"):
