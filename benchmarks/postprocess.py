@@ -139,11 +139,11 @@ def main(argv: list[str] | None = None) -> int:
         import torch
 
         from bloodseg.inference import Predictor
-        from bloodseg.modelfile import model_files
+        from bloodseg.modelfile import model_file
 
         torch.set_num_threads(args.threads)
-        path = model_files(args.weights if Path(args.weights).is_file() else None,
-                           None if Path(args.weights).is_file() else args.weights)[0]
+        path = Path(args.weights) if Path(args.weights).is_file() \
+            else model_file(weights=args.weights)
         predictor = Predictor.load(path, device="cpu", backend="auto",
                                    postprocess_at="network")
         items = network_items(args.root, predictor, args.limit)

@@ -228,8 +228,8 @@ class Predictor:
             ``onnxruntime`` / ``openvino`` / ``auto`` given ``keys``.
         keys: the model files' sha256, one per network: what an exported graph is cached by
             (without them, ``auto`` runs PyTorch).
-        postprocess_at: ``native`` | ``network``: where :meth:`predict` finds the instances
-            (module docstring).
+        postprocess_at: ``native`` | ``network`` (``auto``: native, as runs are scored): where
+            :meth:`predict` finds the instances (module docstring).
         graphs: instead of ``net``, the sessions of exported graphs already cached (one per
             network; ``backend`` names their runtime): no torch is loaded (:meth:`load`).
     """
@@ -442,13 +442,17 @@ class Predictor:
         labels[~self.mask(outputs)] = 0  # the outline of the full-resolution foreground
         return relabel_sequential(labels)  # a speck can vanish under the native mask
 
+    def from_network(self, maps: np.ndarray, shape: tuple[int, int]
+                     ) -> tuple[np.ndarray, np.ndarray]:
+        """(outputs at ``shape``, counted instances) of :meth:`network_outputs`' maps."""
+        outputs = upsample(maps, shape)
+        return outputs, self.labels(outputs, maps)
+
     def predict(self, image: np.ndarray, name: str = "image",
                 progress: Callable[[int, int], None] | None = None
                 ) -> tuple[np.ndarray, np.ndarray]:
         """(outputs at the image's own size (:meth:`outputs`), counted instances)."""
-        maps = self.network_outputs(image, name, progress)
-        outputs = upsample(maps, image.shape[:2])
-        return outputs, self.labels(outputs, maps)
+        return self.from_network(self.network_outputs(image, name, progress), image.shape[:2])
 
     def foreground(self, outputs: np.ndarray) -> np.ndarray:
         """HxW foreground probability of outputs (what the masks threshold)."""

@@ -22,6 +22,7 @@ __all__ = [
     "CUT_CELL_FRAC",
     "CUT_CELL_GRID",
     "centroids",
+    "component_stats",
     "components",
     "cut_cell_grid",
     "drop_cut_cells",
@@ -144,17 +145,26 @@ def centroids(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     return present, cy, cx
 
 
+def component_stats(fg: np.ndarray, min_area: int) -> tuple[np.ndarray, np.ndarray,
+                                                             np.ndarray]:
+    """8-connected components of a uint8 {0,1} map, as OpenCV numbers them: (int32 labels,
+    ``cv2`` stats row per id, bool per id: area > ``min_area``, never the background 0)."""
+    # Grana's algorithm: same labels, about half the time of the default on 1600x1200.
+    _, lab, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(
+        fg, 8, cv2.CV_32S, cv2.CCL_GRANA
+    )
+    keep = stats[:, cv2.CC_STAT_AREA] > min_area
+    keep[0] = False
+    return lab, stats, keep
+
+
 def components(fg: np.ndarray, min_area: int) -> tuple[int, np.ndarray, np.ndarray, int]:
     """8-connected components of a uint8 {0,1} map with area > ``min_area``.
 
     Returns (n kept, int32 labels 0..n, their ``cv2`` stats rows, n before dropping).
     """
-    # Grana's algorithm: same labels, about half the time of the default on 1600x1200.
-    n, lab, stats, _ = cv2.connectedComponentsWithStatsWithAlgorithm(
-        fg, 8, cv2.CV_32S, cv2.CCL_GRANA
-    )
-    keep = np.zeros(n, bool)
-    keep[1:] = stats[1:, cv2.CC_STAT_AREA] > min_area
+    lab, stats, keep = component_stats(fg, min_area)
+    n = keep.size
     if keep[1:].all():
         return n - 1, lab, stats[1:], n - 1
     lut = np.zeros(n, np.int32)

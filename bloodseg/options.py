@@ -63,7 +63,7 @@ def check_predict(p: Mapping[str, Any] | None) -> None:
     backend = p.get("backend", "auto")
     if backend not in BACKENDS:
         raise OptionError(f"predict.backend={backend}: not one of {', '.join(BACKENDS)}")
-    at = p.get("postprocess_at", "native")
+    at = p.get("postprocess_at", "auto")
     if at not in POSTPROCESS_AT:
         raise OptionError(f"predict.postprocess_at={at}: not one of {', '.join(POSTPROCESS_AT)}")
     device = str(p.get("device", "auto"))

@@ -41,7 +41,6 @@ from bloodseg.measure import CELL_COLUMNS, FORMATS, cell_rows, write_geojson, wr
 from bloodseg.progress import Eta
 from bloodseg.render import overlay
 from bloodseg.screening import screen
-from bloodseg.transforms import upsample
 from bloodseg.trust import calibration_of
 
 log = logging.getLogger(__name__)
@@ -534,8 +533,7 @@ def predict(cfg: DictConfig) -> tuple[list[dict], list[str]]:
         """Everything after the network, on the worker thread while the network runs on the
         next smear: the maps at the image's size, instances, interval and review, the files,
         then the CSV rows (the image's commit)."""
-        maps = upsample(network, image.shape[:2])
-        labels = predictor.labels(maps, network)
+        maps, labels = predictor.from_network(network, image.shape[:2])
         interval, review = judged(predictor, image, maps, labels)
         if review:
             flagged.append(path.name)

@@ -29,7 +29,7 @@ from bloodseg import ddp, evaluation, rundir, tuning
 from bloodseg.config import instantiate_group
 from bloodseg.data.bbbc041seg import image_digests, list_split
 from bloodseg.data.boxes import boxes_for
-from bloodseg.inference import Predictor, resolve_postprocess_at
+from bloodseg.inference import Predictor
 from bloodseg.io import CheckpointError, DataError, write_text_atomic
 from bloodseg.modelfile import check_model_file, load_model, write_tuned
 from bloodseg.module import SegmentationModule
@@ -220,8 +220,7 @@ def tune_and_test(cfg: DictConfig, out: Path, trainer: pl.Trainer, datamodule,
                "mode": p.get("mode", "auto"), "scale": p.get("scale"),
                "overlap": float(p.get("overlap", 0.25)), "tta": p.get("tta", False),
                "batch_size": int(p.get("batch_size", 8)),
-               "postprocess_at": resolve_postprocess_at(str(p.get("postprocess_at", "auto")),
-                                                        scoring=True)}
+               "postprocess_at": p.get("postprocess_at", "auto")}  # auto: native, as scored
     if weights:
         # a run's numbers never depend on the runtime: auto scores with PyTorch here
         backend = str(p.get("backend", "auto"))
