@@ -4,7 +4,8 @@ and what a folder costs end to end: ``bloodseg-predict`` measured on real smears
 1. **Stages** of the one inference path (:class:`bloodseg.inference.Predictor`) on the first
    ``--images`` smears of a Kaggle-layout folder (default: the 40 shared BBBC041Seg pairs'
    images, native 1600x1200), on ``--threads`` threads, for today's path (``torch``, instances
-   found at native size) and the default (``auto``, instances on the network's maps): read
+   found at native size), the default (``auto``) and ``auto+network`` (instances on the
+   network's maps, ``predict.postprocess_at=network``): read
    (decode the file), preprocess (gray, contrast, scale, normalise), network (the forward
    pass and its decoding), resize (maps to native size), post-processing
    (watershed -> labels), trust (interval + review), measurements (cells.csv rows), writing
@@ -16,11 +17,11 @@ and what a folder costs end to end: ``bloodseg-predict`` measured on real smears
    each with the parity rule on ``--parity-images`` smears: per-image counts equal to eager
    fp32's on all but 2 of 40 (5 %), none off by more than 1, F1@0.5 against the masks within
    0.002. Only a runtime that passes may be ``predict.backend=auto``'s choice. The last row,
-   ``onnxruntime+network``, is the default path whole: ONNX Runtime with the instances found
-   on the network's maps (``predict.postprocess_at=network``), under the same rule.
+   ``onnxruntime+network``, is ONNX Runtime with the instances found on the network's maps
+   (``predict.postprocess_at=network``), under the same rule.
 3. **End to end**: ``bloodseg-predict`` on ``--end-to-end`` smears as a user runs it (start-up
-   included), today's path (``predict.backend=torch predict.prefetch=0
-   predict.postprocess_at=native``) against the default.
+   included), today's path (``predict.backend=torch predict.prefetch=0``) against the default
+   and against ``predict.postprocess_at=network``.
 
     python -m benchmarks.predict_speed                      # count_real, all of the above
     python -m benchmarks.predict_speed --variants torch,onnxruntime --parity-images 10
@@ -279,11 +280,11 @@ def end_to_end(weights: str, files: list[Path], runs: dict[str, list[str]]) -> l
             for f in files[:n]:
                 (folders[n] / f.name).symlink_to(f.resolve())
         walls: dict[str, dict[int, float]] = {}
-        for name, options in runs.items():
+        for i, (name, options) in enumerate(runs.items()):
             walls[name] = {}
-            for n, folder in folders.items():
+            for n, folder in folders.items():  # output folders by number: names hold spaces
                 cmd = [sys.executable, "-m", "bloodseg.cli.predict", model, f"input={folder}",
-                       f"output={Path(tmp) / f'{name}{n}'}", *options]
+                       f"output={Path(tmp) / f'out{i}-{n}'}", *options]
                 t0 = time.perf_counter()
                 proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp,
                                       stdin=subprocess.DEVNULL)
@@ -364,8 +365,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--images", type=int, default=20, help="smears in the stage table")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--warmup", type=int, default=1)
-    p.add_argument("--stages", default="torch,auto",
-                   help="predict.backend values of the stage table's columns")
+    p.add_argument("--stages", default="torch,auto,auto+network",
+                   help="predict.backend values of the stage table's columns (+network: "
+                        "instances on the network's maps)")
     p.add_argument("--variants", default=",".join(VARIANTS),
                    help=f"runtimes compared (any of {', '.join(VARIANTS)}; '' = none)")
     p.add_argument("--parity-images", type=int, default=40)
@@ -401,9 +403,10 @@ def main(argv: list[str] | None = None) -> int:
 
     print(report[0])
     columns = {}
-    for backend in [b for b in a.stages.split(",") if b]:
-        # today's path finds the instances at native size; the default on the network's maps
-        at = "network" if backend == "auto" else "native"
+    for column in [b for b in a.stages.split(",") if b]:
+        # <backend>+network: the instances found on the network's maps (postprocess_at)
+        backend = column.removesuffix(AT_NETWORK)
+        at = "network" if column.endswith(AT_NETWORK) else "native"
         predictor = Predictor.load(path, device="cpu", backend=backend, postprocess_at=at)
         name = f"{backend} ({predictor.backend})" if backend == "auto" else backend
         columns[f"{name}, instances at {at} size"] = stage_times(predictor, files, a.warmup)
@@ -429,8 +432,8 @@ def main(argv: list[str] | None = None) -> int:
     if a.end_to_end:
         Predictor.load(path, device="cpu", backend="auto")  # its graph cached, as after a 1st use
         table = end_to_end(a.weights, smears(a.data, a.end_to_end), {
-            "today": ["predict.backend=torch", "predict.prefetch=0",
-                      "predict.postprocess_at=native"], "default": []})
+            "today": ["predict.backend=torch", "predict.prefetch=0"], "default": [],
+            "instances on the network's maps": ["predict.postprocess_at=network"]})
         say("", f"**End to end**: `bloodseg-predict` on one smear and on {a.end_to_end} "
             "(× today: the seconds each further smear adds):", "", *table)
     if a.readme:

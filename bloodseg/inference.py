@@ -22,8 +22,8 @@ Where instances are found (``postprocess_at``): ``native`` runs the post-process
 outputs resized to the image's own size (how runs are scored); ``network`` runs it on the
 network's maps, a quarter of the pixels at ``count_real``'s scale 0.5, then resizes the labels
 (nearest) and keeps them inside the native foreground, so masks and outlines stay at full
-resolution. ``bloodseg-predict`` does the latter: on the 40 shared smears it gives the same
-counts and F1 as ``native`` (docs/inference.md, ``benchmarks/predict_speed.py``).
+resolution. ``native`` is the default everywhere: ``network`` kept ``count_real``'s counts on
+the 40 smears it was trained on, but not on unseen smears (docs/inference.md).
 
 Test-time augmentation (``tta``): ``flips`` (or ``true``) averages the outputs over the four
 flips, ``d4`` over all eight rotations and flips. Ensembles: :meth:`Predictor.load` takes a
@@ -78,17 +78,8 @@ def predictor_from_config(cfg: Mapping) -> tuple[Predictor, Path | list[Path]]:
         scale=p.get("scale"), overlap=p.get("overlap", 0.25), batch_size=p.get("batch_size", 8),
         tta=p.get("tta", False), device=p.get("device", "auto"),
         backend=p.get("backend", "auto"),
-        postprocess_at=resolve_postprocess_at(p.get("postprocess_at", "auto"), scoring=False))
+        postprocess_at=p.get("postprocess_at", "native"))
     return predictor, (paths if len(paths) > 1 else paths[0])
-
-
-def resolve_postprocess_at(value: str, scoring: bool) -> str:
-    """``predict.postprocess_at`` for a caller: ``auto`` is ``native`` where runs are scored
-    (train.py's test and tune stages: their numbers never move) and ``network`` where cells
-    are counted (it keeps the counts: module docstring)."""
-    if value == "auto":
-        return "native" if scoring else "network"
-    return value
 
 
 # -- tiles -----------------------------------------------------------------------------------
@@ -228,8 +219,8 @@ class Predictor:
             ``onnxruntime`` / ``openvino`` / ``auto`` given ``keys``.
         keys: the model files' sha256, one per network: what an exported graph is cached by
             (without them, ``auto`` runs PyTorch).
-        postprocess_at: ``native`` | ``network`` (``auto``: native, as runs are scored): where
-            :meth:`predict` finds the instances (module docstring).
+        postprocess_at: ``native`` | ``network``: where :meth:`predict` finds the instances
+            (module docstring).
         graphs: instead of ``net``, the sessions of exported graphs already cached (one per
             network; ``backend`` names their runtime): no torch is loaded (:meth:`load`).
     """
@@ -244,7 +235,7 @@ class Predictor:
         check_predict({"mode": mode, "tta": tta, "device": device, "overlap": overlap,
                        "batch_size": batch_size, "backend": backend,
                        "postprocess_at": postprocess_at})
-        self.postprocess_at = resolve_postprocess_at(postprocess_at, scoring=True)
+        self.postprocess_at = postprocess_at
         self.spec = spec.replace(postprocess=postprocess) if postprocess else spec
         if graphs is not None:  # exported graphs on the CPU: torch is never imported
             self.device, self.nets, self.net = "cpu", [], None

@@ -27,9 +27,9 @@ TTA_VALUES = ("false", "true", *TTA_MODES)
 #: where the network runs (bloodseg.runtimes): auto = the fastest installed that keeps the counts
 BACKENDS = ("auto", "torch", "onnxruntime", "openvino")
 DEVICE_PATTERN = r"auto|cpu|mps|cuda(:\d+)?"
-#: where instances are found: auto (network where counting, native where runs are scored) |
-#: on the outputs at the image's own size | on the network's maps, labels resized
-POSTPROCESS_AT = ("auto", "native", "network")
+#: where instances are found: on the outputs at the image's own size | on the network's maps,
+#: labels resized (faster; kept the counts only on smears the network was trained on)
+POSTPROCESS_AT = ("native", "network")
 
 
 def tta_mode(value: Any) -> str:
@@ -63,7 +63,7 @@ def check_predict(p: Mapping[str, Any] | None) -> None:
     backend = p.get("backend", "auto")
     if backend not in BACKENDS:
         raise OptionError(f"predict.backend={backend}: not one of {', '.join(BACKENDS)}")
-    at = p.get("postprocess_at", "auto")
+    at = p.get("postprocess_at", "native")
     if at not in POSTPROCESS_AT:
         raise OptionError(f"predict.postprocess_at={at}: not one of {', '.join(POSTPROCESS_AT)}")
     device = str(p.get("device", "auto"))

@@ -220,7 +220,7 @@ def tune_and_test(cfg: DictConfig, out: Path, trainer: pl.Trainer, datamodule,
                "mode": p.get("mode", "auto"), "scale": p.get("scale"),
                "overlap": float(p.get("overlap", 0.25)), "tta": p.get("tta", False),
                "batch_size": int(p.get("batch_size", 8)),
-               "postprocess_at": p.get("postprocess_at", "auto")}  # auto: native, as scored
+               "postprocess_at": p.get("postprocess_at", "native")}
     if weights:
         # a run's numbers never depend on the runtime: auto scores with PyTorch here
         backend = str(p.get("backend", "auto"))

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
     ({"overlap": 1.5}, r"predict.overlap=1.5: must be a number in \[0, 1\)"),
     ({"batch_size": 0}, r"predict.batch_size=0: must be an integer > 0"),
     ({"scale": float("nan")}, r"predict.scale=nan"),
-    ({"postprocess_at": "half"}, "predict.postprocess_at=half: not one of auto, native, network"),
+    ({"postprocess_at": "half"}, "predict.postprocess_at=half: not one of native, network"),
 ])
 def test_predict_options_outside_their_set_name_the_valid_ones(block, match):
     with pytest.raises(OptionError, match=match):

@@ -53,7 +53,7 @@ def test_onnxruntime_keeps_the_counts_of_the_shipped_model_on_a_real_smear(share
 
 @pytest.mark.real
 def test_instances_found_at_the_network_scale_keep_the_counts(shared_data, count_real):
-    """predict.postprocess_at=network (bloodseg-predict's default): the watershed on the
+    """predict.postprocess_at=network (an option): the watershed on the
     network's maps, the labels resized into the native foreground: the sample's cells found
     again one for one (benchmarks/predict_speed.py checks the 40 shared smears), at full
     resolution, numbered 1..N."""
@@ -62,7 +62,7 @@ def test_instances_found_at_the_network_scale_keep_the_counts(shared_data, count
 
     native = Predictor.load(count_real, device="cpu")
     fast = Predictor.load(count_real, device="cpu", postprocess_at="network")
-    assert native.postprocess_at == "native"  # the library scores as runs are scored
+    assert native.postprocess_at == "native"  # the default
     image = native.read(shared_data / "bbbc041seg-sample" / "original.png")
     net = native.network_outputs(image)
     assert net.shape[1:] == (600, 800)  # count_real runs at scale 0.5
